@@ -1,0 +1,74 @@
+// Package apierror writes the answers edge makes itself, in the shape fixed by
+// the signature spec (section 3): {"code":..,"msg":..,"request_id":..}.
+package apierror
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+
+	"edge/internal/reqctx"
+)
+
+// Code is one of the spec's error codes; its first three digits are the
+// HTTP status.
+type Code int
+
+// The codes of spec/edge-signature.md section 3.
+const (
+	AuthMissing       Code = 40101 // Authorization missing, token malformed or forged
+	TokenExpired      Code = 40102
+	BadSignature      Code = 40103 // signature header missing/malformed/mismatch, unsigned payload refused
+	StaleTimestamp    Code = 40104
+	Replayed          Code = 40105
+	LoginCodeRejected Code = 40106
+	Forbidden         Code = 40301 // IP denied, banned, Referer/app check failed
+	NotFound          Code = 40401
+	BodyTooLarge      Code = 41301
+	RateLimited       Code = 42901
+	UpstreamDown      Code = 50201
+	PlatformDown      Code = 50202
+	UpstreamTimeout   Code = 50401
+)
+
+// Status is the HTTP status of the code.
+func (c Code) Status() int { return int(c) / 100 }
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+// Write sends the JSON error for code with msg. msg is plain text chosen by
+// edge, never client input or a secret. The request id comes from the
+// request's reqctx.Info when there is one.
+func Write(w http.ResponseWriter, r *http.Request, code Code, msg string) {
+	var id string
+	if info := reqctx.FromRequest(r); info != nil {
+		id = info.RequestID
+	}
+	WriteWithID(w, code, msg, id)
+}
+
+// WriteWithID is Write for callers that hold the request id themselves.
+func WriteWithID(w http.ResponseWriter, code Code, msg, requestID string) {
+	bp := bufPool.Get().(*[]byte)
+	b := AppendJSON((*bp)[:0], code, msg, requestID)
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json; charset=utf-8"}
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	h["Cache-Control"] = []string{"no-store"}
+	h["X-Content-Type-Options"] = []string{"nosniff"}
+	w.WriteHeader(code.Status())
+	_, _ = w.Write(b)
+	*bp = b
+	bufPool.Put(bp)
+}
+
+// AppendJSON appends the error body to b.
+func AppendJSON(b []byte, code Code, msg, requestID string) []byte {
+	b = append(b, `{"code":`...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, `,"msg":`...)
+	b = strconv.AppendQuote(b, msg)
+	b = append(b, `,"request_id":`...)
+	b = strconv.AppendQuote(b, requestID)
+	return append(b, '}')
+}

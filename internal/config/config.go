@@ -1,0 +1,162 @@
+// Package config owns edge's TOML schema as plain data: strict decoding (every
+// unknown key, wrong type and impossible value is reported with its key path and
+// line, all at once), defaults, validation, and secrets from ${ENV} or files.
+// It has no side effects beyond reading the files a config names.
+package config
+
+import "net/netip"
+
+// Config is the whole file. Sections an operator does not write keep their
+// defaults (see Defaults).
+type Config struct {
+	Server    Server     `toml:"server"`
+	TLS       TLS        `toml:"tls"`
+	Log       Log        `toml:"log"`
+	Cluster   Cluster    `toml:"cluster"`
+	Upstreams []Upstream `toml:"upstreams"`
+	Routes    []Route    `toml:"routes"`
+
+	// Path is the file the config was read from (not a TOML key); relative
+	// paths inside the config are resolved against its directory.
+	Path string `toml:"-"`
+}
+
+// Server holds the listeners and connection-level limits.
+type Server struct {
+	// ListenHTTPS is the front door (TLS, HTTP/1.1 and HTTP/2). Default ":443".
+	ListenHTTPS string `toml:"listen_https"`
+	// ListenHTTP answers ACME HTTP-01 and redirects everything else to HTTPS.
+	// Default ":80"; "off" disables it.
+	ListenHTTP string `toml:"listen_http"`
+	// ListenAdmin serves /metrics, /healthz, /readyz and POST /reload.
+	// Default "127.0.0.1:9180"; "off" disables it.
+	ListenAdmin string `toml:"listen_admin"`
+	// StateDir keeps certificates and other state. Default: "edge-state"
+	// beside the config file.
+	StateDir string `toml:"state_dir"`
+
+	ReadHeaderTimeout Duration `toml:"read_header_timeout"` // default 10s
+	ReadTimeout       Duration `toml:"read_timeout"`        // default 60s; whole request incl. body
+	WriteTimeout      Duration `toml:"write_timeout"`       // default 0 (off): streams and SSE run long
+	IdleTimeout       Duration `toml:"idle_timeout"`        // default 75s (nginx keepalive_timeout)
+	MaxHeaderBytes    ByteSize `toml:"max_header_bytes"`    // default 64KiB
+	ShutdownGrace     Duration `toml:"shutdown_grace"`      // default 30s
+
+	// TrustedProxies are the peers whose X-Forwarded-For / X-Real-IP are
+	// believed. A bare IP means a single address.
+	TrustedProxies []netip.Prefix `toml:"trusted_proxies"`
+}
+
+// TLS selects where certificates come from.
+type TLS struct {
+	// Mode is "internal" (a local development CA in state_dir), "files"
+	// (certificate files chosen by SNI) or "acme". Default "internal".
+	Mode string `toml:"mode"`
+	// MinVersion is "1.2" (default) or "1.3".
+	MinVersion string `toml:"min_version"`
+	// Certificates are cert/key pairs for mode "files"; SNI picks among them
+	// by the names in each certificate.
+	Certificates []CertificateFiles `toml:"certificates"`
+	// Hosts are extra names for the internal CA's leaf certificate (route
+	// hosts, localhost and 127.0.0.1 are always included).
+	Hosts []string `toml:"hosts"`
+}
+
+// CertificateFiles is one PEM certificate chain and its private key.
+type CertificateFiles struct {
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+}
+
+// Log controls the error log and the access log.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info (default), warn, error
+	Format string `toml:"format"` // json (default) or text
+	Access *bool  `toml:"access"` // access log on (default) or off
+}
+
+// Cluster joins several replicas through Redis. Empty Redis: one machine.
+type Cluster struct {
+	// Redis is a redis:// or rediss:// URL; may use ${ENV} for the password.
+	Redis Secret `toml:"redis"`
+}
+
+// Upstream is a named pool of targets.
+type Upstream struct {
+	Name    string   `toml:"name"`
+	Targets []Target `toml:"targets"`
+	// Balance is round_robin (default), least_conn, random_two or hash.
+	Balance string `toml:"balance"`
+	// HashKey for balance = "hash": "ip" (default) or "header:<Name>".
+	HashKey string `toml:"hash_key"`
+	// Keepalive is the number of idle connections kept per target. Default 64.
+	Keepalive             int      `toml:"keepalive"`
+	ConnectTimeout        Duration `toml:"connect_timeout"`         // default 3s
+	ResponseHeaderTimeout Duration `toml:"response_header_timeout"` // default 60s
+	// Retries is how many other targets an idempotent request may try when
+	// the connection to a target fails. Default 1; 0 disables.
+	Retries     int         `toml:"retries"`
+	HealthCheck HealthCheck `toml:"health_check"`
+	Passive     Passive     `toml:"passive_health"`
+}
+
+// Target is one backend address. In TOML either "host:port" or
+// { address = "host:port", weight = 2 }.
+type Target struct {
+	Address string `toml:"address"`
+	Weight  int    `toml:"weight"` // default 1
+}
+
+// HealthCheck is the active check; it runs when Path is set.
+type HealthCheck struct {
+	Path               string   `toml:"path"`
+	Interval           Duration `toml:"interval"`            // default 5s
+	Timeout            Duration `toml:"timeout"`             // default 2s
+	ExpectStatus       []int    `toml:"expect_status"`       // default any 2xx/3xx
+	HealthyThreshold   int      `toml:"healthy_threshold"`   // default 2
+	UnhealthyThreshold int      `toml:"unhealthy_threshold"` // default 2
+}
+
+// Passive takes a target out after MaxFails failures within Window, for
+// Cooldown (nginx max_fails / fail_timeout).
+type Passive struct {
+	MaxFails int      `toml:"max_fails"` // default 3; 0 disables
+	Window   Duration `toml:"window"`    // default 10s
+	Cooldown Duration `toml:"cooldown"`  // default 30s
+}
+
+// Route matches requests and says what answers them: exactly one of
+// Upstream, Static or Respond.
+type Route struct {
+	Name    string   `toml:"name"`
+	Hosts   []string `toml:"hosts"`   // exact or "*.example.com"; empty = any host
+	Path    string   `toml:"path"`    // prefix; default "/"
+	Methods []string `toml:"methods"` // empty = any method
+
+	Upstream string   `toml:"upstream"`
+	Static   string   `toml:"static"`
+	Respond  *Respond `toml:"respond"`
+
+	// StripPrefix removes Path from the request path before proxying.
+	StripPrefix bool `toml:"strip_prefix"`
+	// Index is served for a directory on static routes. Default "index.html".
+	Index string `toml:"index"`
+	// SPA serves the index for paths that do not exist (single-page apps).
+	SPA bool `toml:"spa"`
+
+	SetRequestHeaders     map[string]string `toml:"set_request_headers"`
+	RemoveRequestHeaders  []string          `toml:"remove_request_headers"`
+	SetResponseHeaders    map[string]string `toml:"set_response_headers"`
+	RemoveResponseHeaders []string          `toml:"remove_response_headers"`
+
+	MaxBody   *ByteSize `toml:"max_body"`  // default 1MiB (nginx client_max_body_size)
+	WebSocket bool      `toml:"websocket"` // allow Upgrade: websocket
+	Gzip      bool      `toml:"gzip"`      // compress compressible responses
+}
+
+// Respond is a fixed answer.
+type Respond struct {
+	Status      int    `toml:"status"` // default 200
+	Body        string `toml:"body"`
+	ContentType string `toml:"content_type"` // default text/plain; charset=utf-8
+}

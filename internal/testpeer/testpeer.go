@@ -1,0 +1,141 @@
+// Package testpeer starts the real peers edge's tests talk to (Redis, and the
+// tools built by tools/go.mod) and cleans them up. When EDGE_CI=1 (set by
+// .ci/run) a missing peer fails the test; elsewhere it skips with the reason,
+// so a developer without Redis can still run the rest.
+package testpeer
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// InCI reports whether missing peers must fail the run.
+func InCI() bool { return os.Getenv("EDGE_CI") == "1" }
+
+// Binary finds name on PATH or in the repository's bin/ (where .ci/run
+// installs the pinned tools), or fails/skips the test.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	p := filepath.Join(RepoRoot(t), "bin", name)
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	missing(t, "%s not found on PATH or in bin/ (run .ci/run or see docs/testing.md)", name)
+	return ""
+}
+
+func missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("required test peer missing: "+format, args...)
+	}
+	t.Skipf("test peer missing: "+format, args...)
+}
+
+// RepoRoot is the directory holding go.mod.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// FreePort returns a loopback TCP address that was free a moment ago.
+func FreePort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// WaitTCP waits until addr accepts connections.
+func WaitTCP(t testing.TB, addr string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not accept connections within %s: %v", addr, within, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// RedisServer is a redis-server process owned by a test.
+type RedisServer struct {
+	Addr string
+	cmd  *exec.Cmd
+	dir  string
+	t    testing.TB
+}
+
+// URL is the redis:// URL of the server.
+func (r *RedisServer) URL() string { return "redis://" + r.Addr + "/0" }
+
+// Stop kills the server (to test what happens when Redis goes away).
+func (r *RedisServer) Stop() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		_ = r.cmd.Process.Kill()
+		_ = r.cmd.Wait()
+		r.cmd = nil
+	}
+}
+
+// Start starts it again on the same address, empty.
+func (r *RedisServer) Start() {
+	r.t.Helper()
+	bin := Binary(r.t, "redis-server")
+	host, port, _ := net.SplitHostPort(r.Addr)
+	cmd := exec.Command(bin, "--bind", host, "--port", port, "--save", "", "--appendonly", "no",
+		"--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		r.t.Fatalf("starting redis-server: %v", err)
+	}
+	r.cmd = cmd
+	WaitTCP(r.t, r.Addr, 10*time.Second)
+}
+
+// Redis starts a private redis-server on a free port for the test.
+func Redis(t testing.TB) *RedisServer {
+	t.Helper()
+	r := &RedisServer{Addr: FreePort(t), dir: t.TempDir(), t: t}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// LogTail returns the last lines of a file, for failure messages.
+func LogTail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
