@@ -1,0 +1,156 @@
+// Command edge is the mini-program gateway: edge run | validate | version.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"edge/internal/gateway"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3";
+// otherwise the module version or VCS revision is used.
+var version = ""
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil && !errors.Is(err, errHelp) {
+		if !errors.Is(err, errReported) {
+			fmt.Fprintln(os.Stderr, "edge:", err)
+		}
+		os.Exit(exitCode(err))
+	}
+}
+
+// errReported means the problem was already printed in full.
+var errReported = errors.New("reported")
+
+// errHelp means -h was asked for and answered: exit 0.
+var errHelp = errors.New("help shown")
+
+// errUsage is a command-line mistake (exit 2, as flag does).
+var errUsage = errors.New("usage")
+
+func exitCode(err error) int {
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	return 1
+}
+
+const usage = `edge: the gateway in front of mini-program backends
+
+Usage:
+  edge [run] [-config PATH]     serve (the default command)
+  edge validate [-config PATH]  check a config file and exit (like nginx -t)
+  edge version                  print the version
+
+The config path is -config, else $EDGE_CONFIG, else ./edge.toml.
+Signals: SIGHUP reloads the config; SIGTERM or SIGINT drain and stop.
+Run "edge <command> -h" for a command's flags.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "run"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return runServe(ctx, args, stdout, stderr)
+	case "validate":
+		return runValidate(args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "edge", buildVersion())
+		return nil
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "edge: unknown command %q\n\n%s", cmd, usage)
+	return errUsage
+}
+
+func configFlag(name string, args []string, stderr io.Writer, help string) (string, error) {
+	fs := flag.NewFlagSet("edge "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config file (default $EDGE_CONFIG, else ./edge.toml)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: edge %s [-config PATH]\n\n%s\n\nFlags:\n", name, help)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", errHelp
+		}
+		return "", errors.Join(errUsage, errReported)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "edge %s: unexpected argument %q\n", name, fs.Arg(0))
+		fs.Usage()
+		return "", errors.Join(errUsage, errReported)
+	}
+	if *path != "" {
+		return *path, nil
+	}
+	if env := os.Getenv("EDGE_CONFIG"); env != "" {
+		return env, nil
+	}
+	return "edge.toml", nil
+}
+
+func runValidate(args []string, stdout, stderr io.Writer) error {
+	path, err := configFlag("validate", args, stderr,
+		"Checks the config file: syntax, unknown keys, types, values and references.\nExit 0 and one line when it is valid; exit 1 and every problem otherwise.")
+	if err != nil {
+		return err
+	}
+	cfg, err := gateway.Validate(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		fmt.Fprintf(stderr, "edge: configuration file %s test failed\n", path)
+		return errReported
+	}
+	fmt.Fprintf(stdout, "edge: configuration file %s is valid (%d routes, %d upstreams)\n", path, len(cfg.Routes), len(cfg.Upstreams))
+	return nil
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	path, err := configFlag("run", args, stderr,
+		"Serves HTTPS, the HTTP redirect/ACME listener and the admin listener as configured.\nSIGHUP, a change of the file, or POST /reload on the admin listener reload the config.")
+	if err != nil {
+		return err
+	}
+	srv, err := gateway.New(gateway.Options{ConfigPath: path, Version: buildVersion(), Stdout: stdout, Stderr: stderr})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		fmt.Fprintln(stderr, "edge: not started")
+		return errReported
+	}
+	return srv.Serve(ctx)
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			return bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				return "dev-" + s.Value[:12]
+			}
+		}
+	}
+	return "dev"
+}

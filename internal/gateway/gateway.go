@@ -1,0 +1,254 @@
+// Package gateway compiles a config into an immutable snapshot (router,
+// per-route handler chains, upstream pools), holds it in an atomic pointer,
+// serves every request from the one snapshot it started on, reloads, drains
+// and shuts down.
+package gateway
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"edge/internal/apierror"
+	"edge/internal/metrics"
+	"edge/internal/proxy"
+	"edge/internal/reqctx"
+)
+
+// Gateway is the front door's http.Handler. Everything that must outlive a
+// snapshot (upstream targets and their connections, metrics, the access log)
+// hangs off it.
+type Gateway struct {
+	snap     atomic.Pointer[snapshot]
+	registry *proxy.Registry
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	access   *accessLog
+
+	idPrefix string
+	idSeq    atomic.Uint64
+}
+
+func newGateway(m *metrics.Metrics, log *slog.Logger, access *accessLog) *Gateway {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	g := &Gateway{
+		registry: proxy.NewRegistry(),
+		metrics:  m,
+		log:      log,
+		access:   access,
+		idPrefix: hex.EncodeToString(b[:]),
+	}
+	m.RegisterTargetHealth(g.targetHealth)
+	return g
+}
+
+func (g *Gateway) targetHealth() []metrics.TargetHealth {
+	s := g.snap.Load()
+	if s == nil {
+		return nil
+	}
+	now := time.Now()
+	var out []metrics.TargetHealth
+	for _, u := range s.upstreamList {
+		for _, t := range u.Targets() {
+			out = append(out, metrics.TargetHealth{Upstream: u.Name(), Target: t.Addr, Healthy: t.Available(now)})
+		}
+	}
+	return out
+}
+
+// ServeHTTP runs one request through the current snapshot.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	s := g.snap.Load()
+	g.metrics.InFlight().Inc()
+	defer g.metrics.InFlight().Dec()
+
+	info := reqctx.New(start)
+	defer reqctx.Release(info)
+	info.RequestID = g.requestID(r)
+	s.clientIP(r, info)
+	w.Header()["X-Request-Id"] = []string{info.RequestID}
+
+	sw := newStatusWriter(w)
+	defer releaseStatusWriter(sw)
+	r = r.WithContext(reqctx.With(r.Context(), info))
+
+	rt := s.route(r, info)
+	if rt == nil {
+		info.Reason = "no_route"
+		apierror.Write(sw, r, apierror.NotFound, "no route for this host and path")
+		s.notFound.Observe(r.Method, sw.status, time.Since(start))
+	} else {
+		info.Route = rt.name
+		sw.headerRules = rt.responseHeaders
+		rt.serve(sw, r, info)
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		rt.metrics.Observe(r.Method, sw.status, time.Since(start))
+		if info.Target != "" {
+			code := sw.status
+			if info.Reason != "" { // edge answered for an upstream that did not
+				code = 0
+			}
+			rt.metrics.ObserveUpstream(info.Target, code, info.UpstreamDuration)
+		}
+	}
+	if s.accessLog {
+		g.access.write(r, info, sw.status, sw.bytes, time.Since(start))
+	}
+}
+
+// requestID keeps a well-formed client X-Request-Id (so a trace crosses
+// edge) or makes one: a per-process random prefix and a counter.
+func (g *Gateway) requestID(r *http.Request) string {
+	if v := r.Header["X-Request-Id"]; len(v) == 1 && wellFormedID(v[0]) {
+		return v[0]
+	}
+	var b [32]byte
+	n := copy(b[:], g.idPrefix)
+	b[n] = '-'
+	out := strconv.AppendUint(b[:n+1], g.idSeq.Add(1), 36)
+	return string(out)
+}
+
+func wellFormedID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// clientIP is the peer, or, when the peer is a trusted proxy, the rightmost
+// address of X-Forwarded-For that is not itself a trusted proxy (the left
+// part of the header is whatever the client wrote).
+func (s *snapshot) clientIP(r *http.Request, info *reqctx.Info) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return
+	}
+	peer := ap.Addr().Unmap()
+	info.ClientIP = peer
+	if !s.trusted(peer) {
+		return
+	}
+	info.PeerTrusted = true
+	xff := r.Header["X-Forwarded-For"]
+	for i := len(xff) - 1; i >= 0; i-- {
+		v := xff[i]
+		for end := len(v); end > 0; {
+			start := end - 1
+			for start >= 0 && v[start] != ',' {
+				start--
+			}
+			part := trimSpace(v[start+1 : end])
+			end = start
+			if part == "" {
+				continue
+			}
+			addr, err := netip.ParseAddr(part)
+			if err != nil {
+				return
+			}
+			addr = addr.Unmap()
+			info.ClientIP = addr
+			if !s.trusted(addr) {
+				return
+			}
+		}
+	}
+	if len(xff) == 0 {
+		if v := r.Header.Get("X-Real-Ip"); v != "" {
+			if addr, err := netip.ParseAddr(trimSpace(v)); err == nil {
+				info.ClientIP = addr.Unmap()
+			}
+		}
+	}
+}
+
+func trimSpace(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func (s *snapshot) trusted(a netip.Addr) bool {
+	for _, p := range s.trustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// statusWriter records the status and size of the answer for metrics and
+// the access log, and applies the route's response header rules just before
+// the headers go out, whoever wrote them (upstream, static files, edge).
+type statusWriter struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	headerRules proxy.HeaderRules
+}
+
+var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
+
+func newStatusWriter(w http.ResponseWriter) *statusWriter {
+	sw := statusWriters.Get().(*statusWriter)
+	*sw = statusWriter{ResponseWriter: w}
+	return sw
+}
+
+func releaseStatusWriter(sw *statusWriter) {
+	*sw = statusWriter{}
+	statusWriters.Put(sw)
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 || code == http.StatusSwitchingProtocols {
+		w.status = code
+		if !w.headerRules.Empty() {
+			w.headerRules.Apply(w.Header())
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Flush keeps streaming answers streaming.
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection (hijack for
+// WebSocket, deadlines).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,471 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"edge/internal/config"
+	"edge/internal/metrics"
+	"edge/internal/proxy"
+	edgetls "edge/internal/tls"
+)
+
+// Options configure a Server.
+type Options struct {
+	ConfigPath string
+	Version    string
+	Stdout     io.Writer // access log
+	Stderr     io.Writer // error log
+	// Listening, when set, is called once every listener is up, with their
+	// actual addresses (tests listen on port 0).
+	Listening func(Addrs)
+}
+
+// Addrs are the bound listener addresses; empty when a listener is off.
+type Addrs struct{ HTTPS, HTTP, Admin string }
+
+// Server owns the listeners, the gateway, the certificate manager and
+// reloading.
+type Server struct {
+	opts    Options
+	gw      *Gateway
+	tlsm    *edgetls.Manager
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	level   *slog.LevelVar
+	access  *accessLog
+
+	reloadMu sync.Mutex
+	cfg      *config.Config
+	cfgHash  [sha256.Size]byte
+
+	ready atomic.Bool
+}
+
+// New loads and compiles the config. A config error is returned as is (a
+// *config.Error listing every problem).
+func New(o Options) (*Server, error) {
+	data, err := os.ReadFile(o.ConfigPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	cfg, err := config.Parse(data, o.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{opts: o, level: new(slog.LevelVar), cfg: cfg, cfgHash: sha256.Sum256(data)}
+	s.log = newLogger(o.Stderr, cfg.Log, s.level)
+	s.metrics = metrics.New(o.Version)
+	s.access = newAccessLog(o.Stdout)
+	s.gw = newGateway(s.metrics, s.log, s.access)
+	snap, err := s.gw.compile(cfg)
+	if err != nil {
+		s.access.close()
+		return nil, err
+	}
+	s.tlsm, err = edgetls.New(cfg.TLS, cfg.Server.StateDir, tlsHosts(cfg), s.log)
+	if err != nil {
+		snap.stop()
+		s.access.close()
+		return nil, fmt.Errorf("setting up TLS: %w", err)
+	}
+	s.gw.snap.Store(snap)
+	s.metrics.ReloadResult(true, time.Now())
+	return s, nil
+}
+
+func newLogger(w io.Writer, lc config.Log, level *slog.LevelVar) *slog.Logger {
+	setLevel(level, lc.Level)
+	opts := &slog.HandlerOptions{Level: level}
+	if lc.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func setLevel(v *slog.LevelVar, name string) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(name)); err != nil {
+		l = slog.LevelInfo
+	}
+	v.Set(l)
+}
+
+// tlsHosts are the names the certificate manager must cover.
+func tlsHosts(cfg *config.Config) []string {
+	seen := map[string]bool{}
+	var hosts []string
+	for _, r := range cfg.Routes {
+		for _, h := range r.Hosts {
+			if !seen[h] {
+				seen[h] = true
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	sort.Strings(hosts)
+	return hosts
+}
+
+// Handler is the front door's handler (for tests that bring their own
+// listener).
+func (s *Server) Handler() http.Handler { return s.gw }
+
+// Serve listens and serves until ctx is done, then drains in-flight requests
+// for up to server.shutdown_grace and returns nil.
+func (s *Server) Serve(ctx context.Context) error {
+	sc := s.cfg.Server
+	var servers []*http.Server
+	var addrs Addrs
+	var lns []net.Listener
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	listen := func(addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		lns = append(lns, ln)
+		return ln, nil
+	}
+
+	httpsLn, err := listen(sc.ListenHTTPS)
+	if err != nil {
+		return err
+	}
+	addrs.HTTPS = httpsLn.Addr().String()
+	front := &http.Server{
+		Handler:           s.gw,
+		TLSConfig:         s.tlsm.TLSConfig(),
+		ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),
+		ReadTimeout:       sc.ReadTimeout.Std(),
+		WriteTimeout:      sc.WriteTimeout.Std(),
+		IdleTimeout:       sc.IdleTimeout.Std(),
+		MaxHeaderBytes:    int(sc.MaxHeaderBytes),
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	servers = append(servers, front)
+
+	var plain *http.Server
+	if sc.ListenHTTP != "off" && sc.ListenHTTP != "" {
+		ln, err := listen(sc.ListenHTTP)
+		if err != nil {
+			return err
+		}
+		addrs.HTTP = ln.Addr().String()
+		_, httpsPort, _ := net.SplitHostPort(addrs.HTTPS)
+		plain = &http.Server{
+			Handler:           redirectToHTTPS(httpsPort),
+			ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),
+			ReadTimeout:       sc.ReadTimeout.Std(),
+			IdleTimeout:       sc.IdleTimeout.Std(),
+			MaxHeaderBytes:    int(sc.MaxHeaderBytes),
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		}
+		servers = append(servers, plain)
+		go s.serve(plain, ln, false)
+	}
+	var admin *http.Server
+	if sc.ListenAdmin != "off" && sc.ListenAdmin != "" {
+		ln, err := listen(sc.ListenAdmin)
+		if err != nil {
+			return err
+		}
+		addrs.Admin = ln.Addr().String()
+		admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+		servers = append(servers, admin)
+		go s.serve(admin, ln, false)
+	}
+	go s.serve(front, httpsLn, true)
+
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go s.watchConfig(watchCtx)
+	go s.watchSIGHUP(watchCtx)
+
+	s.ready.Store(true)
+	if p := s.tlsm.CAPath(); p != "" {
+		s.log.Info("internal TLS: trust this CA to avoid browser warnings", "ca", p)
+	}
+	s.log.Info("edge is serving", "https", addrs.HTTPS, "http", addrs.HTTP, "admin", addrs.Admin, "config", s.opts.ConfigPath)
+	if s.opts.Listening != nil {
+		s.opts.Listening(addrs)
+	}
+
+	<-ctx.Done()
+	s.ready.Store(false)
+	grace := s.currentConfig().Server.ShutdownGrace.Std()
+	s.log.Info("shutting down: draining in-flight requests", "grace", grace.String())
+	drainCtx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, srv := range servers {
+		wg.Go(func() {
+			if err := srv.Shutdown(drainCtx); err != nil {
+				s.log.Warn("grace period over: closing the remaining connections")
+				srv.Close()
+			}
+		})
+	}
+	wg.Wait()
+	s.close()
+	s.log.Info("edge stopped")
+	return nil
+}
+
+func (s *Server) serve(srv *http.Server, ln net.Listener, tls bool) {
+	var err error
+	if tls {
+		err = srv.ServeTLS(ln, "", "")
+	} else {
+		err = srv.Serve(ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("listener stopped", "addr", ln.Addr().String(), "error", err.Error())
+	}
+}
+
+func (s *Server) close() {
+	if snap := s.gw.snap.Load(); snap != nil {
+		snap.stop()
+	}
+	s.gw.registry.Close()
+	s.tlsm.Close()
+	s.access.close()
+}
+
+func (s *Server) currentConfig() *config.Config {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	return s.cfg
+}
+
+// redirectToHTTPS answers port 80: 308 keeps the method and body, so a POST
+// is redirected as a POST.
+func redirectToHTTPS(httpsPort string) http.Handler {
+	suffix := ""
+	if httpsPort != "443" && httpsPort != "" {
+		suffix = ":" + httpsPort
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if host == "" {
+			http.Error(w, "missing Host header", http.StatusBadRequest)
+			return
+		}
+		if strings.Contains(host, ":") {
+			host = "[" + host + "]"
+		}
+		w.Header().Set("Location", "https://"+host+suffix+r.URL.RequestURI())
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusPermanentRedirect)
+	})
+}
+
+func (s *Server) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+		result, err := s.Reload("admin")
+		w.Header().Set("Content-Type", "application/json")
+		body := map[string]any{"result": result}
+		if err != nil {
+			body["problems"] = problemLines(err)
+			w.WriteHeader(http.StatusUnprocessableEntity)
+		}
+		_ = json.NewEncoder(w).Encode(body)
+	})
+	return mux
+}
+
+func problemLines(err error) []string {
+	return strings.Split(err.Error(), "\n")
+}
+
+// Reload outcomes.
+const (
+	ReloadApplied   = "reloaded"
+	ReloadUnchanged = "unchanged"
+	ReloadFailed    = "failed"
+)
+
+// Reload reads the config file again and, if it is valid, swaps in a new
+// snapshot. On any problem the current snapshot keeps serving.
+func (s *Server) Reload(trigger string) (string, error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	now := time.Now()
+	data, err := os.ReadFile(s.opts.ConfigPath)
+	if err != nil {
+		s.reloadFailed(trigger, fmt.Errorf("reading config: %w", err), now)
+		return ReloadFailed, err
+	}
+	hash := sha256.Sum256(data)
+	if hash == s.cfgHash {
+		s.log.Info("config unchanged; nothing to reload", "trigger", trigger)
+		return ReloadUnchanged, nil
+	}
+	cfg, err := config.Parse(data, s.opts.ConfigPath)
+	if err != nil {
+		s.reloadFailed(trigger, err, now)
+		return ReloadFailed, err
+	}
+	for _, key := range config.RestartNeeded(s.cfg, cfg) {
+		s.log.Warn("config change needs a restart; keeping the running value", "key", key)
+	}
+	keepRestartOnly(s.cfg, cfg)
+	snap, err := s.gw.compile(cfg)
+	if err != nil {
+		s.reloadFailed(trigger, err, now)
+		return ReloadFailed, err
+	}
+	if err := s.tlsm.Update(cfg.TLS, tlsHosts(cfg)); err != nil {
+		snap.stop()
+		s.reloadFailed(trigger, fmt.Errorf("applying TLS settings: %w", err), now)
+		return ReloadFailed, err
+	}
+	old := s.gw.snap.Swap(snap)
+	old.stop()
+	var keep []*proxy.Target
+	for _, u := range snap.upstreamList {
+		keep = append(keep, u.Targets()...)
+	}
+	s.gw.registry.Retain(keep)
+	s.cfg, s.cfgHash = cfg, hash
+	setLevel(s.level, cfg.Log.Level)
+	s.metrics.ReloadResult(true, now)
+	s.log.Info("config reloaded", "trigger", trigger, "routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
+	return ReloadApplied, nil
+}
+
+func (s *Server) reloadFailed(trigger string, err error, now time.Time) {
+	s.metrics.ReloadResult(false, now)
+	for _, line := range problemLines(err) {
+		s.log.Error("config reload rejected; the previous config keeps serving", "trigger", trigger, "problem", line)
+	}
+}
+
+// keepRestartOnly copies into next the settings that only take effect on a
+// restart, so that the new snapshot never half-applies them.
+func keepRestartOnly(cur, next *config.Config) {
+	next.Server.ListenHTTPS = cur.Server.ListenHTTPS
+	next.Server.ListenHTTP = cur.Server.ListenHTTP
+	next.Server.ListenAdmin = cur.Server.ListenAdmin
+	next.Server.StateDir = cur.Server.StateDir
+	next.Server.ReadHeaderTimeout = cur.Server.ReadHeaderTimeout
+	next.Server.ReadTimeout = cur.Server.ReadTimeout
+	next.Server.WriteTimeout = cur.Server.WriteTimeout
+	next.Server.IdleTimeout = cur.Server.IdleTimeout
+	next.Server.MaxHeaderBytes = cur.Server.MaxHeaderBytes
+	next.TLS.Mode = cur.TLS.Mode
+	next.Cluster = cur.Cluster
+}
+
+// watchConfig reloads when the config file changes. It watches the
+// directory, not the file, so editors that save by renaming a temporary
+// file (vim, sed -i, Kubernetes' ..data swap) are seen; events are
+// debounced because one save is several events.
+func (s *Server) watchConfig(ctx context.Context) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		s.log.Warn("cannot watch the config file; reload with SIGHUP or POST /reload", "error", err.Error())
+		return
+	}
+	defer w.Close()
+	dir, name := filepath.Split(s.opts.ConfigPath)
+	if dir == "" {
+		dir = "."
+	}
+	if err := w.Add(dir); err != nil {
+		s.log.Warn("cannot watch the config directory; reload with SIGHUP or POST /reload", "dir", dir, "error", err.Error())
+		return
+	}
+	const debounce = 250 * time.Millisecond
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			base := filepath.Base(ev.Name)
+			if base == name || base == "..data" {
+				timer.Reset(debounce)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			s.log.Warn("config watcher error", "error", err.Error())
+		case <-timer.C:
+			_, _ = s.Reload("file change")
+		}
+	}
+}
+
+func (s *Server) watchSIGHUP(ctx context.Context) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+			_, _ = s.Reload("SIGHUP")
+		}
+	}
+}
+
+// Validate loads a config file and reports every problem, as `nginx -t`.
+func Validate(path string) (*config.Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if bytes.TrimSpace(data) == nil {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	return config.Parse(data, path)
+}

@@ -1,0 +1,268 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/textproto"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"edge/internal/apierror"
+	"edge/internal/config"
+	"edge/internal/metrics"
+	"edge/internal/proxy"
+	"edge/internal/reqctx"
+)
+
+// snapshot is one compiled config. It is never mutated after publication;
+// a reload builds a new one and swaps the pointer.
+type snapshot struct {
+	cfg            *config.Config
+	router         *proxy.Router
+	routes         []*route
+	notFound       *metrics.Route
+	trustedProxies []netip.Prefix
+	accessLog      bool
+	upstreamList   []*proxy.Upstream
+
+	// stop ends this snapshot's background work (health checks).
+	stop context.CancelFunc
+}
+
+// route is one compiled [[routes]] entry.
+type route struct {
+	name            string
+	handler         http.Handler
+	metrics         *metrics.Route
+	maxBody         int64
+	responseHeaders proxy.HeaderRules
+}
+
+// compile builds a snapshot from a validated config. Errors here are the
+// few things validation cannot know (a static root that vanished since).
+func (g *Gateway) compile(cfg *config.Config) (*snapshot, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &snapshot{
+		cfg:            cfg,
+		notFound:       g.metrics.Route(""),
+		trustedProxies: cfg.Server.TrustedProxies,
+		accessLog:      cfg.Log.Access == nil || *cfg.Log.Access,
+		stop:           cancel,
+	}
+	upstreams := make(map[string]*proxy.Upstream, len(cfg.Upstreams))
+	for _, uc := range cfg.Upstreams {
+		u := g.buildUpstream(uc)
+		upstreams[uc.Name] = u
+		s.upstreamList = append(s.upstreamList, u)
+	}
+	specs := make([]proxy.RouteSpec, len(cfg.Routes))
+	for i, rc := range cfg.Routes {
+		specs[i] = proxy.RouteSpec{Hosts: rc.Hosts, Prefix: rc.Path, Methods: rc.Methods}
+		rt, err := g.buildRoute(rc, upstreams)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("route %q: %w", rc.Name, err)
+		}
+		s.routes = append(s.routes, rt)
+	}
+	s.router = proxy.NewRouter(specs)
+	for _, u := range s.upstreamList {
+		u.Start(ctx, g.healthChanged)
+	}
+	return s, nil
+}
+
+func (g *Gateway) healthChanged(t *proxy.Target, healthy bool) {
+	state := "down"
+	if healthy {
+		state = "up"
+	}
+	g.log.Warn("upstream target health changed", "upstream", t.Upstream, "target", t.Addr, "state", state)
+}
+
+var balances = map[string]proxy.Balance{
+	"round_robin": proxy.RoundRobin, "least_conn": proxy.LeastConn,
+	"random_two": proxy.RandomTwo, "hash": proxy.Hash,
+}
+
+func (g *Gateway) buildUpstream(uc config.Upstream) *proxy.Upstream {
+	to := proxy.TransportOptions{
+		ConnectTimeout:        uc.ConnectTimeout.Std(),
+		ResponseHeaderTimeout: uc.ResponseHeaderTimeout.Std(),
+		MaxIdle:               uc.Keepalive,
+		IdleTimeout:           upstreamIdleTimeout,
+	}
+	targets := make([]*proxy.Target, len(uc.Targets))
+	weights := make([]int, len(uc.Targets))
+	for i, tc := range uc.Targets {
+		targets[i] = g.registry.Target(uc.Name, tc.Address, to)
+		weights[i] = tc.Weight
+	}
+	hashHeader := ""
+	if h, ok := strings.CutPrefix(uc.HashKey, "header:"); ok {
+		hashHeader = textproto.CanonicalMIMEHeaderKey(h)
+	}
+	u := proxy.NewUpstream(proxy.UpstreamOptions{
+		Name:       uc.Name,
+		Balance:    balances[uc.Balance],
+		HashHeader: hashHeader,
+		Retries:    uc.Retries,
+		Passive: proxy.PassiveOptions{
+			MaxFails: uc.Passive.MaxFails,
+			Window:   uc.Passive.Window.Std(),
+			Cooldown: uc.Passive.Cooldown.Std(),
+		},
+		Health: proxy.HealthOptions{
+			Path:               uc.HealthCheck.Path,
+			Interval:           uc.HealthCheck.Interval.Std(),
+			Timeout:            uc.HealthCheck.Timeout.Std(),
+			ExpectStatus:       uc.HealthCheck.ExpectStatus,
+			HealthyThreshold:   uc.HealthCheck.HealthyThreshold,
+			UnhealthyThreshold: uc.HealthCheck.UnhealthyThreshold,
+		},
+	}, targets, weights)
+	u.OnPassiveDown = func(t *proxy.Target) {
+		g.log.Warn("upstream target taken out after repeated failures", "upstream", t.Upstream, "target", t.Addr,
+			"cooldown", uc.Passive.Cooldown.Std().String())
+	}
+	return u
+}
+
+// upstreamIdleTimeout closes pooled connections nobody used for a minute.
+const upstreamIdleTimeout = 60 * time.Second
+
+func headerRules(set map[string]string, remove []string) proxy.HeaderRules {
+	var h proxy.HeaderRules
+	for _, name := range remove {
+		h.Remove = append(h.Remove, textproto.CanonicalMIMEHeaderKey(name))
+	}
+	for name, v := range set {
+		h.Set = append(h.Set, proxy.HeaderValue{Name: textproto.CanonicalMIMEHeaderKey(name), Value: v})
+	}
+	return h
+}
+
+func (g *Gateway) buildRoute(rc config.Route, upstreams map[string]*proxy.Upstream) (*route, error) {
+	rt := &route{
+		name:            rc.Name,
+		metrics:         g.metrics.Route(rc.Name),
+		maxBody:         defaultMaxBody,
+		responseHeaders: headerRules(rc.SetResponseHeaders, rc.RemoveResponseHeaders),
+	}
+	if rc.MaxBody != nil {
+		rt.maxBody = int64(*rc.MaxBody)
+	}
+	strip := ""
+	if rc.StripPrefix {
+		strip = rc.Path
+	}
+	var h http.Handler
+	switch {
+	case rc.Upstream != "":
+		h = proxy.NewProxy(proxy.ProxyOptions{
+			Route:          rc.Name,
+			Upstream:       upstreams[rc.Upstream],
+			StripPrefix:    strip,
+			RequestHeaders: headerRules(rc.SetRequestHeaders, rc.RemoveRequestHeaders),
+			WebSocket:      rc.WebSocket,
+			Logger:         g.log,
+		})
+	case rc.Static != "":
+		prefix := ""
+		if rc.Path != "/" {
+			prefix = rc.Path
+		}
+		var err error
+		h, err = proxy.NewStatic(proxy.StaticOptions{Root: rc.Static, Index: rc.Index, SPA: rc.SPA, StripPrefix: prefix})
+		if err != nil {
+			return nil, err
+		}
+	case rc.Respond != nil:
+		h = respondHandler(*rc.Respond)
+	default:
+		return nil, fmt.Errorf("no upstream, static or respond")
+	}
+	if rc.Gzip {
+		h = proxy.Gzip(h, proxy.GzipOptions{})
+	}
+	rt.handler = h
+	return rt, nil
+}
+
+// defaultMaxBody is nginx's client_max_body_size default.
+const defaultMaxBody = 1 << 20
+
+func respondHandler(rc config.Respond) http.Handler {
+	body := []byte(rc.Body)
+	ctype := rc.ContentType
+	if ctype == "" {
+		ctype = "text/plain; charset=utf-8"
+	}
+	status := rc.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	length := strconv.Itoa(len(body))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h["Content-Type"] = []string{ctype}
+		h["Content-Length"] = []string{length}
+		w.WriteHeader(status)
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(body)
+		}
+	})
+}
+
+// route finds the route for r. It cleans the path first (dot segments,
+// repeated slashes) so that "/public/../admin" is matched, and forwarded, as
+// "/admin": a route's rules cannot be sidestepped by path tricks.
+func (s *snapshot) route(r *http.Request, info *reqctx.Info) *route {
+	p := r.URL.Path
+	if p == "" {
+		p = "/"
+	}
+	if needsClean(p) {
+		clean := path.Clean(p)
+		if strings.HasSuffix(p, "/") && clean != "/" {
+			clean += "/"
+		}
+		r.URL.Path = clean
+		r.URL.RawPath = ""
+		p = clean
+	}
+	i := s.router.Match(r.Host, p, r.Method)
+	if i < 0 {
+		return nil
+	}
+	return s.routes[i]
+}
+
+func needsClean(p string) bool {
+	if p[0] != '/' {
+		return true
+	}
+	for i := 0; i < len(p)-1; i++ {
+		if p[i] == '/' && (p[i+1] == '/' || p[i+1] == '.') {
+			return true
+		}
+	}
+	return false
+}
+
+// serve enforces the body limit and runs the route's chain.
+func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info) {
+	if r.ContentLength > rt.maxBody {
+		info.Reason = "body_too_large"
+		apierror.Write(w, r, apierror.BodyTooLarge, "request body is larger than this route allows")
+		return
+	}
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, rt.maxBody)
+	}
+	rt.handler.ServeHTTP(w, r)
+}

@@ -1,0 +1,227 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+
+	"edge/internal/apierror"
+	"edge/internal/reqctx"
+)
+
+// HeaderRules are fixed header edits compiled from a route. Names are in
+// canonical form.
+type HeaderRules struct {
+	Set    []HeaderValue
+	Remove []string
+}
+
+// HeaderValue is one header to set.
+type HeaderValue struct{ Name, Value string }
+
+// Apply edits hdr in place.
+func (h HeaderRules) Apply(hdr http.Header) {
+	for _, name := range h.Remove {
+		delete(hdr, name)
+	}
+	for _, kv := range h.Set {
+		hdr[kv.Name] = []string{kv.Value}
+	}
+}
+
+// Empty reports whether there is nothing to do.
+func (h HeaderRules) Empty() bool { return len(h.Set) == 0 && len(h.Remove) == 0 }
+
+// ProxyOptions configure the proxy handler of one route.
+type ProxyOptions struct {
+	Route           string
+	Upstream        *Upstream
+	StripPrefix     string // the route's prefix to remove, "" to keep the path
+	RequestHeaders  HeaderRules
+	WebSocket       bool
+	Logger          *slog.Logger
+}
+
+// NewProxy returns the handler that forwards a route's requests to its
+// upstream with httputil.ReverseProxy (Rewrite, never Director).
+func NewProxy(o ProxyOptions) http.Handler {
+	p := &proxyHandler{opts: o}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:        p.rewrite,
+		Transport:      o.Upstream,
+		BufferPool:     bufferPool{},
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.errorHandler,
+		ErrorLog:       slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
+	}
+	return p
+}
+
+type proxyHandler struct {
+	opts ProxyOptions
+	rp   *httputil.ReverseProxy
+}
+
+func (p *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header["Upgrade"] != nil {
+		if !p.opts.WebSocket {
+			// As nginx without "proxy_set_header Upgrade": the request goes on
+			// as plain HTTP.
+			delete(r.Header, "Upgrade")
+			delete(r.Header, "Connection")
+		} else {
+			// The server's read/write timeouts must not cut a long-lived
+			// WebSocket; idle connections are the upstream's to close.
+			rc := http.NewResponseController(w)
+			_ = rc.SetReadDeadline(time.Time{})
+			_ = rc.SetWriteDeadline(time.Time{})
+		}
+	}
+	p.rp.ServeHTTP(w, r)
+}
+
+func (p *proxyHandler) rewrite(pr *httputil.ProxyRequest) {
+	in, out := pr.In, pr.Out
+	out.URL.Scheme = "http"
+	out.URL.Host = p.opts.Upstream.opts.Name
+	out.Host = in.Host
+	if p.opts.StripPrefix != "" {
+		out.URL.Path = stripPrefix(in.URL.Path, p.opts.StripPrefix)
+		out.URL.RawPath = ""
+		if in.URL.RawPath != "" {
+			out.URL.RawPath = stripPrefix(in.URL.RawPath, p.opts.StripPrefix)
+		}
+	}
+	info := reqctx.From(in.Context())
+	h := out.Header
+	peer := peerHost(in.RemoteAddr)
+	if info != nil && info.PeerTrusted {
+		if prior := in.Header["X-Forwarded-For"]; len(prior) > 0 {
+			h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + peer}
+		} else {
+			h["X-Forwarded-For"] = []string{peer}
+		}
+		h["X-Forwarded-Proto"] = firstOr(in.Header["X-Forwarded-Proto"], scheme(in))
+		h["X-Forwarded-Host"] = firstOr(in.Header["X-Forwarded-Host"], in.Host)
+	} else {
+		h["X-Forwarded-For"] = []string{peer}
+		h["X-Forwarded-Proto"] = []string{scheme(in)}
+		h["X-Forwarded-Host"] = []string{in.Host}
+	}
+	delete(h, "Forwarded")
+	if info != nil {
+		h["X-Real-Ip"] = []string{info.ClientIP.String()}
+		h["X-Request-Id"] = []string{info.RequestID}
+	} else {
+		delete(h, "X-Real-Ip")
+	}
+	p.opts.RequestHeaders.Apply(h)
+}
+
+func firstOr(vs []string, def string) []string {
+	if len(vs) > 0 && vs[0] != "" {
+		return vs[:1:1]
+	}
+	return []string{def}
+}
+
+func scheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+func peerHost(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		return remoteAddr
+	}
+	return host
+}
+
+// stripPrefix removes the route prefix; what remains always starts with "/".
+func stripPrefix(path, prefix string) string {
+	prefix = strings.TrimSuffix(prefix, "/")
+	rest := strings.TrimPrefix(path, prefix)
+	if rest == "" || rest[0] != '/' {
+		return "/" + rest
+	}
+	return rest
+}
+
+func (p *proxyHandler) modifyResponse(resp *http.Response) error {
+	// edge already set its own X-Request-Id on the response.
+	delete(resp.Header, "X-Request-Id")
+	return nil
+}
+
+func (p *proxyHandler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	info := reqctx.FromRequest(r)
+	setReason := func(reason string) {
+		if info != nil {
+			info.Reason = reason
+		}
+	}
+	var maxBytes *http.MaxBytesError
+	switch {
+	case errors.As(err, &maxBytes):
+		setReason("body_too_large")
+		apierror.Write(w, r, apierror.BodyTooLarge, "request body is larger than this route allows")
+		return
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads an answer. 499 as nginx logs it.
+		setReason("client_closed")
+		w.WriteHeader(499)
+		return
+	case errors.Is(err, errHeaderTimeout) || errors.Is(err, context.DeadlineExceeded):
+		setReason("upstream_timeout")
+		p.logUpstreamError(r, info, err)
+		apierror.Write(w, r, apierror.UpstreamTimeout, "upstream timed out")
+		return
+	default:
+		setReason("upstream_down")
+		p.logUpstreamError(r, info, err)
+		apierror.Write(w, r, apierror.UpstreamDown, "upstream unreachable")
+	}
+}
+
+func (p *proxyHandler) logUpstreamError(r *http.Request, info *reqctx.Info, err error) {
+	target := ""
+	if info != nil {
+		target = info.Target
+	}
+	p.opts.Logger.LogAttrs(r.Context(), slog.LevelWarn, "upstream error",
+		slog.String("route", p.opts.Route),
+		slog.String("upstream", p.opts.Upstream.opts.Name),
+		slog.String("target", target),
+		slog.String("error", err.Error()))
+}
+
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// Get and Put move the slice headers through a second pool of pointers, so
+// that neither direction allocates.
+func (bufferPool) Get() []byte {
+	bp := copyBuffers.Get().(*[]byte)
+	b := *bp
+	*bp = nil
+	bufHeaders.Put(bp)
+	return b
+}
+
+func (bufferPool) Put(b []byte) {
+	bp := bufHeaders.Get().(*[]byte)
+	*bp = b
+	copyBuffers.Put(bp)
+}
+
+var bufHeaders = sync.Pool{New: func() any { return new([]byte) }}

@@ -1,0 +1,143 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// HealthOptions configure the active health check of an upstream.
+type HealthOptions struct {
+	Path               string
+	Interval           time.Duration
+	Timeout            time.Duration
+	ExpectStatus       []int // empty: any 2xx or 3xx
+	HealthyThreshold   int
+	UnhealthyThreshold int
+}
+
+func (o HealthOptions) expected(code int) bool {
+	if len(o.ExpectStatus) == 0 {
+		return code >= 200 && code < 400
+	}
+	for _, c := range o.ExpectStatus {
+		if c == code {
+			return true
+		}
+	}
+	return false
+}
+
+// healthChecker probes every target of one upstream each interval. It
+// belongs to one snapshot's Upstream; the health it records lives in the
+// shared Targets, so it survives the checker being replaced on reload.
+type healthChecker struct {
+	opts     HealthOptions
+	targets  []*Target
+	onChange func(t *Target, healthy bool)
+	client   *http.Client
+
+	// consecutive results, owned by the checker goroutine
+	ok, bad []int
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newHealthChecker(o HealthOptions, targets []*Target, onChange func(*Target, bool)) *healthChecker {
+	return &healthChecker{
+		opts:     o,
+		targets:  targets,
+		onChange: onChange,
+		client: &http.Client{
+			Timeout: o.Timeout,
+			// A check must see the target as a new client would: a fresh
+			// connection each time, never a redirect followed elsewhere.
+			Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		ok:  make([]int, len(targets)),
+		bad: make([]int, len(targets)),
+	}
+}
+
+func (h *healthChecker) start(ctx context.Context) {
+	ctx, h.cancel = context.WithCancel(ctx)
+	h.done = make(chan struct{})
+	go h.loop(ctx)
+}
+
+func (h *healthChecker) stop() {
+	if h.cancel != nil {
+		h.cancel()
+		<-h.done
+	}
+}
+
+func (h *healthChecker) loop(ctx context.Context) {
+	defer close(h.done)
+	ticker := time.NewTicker(h.opts.Interval)
+	defer ticker.Stop()
+	for {
+		h.round(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+func (h *healthChecker) round(ctx context.Context) {
+	results := make([]bool, len(h.targets))
+	var wg sync.WaitGroup
+	for i, t := range h.targets {
+		wg.Go(func() { results[i] = h.probe(ctx, t) })
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return
+	}
+	for i, t := range h.targets {
+		h.record(i, t, results[i])
+	}
+}
+
+func (h *healthChecker) probe(ctx context.Context, t *Target) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.Addr+h.opts.Path, nil)
+	if err != nil {
+		return false
+	}
+	req.Header.Set("User-Agent", "edge-health-check")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return h.opts.expected(resp.StatusCode)
+}
+
+func (h *healthChecker) record(i int, t *Target, ok bool) {
+	if ok {
+		h.ok[i]++
+		h.bad[i] = 0
+		if t.activeDown.Load() && h.ok[i] >= h.opts.HealthyThreshold {
+			t.activeDown.Store(false)
+			if h.onChange != nil {
+				h.onChange(t, true)
+			}
+		}
+		return
+	}
+	h.bad[i]++
+	h.ok[i] = 0
+	if !t.activeDown.Load() && h.bad[i] >= h.opts.UnhealthyThreshold {
+		t.activeDown.Store(true)
+		if h.onChange != nil {
+			h.onChange(t, false)
+		}
+	}
+}

@@ -1,0 +1,431 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"edge/internal/reqctx"
+)
+
+// Target is one backend address of one upstream. It outlives config reloads
+// (the Registry hands the same Target to the next snapshot), so its health
+// and its idle connections survive a reload that did not change it.
+type Target struct {
+	Upstream string
+	Addr     string
+
+	transport atomic.Pointer[connTransport]
+	// inflight counts requests until their response body is done, so
+	// least_conn sees long streams as load; the transport keeps it.
+	inflight atomic.Int64
+
+	activeDown atomic.Bool  // set by the active health check
+	downUntil  atomic.Int64 // unix nanos; passive health cooldown
+
+	mu         sync.Mutex
+	failCount  int
+	failWindow time.Time // start of the current passive-failure window
+}
+
+// Available reports whether the target may receive requests now.
+func (t *Target) Available(now time.Time) bool {
+	return !t.activeDown.Load() && now.UnixNano() >= t.downUntil.Load()
+}
+
+// InFlight is the number of requests the target is answering.
+func (t *Target) InFlight() int64 { return t.inflight.Load() }
+
+func (t *Target) recordFailure(now time.Time, p PassiveOptions) (tookOut bool) {
+	if p.MaxFails <= 0 {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if now.Sub(t.failWindow) > p.Window {
+		t.failWindow = now
+		t.failCount = 0
+	}
+	t.failCount++
+	if t.failCount < p.MaxFails {
+		return false
+	}
+	t.failCount = 0
+	t.downUntil.Store(now.Add(p.Cooldown).UnixNano())
+	return true
+}
+
+// Registry keeps Targets across snapshots, keyed by upstream name and address.
+type Registry struct {
+	mu      sync.Mutex
+	targets map[string]*Target
+	options map[string]TransportOptions
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{targets: map[string]*Target{}, options: map[string]TransportOptions{}}
+}
+
+// Target returns the target for (upstream, addr), creating it or replacing
+// its connection pool when the transport options changed.
+func (reg *Registry) Target(upstream, addr string, o TransportOptions) *Target {
+	key := upstream + "\x00" + addr
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	t, ok := reg.targets[key]
+	if !ok {
+		t = &Target{Upstream: upstream, Addr: addr}
+		reg.targets[key] = t
+	}
+	if old := t.transport.Load(); old == nil || reg.options[key] != o {
+		ct := newConnTransport(addr, o)
+		ct.inflight = &t.inflight
+		t.transport.Store(ct)
+		reg.options[key] = o
+		if old != nil {
+			old.closeIdle(false)
+		}
+	}
+	return t
+}
+
+// Retain drops the targets not in keep (after a reload), closing their idle
+// connections. In-flight requests on them finish normally.
+func (reg *Registry) Retain(keep []*Target) {
+	want := make(map[*Target]bool, len(keep))
+	for _, t := range keep {
+		want[t] = true
+	}
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	for key, t := range reg.targets {
+		if !want[t] {
+			delete(reg.targets, key)
+			delete(reg.options, key)
+			t.transport.Load().closeIdle(true)
+		}
+	}
+}
+
+// Close closes every pooled connection.
+func (reg *Registry) Close() { reg.Retain(nil) }
+
+// Balance names a load-balancing policy.
+type Balance int
+
+// The policies of upstreams.balance.
+const (
+	RoundRobin Balance = iota
+	LeastConn
+	RandomTwo
+	Hash
+)
+
+// PassiveOptions: MaxFails failures within Window take a target out for
+// Cooldown. MaxFails 0 disables passive health.
+type PassiveOptions struct {
+	MaxFails int
+	Window   time.Duration
+	Cooldown time.Duration
+}
+
+// UpstreamOptions describe one upstream pool.
+type UpstreamOptions struct {
+	Name       string
+	Balance    Balance
+	HashHeader string // for Hash: the header whose value is hashed; "" = client IP
+	Retries    int
+	Passive    PassiveOptions
+	Health     HealthOptions
+}
+
+type member struct {
+	t      *Target
+	weight int
+}
+
+// Upstream is one compiled [[upstreams]] entry. It is an http.RoundTripper
+// that picks a target per request and retries idempotent requests on another
+// target when connecting fails.
+type Upstream struct {
+	opts    UpstreamOptions
+	members []member
+	order   []uint16 // smooth weighted round-robin sequence of member indexes
+	next    atomic.Uint64
+	checker *healthChecker
+
+	// OnPassiveDown is called when passive health takes a target out.
+	OnPassiveDown func(t *Target)
+}
+
+// Targets is the list of targets, in config order.
+func (u *Upstream) Targets() []*Target {
+	ts := make([]*Target, len(u.members))
+	for i, m := range u.members {
+		ts[i] = m.t
+	}
+	return ts
+}
+
+// Name is the upstream's name.
+func (u *Upstream) Name() string { return u.opts.Name }
+
+// NewUpstream builds a pool over targets with their weights. The active
+// health check, if configured, starts with Start.
+func NewUpstream(o UpstreamOptions, targets []*Target, weights []int) *Upstream {
+	u := &Upstream{opts: o}
+	for i, t := range targets {
+		w := 1
+		if i < len(weights) && weights[i] > 0 {
+			w = weights[i]
+		}
+		u.members = append(u.members, member{t: t, weight: w})
+	}
+	u.order = smoothWeightedOrder(u.members)
+	return u
+}
+
+// smoothWeightedOrder precomputes nginx's smooth weighted round robin, so the
+// request path only does an atomic increment.
+func smoothWeightedOrder(ms []member) []uint16 {
+	total := 0
+	for _, m := range ms {
+		total += m.weight
+	}
+	if total > 4096 { // keep the table small; proportions stay close enough
+		total = 4096
+	}
+	current := make([]int, len(ms))
+	order := make([]uint16, 0, total)
+	sum := 0
+	for _, m := range ms {
+		sum += m.weight
+	}
+	for len(order) < total {
+		best := 0
+		for i, m := range ms {
+			current[i] += m.weight
+			if current[i] > current[best] {
+				best = i
+			}
+		}
+		current[best] -= sum
+		order = append(order, uint16(best))
+	}
+	return order
+}
+
+// Start runs the active health check until ctx ends or Stop is called.
+func (u *Upstream) Start(ctx context.Context, onChange func(t *Target, healthy bool)) {
+	if u.opts.Health.Path == "" || len(u.members) == 0 {
+		return
+	}
+	u.checker = newHealthChecker(u.opts.Health, u.Targets(), onChange)
+	u.checker.start(ctx)
+}
+
+// Stop ends the active health check.
+func (u *Upstream) Stop() {
+	if u.checker != nil {
+		u.checker.stop()
+	}
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// RoundTrip sends req to a target chosen by the balancer.
+func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	if len(u.members) == 0 {
+		return nil, &dialError{errors.New("upstream has no targets")}
+	}
+	info := reqctx.FromRequest(req)
+	var tried uint64
+	for attempt := 0; ; attempt++ {
+		now := time.Now()
+		i := u.pick(req, info, tried, now)
+		tried |= 1 << (uint(i) % 64)
+		t := u.members[i].t
+		if info != nil {
+			info.Upstream = u.opts.Name
+			info.Target = t.Addr
+		}
+		resp, err := t.transport.Load().RoundTrip(req)
+		if info != nil {
+			info.UpstreamDuration += time.Since(now)
+		}
+		if err == nil {
+			return resp, nil
+		}
+		if req.Context().Err() != nil {
+			return nil, err
+		}
+		if t.recordFailure(time.Now(), u.opts.Passive) && u.OnPassiveDown != nil {
+			u.OnPassiveDown(t)
+		}
+		var de *dialError
+		if attempt >= u.opts.Retries || !errors.As(err, &de) || !idempotent(req.Method) || bitsCount(tried) >= len(u.members) {
+			return nil, err
+		}
+	}
+}
+
+func bitsCount(x uint64) int {
+	n := 0
+	for ; x != 0; x &= x - 1 {
+		n++
+	}
+	return n
+}
+
+// pick chooses a member index not yet tried, preferring available targets;
+// when none is available it still tries one (as nginx does) rather than fail
+// without asking.
+func (u *Upstream) pick(req *http.Request, info *reqctx.Info, tried uint64, now time.Time) int {
+	if i := u.pickWith(req, info, tried, now, true); i >= 0 {
+		return i
+	}
+	if i := u.pickWith(req, info, tried, now, false); i >= 0 {
+		return i
+	}
+	return 0
+}
+
+func (u *Upstream) usable(i int, tried uint64, now time.Time, needAvailable bool) bool {
+	if tried&(1<<(uint(i)%64)) != 0 {
+		return false
+	}
+	return !needAvailable || u.members[i].t.Available(now)
+}
+
+func (u *Upstream) pickWith(req *http.Request, info *reqctx.Info, tried uint64, now time.Time, needAvailable bool) int {
+	n := len(u.members)
+	switch u.opts.Balance {
+	case LeastConn:
+		best := -1
+		start := int(u.next.Add(1) % uint64(n))
+		for k := 0; k < n; k++ {
+			i := (start + k) % n
+			if !u.usable(i, tried, now, needAvailable) {
+				continue
+			}
+			if best < 0 || lessLoaded(u.members[i], u.members[best]) {
+				best = i
+			}
+		}
+		return best
+	case RandomTwo:
+		a, b := u.randomUsable(tried, now, needAvailable), u.randomUsable(tried, now, needAvailable)
+		if a < 0 || b < 0 {
+			return max(a, b)
+		}
+		if lessLoaded(u.members[b], u.members[a]) {
+			return b
+		}
+		return a
+	case Hash:
+		return u.rendezvous(hashKey(req, info, u.opts.HashHeader), tried, now, needAvailable)
+	default:
+		start := u.next.Add(1)
+		for k := uint64(0); k < uint64(len(u.order)); k++ {
+			i := int(u.order[(start+k)%uint64(len(u.order))])
+			if u.usable(i, tried, now, needAvailable) {
+				return i
+			}
+		}
+		return -1
+	}
+}
+
+func lessLoaded(a, b member) bool {
+	return a.t.inflight.Load()*int64(b.weight) < b.t.inflight.Load()*int64(a.weight)
+}
+
+// randomUsable draws a usable member with probability proportional to weight.
+func (u *Upstream) randomUsable(tried uint64, now time.Time, needAvailable bool) int {
+	total := 0
+	for i, m := range u.members {
+		if u.usable(i, tried, now, needAvailable) {
+			total += m.weight
+		}
+	}
+	if total == 0 {
+		return -1
+	}
+	r := rand.IntN(total)
+	for i, m := range u.members {
+		if !u.usable(i, tried, now, needAvailable) {
+			continue
+		}
+		if r < m.weight {
+			return i
+		}
+		r -= m.weight
+	}
+	return -1
+}
+
+func hashKey(req *http.Request, info *reqctx.Info, header string) uint64 {
+	h := uint64(fnvOffset)
+	switch {
+	case header != "":
+		for _, v := range req.Header.Values(header) {
+			h = fnvString(h, v)
+		}
+	case info != nil:
+		b := info.ClientIP.As16()
+		h = fnvString(h, string(b[:]))
+	}
+	return h
+}
+
+// rendezvous is weighted highest-random-weight hashing: a key keeps its target
+// while that target is up, and only the keys of a removed target move.
+func (u *Upstream) rendezvous(key uint64, tried uint64, now time.Time, needAvailable bool) int {
+	best, bestScore := -1, math.Inf(-1)
+	for i, m := range u.members {
+		if !u.usable(i, tried, now, needAvailable) {
+			continue
+		}
+		h := mix64(key ^ mix64(uint64(i)+0x9e3779b97f4a7c15) ^ addrHash(m.t.Addr))
+		// Map the hash to (0,1) and weight it: -w / ln(x) grows with w.
+		x := (float64(h>>11) + 0.5) / (1 << 53)
+		score := -float64(m.weight) / math.Log(x)
+		if score > bestScore {
+			best, bestScore = i, score
+		}
+	}
+	return best
+}
+
+const fnvOffset = 14695981039346656037
+
+func fnvString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+func addrHash(s string) uint64 { return fnvString(fnvOffset, s) }
+
+func mix64(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
