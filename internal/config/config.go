@@ -16,6 +16,11 @@ type Config struct {
 	Upstreams []Upstream `toml:"upstreams"`
 	Routes    []Route    `toml:"routes"`
 
+	// Sections of the identity, callback and limits features, inlined: their
+	// keys sit at the top level of the file.
+	IdentitySections
+	LimitSections
+
 	// Path is the file the config was read from (not a TOML key); relative
 	// paths inside the config are resolved against its directory.
 	Path string `toml:"-"`
@@ -28,6 +33,11 @@ type Server struct {
 	// ListenHTTP answers ACME HTTP-01 and redirects everything else to HTTPS.
 	// Default ":80"; "off" disables it.
 	ListenHTTP string `toml:"listen_http"`
+	// RedirectHTTP makes the HTTP listener answer 308 to HTTPS (default
+	// true). Set it to false behind a load balancer that terminates TLS and
+	// forwards plain HTTP: the HTTP listener then serves the routes too.
+	// ACME HTTP-01 challenges are answered either way.
+	RedirectHTTP bool `toml:"redirect_http"`
 	// ListenAdmin serves /metrics, /healthz, /readyz and POST /reload.
 	// Default "127.0.0.1:9180"; "off" disables it.
 	ListenAdmin string `toml:"listen_admin"`
@@ -60,6 +70,10 @@ type TLS struct {
 	// Hosts are extra names for the internal CA's leaf certificate (route
 	// hosts, localhost and 127.0.0.1 are always included).
 	Hosts []string `toml:"hosts"`
+
+	// ACME settings (mode "acme"), the default name and the HSTS header:
+	// see tls.go.
+	TLSACME
 }
 
 // CertificateFiles is one PEM certificate chain and its private key.
@@ -152,6 +166,11 @@ type Route struct {
 	MaxBody   *ByteSize `toml:"max_body"`  // default 1MiB (nginx client_max_body_size)
 	WebSocket bool      `toml:"websocket"` // allow Upgrade: websocket
 	Gzip      bool      `toml:"gzip"`      // compress compressible responses
+
+	// Per-route keys of the identity, callback and limits features, inlined.
+	RouteAuth
+	RouteCallback
+	RouteAccess
 }
 
 // Respond is a fixed answer.

@@ -178,8 +178,12 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		addrs.HTTP = ln.Addr().String()
 		_, httpsPort, _ := net.SplitHostPort(addrs.HTTPS)
+		var handler http.Handler = s.gw
+		if sc.RedirectHTTP {
+			handler = redirectToHTTPS(httpsPort)
+		}
 		plain = &http.Server{
-			Handler:           redirectToHTTPS(httpsPort),
+			Handler:           handler,
 			ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),
 			ReadTimeout:       sc.ReadTimeout.Std(),
 			IdleTimeout:       sc.IdleTimeout.Std(),

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"io"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -257,12 +259,33 @@ func needsClean(p string) bool {
 // serve enforces the body limit and runs the route's chain.
 func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info) {
 	if r.ContentLength > rt.maxBody {
-		info.Reason = "body_too_large"
+		info.Reason = reasonBodyTooLarge
 		apierror.Write(w, r, apierror.BodyTooLarge, "request body is larger than this route allows")
 		return
 	}
 	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-		r.Body = http.MaxBytesReader(w, r.Body, rt.maxBody)
+		r.Body = &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, rt.maxBody), info: info}
 	}
 	rt.handler.ServeHTTP(w, r)
 }
+
+// limitedBody notes in the request's Info that the body went over the
+// limit: by the time the error surfaces from the upstream transport,
+// net/http has wrapped it in a type errors.As cannot see through.
+type limitedBody struct {
+	io.ReadCloser
+	info *reqctx.Info
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			b.info.Reason = reasonBodyTooLarge
+		}
+	}
+	return n, err
+}
+
+const reasonBodyTooLarge = "body_too_large"

@@ -40,12 +40,12 @@ func (h HeaderRules) Empty() bool { return len(h.Set) == 0 && len(h.Remove) == 0
 
 // ProxyOptions configure the proxy handler of one route.
 type ProxyOptions struct {
-	Route           string
-	Upstream        *Upstream
-	StripPrefix     string // the route's prefix to remove, "" to keep the path
-	RequestHeaders  HeaderRules
-	WebSocket       bool
-	Logger          *slog.Logger
+	Route          string
+	Upstream       *Upstream
+	StripPrefix    string // the route's prefix to remove, "" to keep the path
+	RequestHeaders HeaderRules
+	WebSocket      bool
+	Logger         *slog.Logger
 }
 
 // NewProxy returns the handler that forwards a route's requests to its
@@ -171,7 +171,7 @@ func (p *proxyHandler) errorHandler(w http.ResponseWriter, r *http.Request, err 
 	}
 	var maxBytes *http.MaxBytesError
 	switch {
-	case errors.As(err, &maxBytes):
+	case errors.As(err, &maxBytes) || (info != nil && info.Reason == "body_too_large"):
 		setReason("body_too_large")
 		apierror.Write(w, r, apierror.BodyTooLarge, "request body is larger than this route allows")
 		return

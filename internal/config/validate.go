@@ -1,0 +1,466 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// validate checks every section after decoding; each section has its own
+// function so the features that add sections add one hook each.
+func (cfg *Config) validate(c *checker) {
+	cfg.Server.validate(c)
+	cfg.TLS.validate(c)
+	cfg.Log.validate(c)
+	cfg.Cluster.validate(c)
+	validateUpstreams(c, cfg.Upstreams)
+	validateRoutes(c, cfg.Routes, cfg.Upstreams)
+	cfg.IdentitySections.validate(c)
+	cfg.LimitSections.validate(c)
+}
+
+func (s *Server) validate(c *checker) {
+	checkListen(c, "server.listen_https", s.ListenHTTPS, false)
+	checkListen(c, "server.listen_http", s.ListenHTTP, true)
+	checkListen(c, "server.listen_admin", s.ListenAdmin, true)
+	// Port 0 asks the kernel for a free port, so equal ":0" addresses differ.
+	if s.ListenHTTP != "off" && s.ListenHTTP == s.ListenHTTPS && !ephemeral(s.ListenHTTP) {
+		c.add("server.listen_http", "%q is also server.listen_https; each listener needs its own address", s.ListenHTTP)
+	}
+	if s.ListenAdmin != "off" && !ephemeral(s.ListenAdmin) && (s.ListenAdmin == s.ListenHTTPS || s.ListenAdmin == s.ListenHTTP) {
+		c.add("server.listen_admin", "%q is also used by another listener; give the admin listener its own address", s.ListenAdmin)
+	}
+	if s.StateDir == "" {
+		c.add("server.state_dir", `must not be empty; leave it out to use "edge-state" beside the config file`)
+	}
+	c.resolve(&s.StateDir)
+	if s.ReadHeaderTimeout == 0 {
+		c.add("server.read_header_timeout", `must be more than 0: without it a client holds a connection forever by sending headers slowly; the default is "10s"`)
+	}
+	if s.MaxHeaderBytes == 0 {
+		c.add("server.max_header_bytes", `must be more than 0; the default is "64KB"`)
+	}
+}
+
+// checkListen checks a listener address; "off" disables the optional ones.
+func checkListen(c *checker, key, addr string, offOK bool) {
+	example := `write it like ":443" or "127.0.0.1:8443"`
+	if offOK {
+		example += `, or "off" to disable this listener`
+	}
+	if addr == "off" {
+		if !offOK {
+			c.add(key, `cannot be "off": HTTPS is edge's front door; %s`, example)
+		}
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		c.add(key, "%q is not host:port; %s", addr, example)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		c.add(key, "%q has port %q; the port must be a number from 1 to 65535", addr, port)
+	}
+	if host != "" && !validHostName(host) && !validIP(host) {
+		c.add(key, "%q has host %q, which is neither an IP address nor a host name; leave it empty (\":443\") to listen on every address", addr, host)
+	}
+}
+
+func (t *TLS) validate(c *checker) {
+	c.oneOf("tls.mode", t.Mode, "internal", "files", "acme")
+	c.oneOf("tls.min_version", t.MinVersion, "1.2", "1.3")
+	switch {
+	case t.Mode == "files" && len(t.Certificates) == 0:
+		c.add("tls.mode", `"files" needs at least one certificate; add [[tls.certificates]] with cert = "fullchain.pem" and key = "privkey.pem"`)
+	case t.Mode == "internal" && len(t.Certificates) > 0:
+		c.add("tls.certificates", `are only used with tls.mode = "files" or "acme" (mode is %q); set the mode or remove them`, t.Mode)
+	}
+	t.validateACME(c)
+	for i := range t.Certificates {
+		cf := &t.Certificates[i]
+		key := indexKey("tls.certificates", i)
+		c.resolve(&cf.Cert)
+		c.resolve(&cf.Key)
+		checkReadable(c, key+".cert", cf.Cert, "the PEM certificate chain")
+		checkReadable(c, key+".key", cf.Key, "the PEM private key")
+	}
+	for i, h := range t.Hosts {
+		if !validIP(h) && !validHostPattern(h) {
+			c.add(indexKey("tls.hosts", i), `%q is not a host name or IP address; write it like "dev.example.test", "*.example.test" or "192.168.1.20"`, h)
+		}
+	}
+}
+
+// checkReadable checks that a file the process will read at start exists,
+// is a regular file and opens, so a typo is caught at validate time.
+func checkReadable(c *checker, key, path, what string) {
+	if path == "" {
+		c.add(key, "is missing; write the path to %s", what)
+		return
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		c.add(key, "cannot read %q: %v; write the path to %s (relative paths start at the config file's directory)", path, unwrapPath(err), what)
+		return
+	}
+	if !st.Mode().IsRegular() {
+		c.add(key, "%q is not a regular file; write the path to %s", path, what)
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		c.add(key, "cannot open %q: %v; let edge's user read it", path, unwrapPath(err))
+		return
+	}
+	f.Close()
+}
+
+func (l *Log) validate(c *checker) {
+	c.oneOf("log.level", l.Level, "debug", "info", "warn", "error")
+	c.oneOf("log.format", l.Format, "json", "text")
+}
+
+func (cl *Cluster) validate(c *checker) {
+	if cl.Redis == "" {
+		return
+	}
+	// The URL may hold a password: neither it nor url.Parse's error (which
+	// quotes it) may reach the message.
+	u, err := url.Parse(cl.Redis.Value())
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		c.add("cluster.redis", `must be a URL like "redis://:PASSWORD@10.0.0.5:6379/0" or "rediss://..." (the value is not shown: it may hold a password); use "${REDIS_URL}" to keep it out of the file`)
+	}
+}
+
+func validateUpstreams(c *checker, ups []Upstream) {
+	seen := make(map[string]int)
+	for i := range ups {
+		u := &ups[i]
+		key := indexKey("upstreams", i)
+		checkName(c, key, u.Name, "upstream", seen, i)
+		if len(u.Targets) == 0 {
+			c.add(key+".targets", `needs at least one target; write targets = ["127.0.0.1:3000"]`)
+		}
+		for j, t := range u.Targets {
+			tk := indexKey(key+".targets", j)
+			if c.has(tk + ".address") {
+				checkTargetAddress(c, tk+".address", t.Address)
+			} else {
+				checkTargetAddress(c, tk, t.Address)
+			}
+			if t.Weight < 1 {
+				c.add(tk+".weight", "must be 1 or more, not %d; the weight is the target's share of requests (default 1)", t.Weight)
+			}
+		}
+		c.oneOf(key+".balance", u.Balance, "round_robin", "least_conn", "random_two", "hash")
+		if c.has(key+".hash_key") && u.Balance != "hash" {
+			c.add(key+".hash_key", `is only used with balance = "hash" (balance is %q); set balance = "hash" or remove it`, u.Balance)
+		}
+		if name, ok := strings.CutPrefix(u.HashKey, "header:"); !(u.HashKey == "ip" || ok && validToken(name)) {
+			c.add(key+".hash_key", `%q is not valid; write "ip" or "header:<Name>", like "header:X-User-Id"`, u.HashKey)
+		}
+		if u.Keepalive < 0 {
+			c.add(key+".keepalive", "must be 0 or more, not %d; it is the number of idle connections kept per target (default 64)", u.Keepalive)
+		}
+		if u.Retries < 0 {
+			c.add(key+".retries", "must be 0 or more, not %d; 0 disables retries (default 1)", u.Retries)
+		}
+		u.HealthCheck.validate(c, key+".health_check")
+		u.Passive.validate(c, key+".passive_health")
+	}
+}
+
+// checkName checks the name of an upstream or route: it is how other keys
+// refer to the entry and it becomes a metric label.
+func checkName(c *checker, key, name, what string, seen map[string]int, i int) {
+	key += ".name"
+	switch {
+	case name == "":
+		c.add(key, "is missing; every %s needs a unique name, like name = \"api\"", what)
+	case !validName(name):
+		c.add(key, "%q may only hold letters, digits, '-', '_' and '.'; it is used in metrics and logs", name)
+	}
+	if name == "" {
+		return
+	}
+	if prev, dup := seen[name]; dup {
+		c.add(key, "%q is already the name of the %s on line %d; %s names must be unique", name, what, c.line(prevKey(key, prev)), what)
+		return
+	}
+	seen[name] = i
+}
+
+// prevKey is the name key of an earlier entry of the same array as key.
+func prevKey(key string, i int) string {
+	arr := parentKey(parentKey(key))
+	return indexKey(arr, i) + ".name"
+}
+
+func validName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func checkTargetAddress(c *checker, key, addr string) {
+	if rest, ok := strings.CutPrefix(addr, "http://"); ok {
+		c.add(key, "%q has a scheme; write host:port only, like %q", addr, strings.TrimSuffix(rest, "/"))
+		return
+	}
+	if rest, ok := strings.CutPrefix(addr, "https://"); ok {
+		c.add(key, "%q has a scheme; write host:port only, like %q (edge talks plain HTTP to targets)", addr, strings.TrimSuffix(rest, "/"))
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		c.add(key, `%q is not host:port; write it like "127.0.0.1:3000" or "app.internal:8080"`, addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		c.add(key, "%q has port %q; the port must be a number from 1 to 65535", addr, port)
+	}
+	if !validHostName(host) && !validIP(host) {
+		c.add(key, "%q has host %q, which is neither an IP address nor a host name", addr, host)
+	}
+}
+
+func (h *HealthCheck) validate(c *checker, key string) {
+	if h.Path == "" {
+		if c.has(key) {
+			c.add(key+".path", `is missing; the active health check runs only when path is set, like path = "/healthz"`)
+		}
+		return
+	}
+	if !strings.HasPrefix(h.Path, "/") {
+		c.add(key+".path", "%q must start with \"/\", like \"/healthz\"", h.Path)
+	}
+	if h.Interval == 0 {
+		c.add(key+".interval", `must be more than 0, like "5s"`)
+	}
+	if h.Timeout == 0 {
+		c.add(key+".timeout", `must be more than 0, like "2s"`)
+	}
+	if h.HealthyThreshold < 1 {
+		c.add(key+".healthy_threshold", "must be 1 or more, not %d; it is how many passing checks bring a target back", h.HealthyThreshold)
+	}
+	if h.UnhealthyThreshold < 1 {
+		c.add(key+".unhealthy_threshold", "must be 1 or more, not %d; it is how many failing checks take a target out", h.UnhealthyThreshold)
+	}
+	for i, s := range h.ExpectStatus {
+		if s < 100 || s > 599 {
+			c.add(indexKey(key+".expect_status", i), "%d is not an HTTP status; write codes from 100 to 599, like [200, 204]", s)
+		}
+	}
+}
+
+func (p *Passive) validate(c *checker, key string) {
+	if p.MaxFails < 0 {
+		c.add(key+".max_fails", "must be 0 or more, not %d; 0 disables passive health checks", p.MaxFails)
+	}
+	if p.MaxFails > 0 && p.Window == 0 {
+		c.add(key+".window", `must be more than 0, like "10s"; or set max_fails = 0 to disable passive health checks`)
+	}
+	if p.MaxFails > 0 && p.Cooldown == 0 {
+		c.add(key+".cooldown", `must be more than 0, like "30s"; or set max_fails = 0 to disable passive health checks`)
+	}
+}
+
+func validateRoutes(c *checker, routes []Route, ups []Upstream) {
+	var upNames []string
+	for _, u := range ups {
+		if u.Name != "" && !slices.Contains(upNames, u.Name) {
+			upNames = append(upNames, u.Name)
+		}
+	}
+	seen := make(map[string]int)
+	matches := make(map[string]int)
+	for i := range routes {
+		r := &routes[i]
+		key := indexKey("routes", i)
+		checkName(c, key, r.Name, "route", seen, i)
+		r.validate(c, key, upNames)
+		mk := matchKey(r)
+		if prev, dup := matches[mk]; dup {
+			c.add(key, "matches the same hosts, path and methods as routes[%d] (%q, line %d), so it can never be chosen; change its hosts, path or methods, or remove one of them",
+				prev, routes[prev].Name, c.line(indexKey("routes", prev)))
+		} else {
+			matches[mk] = i
+		}
+		r.RouteAuth.validate(c, key)
+		r.RouteCallback.validate(c, key)
+		r.RouteAccess.validate(c, key)
+	}
+}
+
+func (r *Route) validate(c *checker, key string, upNames []string) {
+	var given []string
+	for _, h := range []string{"upstream", "static", "respond"} {
+		if c.has(key + "." + h) {
+			given = append(given, h)
+		}
+	}
+	switch len(given) {
+	case 0:
+		c.add(key, `needs one of upstream, static or respond to say what answers it, like upstream = "api"`)
+	case 1:
+	default:
+		c.add(key, "has %s; a route takes exactly one of upstream, static or respond, so split it into one route each", strings.Join(given, " and "))
+	}
+	if c.has(key+".upstream") && !slices.Contains(upNames, r.Upstream) {
+		if len(upNames) == 0 {
+			c.add(key+".upstream", "no upstream named %q; define it under [[upstreams]] (none are defined yet)", r.Upstream)
+		} else {
+			c.add(key+".upstream", "no upstream named %q; define it under [[upstreams]] or use one of: %s", r.Upstream, quoteList(upNames))
+		}
+	}
+	if c.has(key + ".static") {
+		r.checkStatic(c, key+".static")
+	}
+	if r.Respond != nil && (r.Respond.Status < 100 || r.Respond.Status > 599) {
+		c.add(key+".respond.status", "%d is not an HTTP status; write a code from 100 to 599, like 200", r.Respond.Status)
+	}
+	for j, h := range r.Hosts {
+		checkRouteHost(c, indexKey(key+".hosts", j), h)
+	}
+	if !strings.HasPrefix(r.Path, "/") {
+		c.add(key+".path", "%q must start with \"/\", like \"/api/\"", r.Path)
+	} else if strings.ContainsAny(r.Path, "?# \t") {
+		c.add(key+".path", "%q must be a plain path prefix, without query, fragment or spaces, like \"/api/\"", r.Path)
+	}
+	for j, m := range r.Methods {
+		if !validToken(m) {
+			c.add(indexKey(key+".methods", j), `%q is not an HTTP method; write methods like ["GET", "POST"]`, m)
+		}
+		r.Methods[j] = strings.ToUpper(m)
+	}
+	if r.StripPrefix && r.Upstream == "" {
+		c.add(key+".strip_prefix", "only applies to routes with an upstream; remove it")
+	}
+	if r.WebSocket && r.Upstream == "" {
+		c.add(key+".websocket", "only applies to routes with an upstream; remove it")
+	}
+	if r.SPA && r.Static == "" {
+		c.add(key+".spa", "only applies to static routes; remove it")
+	}
+	if c.has(key+".index") && r.Static == "" {
+		c.add(key+".index", "only applies to static routes; remove it")
+	} else if r.Index == "" || strings.ContainsAny(r.Index, `/\`) {
+		c.add(key+".index", "%q must be a file name in the directory, like \"index.html\"", r.Index)
+	}
+	checkHeaderMap(c, key+".set_request_headers", r.SetRequestHeaders)
+	checkHeaderMap(c, key+".set_response_headers", r.SetResponseHeaders)
+	checkHeaderList(c, key+".remove_request_headers", r.RemoveRequestHeaders)
+	checkHeaderList(c, key+".remove_response_headers", r.RemoveResponseHeaders)
+}
+
+func (r *Route) checkStatic(c *checker, key string) {
+	if r.Static == "" {
+		c.add(key, "must name a directory of files to serve, like \"site\"")
+		return
+	}
+	c.resolve(&r.Static)
+	st, err := os.Stat(r.Static)
+	switch {
+	case err != nil:
+		c.add(key, "cannot use directory %q: %v; create it or fix the path (relative paths start at the config file's directory)", r.Static, unwrapPath(err))
+	case !st.IsDir():
+		c.add(key, "%q is not a directory; static names a directory of files to serve", r.Static)
+	}
+}
+
+// checkHeaderMap checks header names; values are not quoted back, since
+// they often come from ${ENV} secrets.
+func checkHeaderMap(c *checker, key string, m map[string]string) {
+	for name, v := range m {
+		k := joinKey(key, name)
+		if !validToken(name) {
+			c.add(k, "%q is not a valid header name; use letters, digits and '-', like \"X-Request-Source\"", name)
+		}
+		if strings.ContainsAny(v, "\r\n\x00") {
+			c.add(k, "the value has a line break or NUL, which would split the header; remove it")
+		}
+	}
+}
+
+func checkHeaderList(c *checker, key string, names []string) {
+	for i, name := range names {
+		if !validToken(name) {
+			c.add(indexKey(key, i), "%q is not a valid header name; use letters, digits and '-', like \"X-Powered-By\"", name)
+		}
+	}
+}
+
+// checkRouteHost explains the usual ways a route host goes wrong, since an
+// unmatchable host shows up only as a 404 at run time.
+func checkRouteHost(c *checker, key, h string) {
+	if _, rest, ok := strings.Cut(h, "://"); ok {
+		c.add(key, "%q has a scheme; write the host name only, like %q", h, strings.TrimSuffix(rest, "/"))
+		return
+	}
+	if strings.Contains(h, "/") {
+		c.add(key, "%q has a path; write the host name only and put the path in path = ...", h)
+		return
+	}
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		c.add(key, "%q has a port; write %q: routes match a host on every port", h, host)
+		return
+	}
+	if lower := strings.ToLower(h); lower != h {
+		c.add(key, "%q must be lowercase; write %q", h, lower)
+		return
+	}
+	if !validIP(h) && !validHostPattern(h) {
+		c.add(key, `%q is not a host name; write an exact name like "api.example.com" or a wildcard like "*.example.com"`, h)
+	}
+}
+
+// matchKey is what decides whether two routes can match the same requests:
+// hosts and methods as sets, and the path.
+func matchKey(r *Route) string {
+	hosts := slices.Clone(r.Hosts)
+	slices.Sort(hosts)
+	methods := slices.Clone(r.Methods)
+	slices.Sort(methods)
+	return fmt.Sprintf("%q %q %q", slices.Compact(hosts), r.Path, slices.Compact(methods))
+}
+
+func validIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+// validHostPattern accepts an exact host name or one leading "*." wildcard.
+func validHostPattern(s string) bool {
+	return validHostName(strings.TrimPrefix(s, "*."))
+}
+
+// validHostName accepts a lowercase DNS name (RFC 1123 labels).
+func validHostName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func ephemeral(addr string) bool { return strings.HasSuffix(addr, ":0") }
