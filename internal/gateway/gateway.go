@@ -31,11 +31,13 @@ type Gateway struct {
 	log      *slog.Logger
 	access   *accessLog
 
+	configPath string
+
 	idPrefix string
 	idSeq    atomic.Uint64
 }
 
-func newGateway(m *metrics.Metrics, log *slog.Logger, access *accessLog) *Gateway {
+func newGateway(m *metrics.Metrics, log *slog.Logger, access *accessLog, configPath string) *Gateway {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	g := &Gateway{
@@ -44,6 +46,8 @@ func newGateway(m *metrics.Metrics, log *slog.Logger, access *accessLog) *Gatewa
 		log:      log,
 		access:   access,
 		idPrefix: hex.EncodeToString(b[:]),
+
+		configPath: configPath,
 	}
 	m.RegisterTargetHealth(g.targetHealth)
 	return g

@@ -20,7 +20,7 @@ import (
 // edgeUnderTest is a Server started in-process on loopback ports, with its
 // own state dir and config file.
 type edgeUnderTest struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *Server
 	addrs   Addrs
 	cfgPath string
@@ -52,7 +52,9 @@ func (s *syncBuffer) String() string {
 
 // baseConfig is prepended to every test config: loopback port 0 listeners,
 // internal TLS in a temp state dir.
-func baseConfig(stateDir string) string {
+func baseConfig(stateDir string) string { return baseConfigWith(stateDir, "", "") }
+
+func baseConfigWith(stateDir, serverExtra, logExtra string) string {
 	return fmt.Sprintf(`
 [server]
 listen_https = "127.0.0.1:0"
@@ -60,6 +62,7 @@ listen_http = "127.0.0.1:0"
 listen_admin = "127.0.0.1:0"
 state_dir = %q
 shutdown_grace = "5s"
+%s
 
 [tls]
 mode = "internal"
@@ -67,14 +70,20 @@ hosts = ["api.example.com", "*.example.com", "example.com", "other.test"]
 
 [log]
 level = "debug"
-`, stateDir)
+%s
+`, stateDir, serverExtra, logExtra)
 }
 
-func startEdge(t *testing.T, cfg string) *edgeUnderTest {
+func startEdge(t testing.TB, cfg string) *edgeUnderTest {
+	t.Helper()
+	return startEdgeWith(t, "", "", cfg)
+}
+
+func startEdgeWith(t testing.TB, serverExtra, logExtra, cfg string) *edgeUnderTest {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "edge.toml")
-	if err := os.WriteFile(path, []byte(baseConfig(filepath.Join(dir, "state"))+cfg), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(baseConfigWith(filepath.Join(dir, "state"), serverExtra, logExtra)+cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e := &edgeUnderTest{t: t, cfgPath: path, stderr: &syncBuffer{}, stdout: &syncBuffer{}, done: make(chan error, 1)}

@@ -77,7 +77,7 @@ func New(o Options) (*Server, error) {
 	s.log = newLogger(o.Stderr, cfg.Log, s.level)
 	s.metrics = metrics.New(o.Version)
 	s.access = newAccessLog(o.Stdout)
-	s.gw = newGateway(s.metrics, s.log, s.access)
+	s.gw = newGateway(s.metrics, s.log, s.access, o.ConfigPath)
 	snap, err := s.gw.compile(cfg)
 	if err != nil {
 		s.access.close()

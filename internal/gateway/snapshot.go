@@ -3,12 +3,13 @@ package gateway
 import (
 	"context"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"net/textproto"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"edge/internal/metrics"
 	"edge/internal/proxy"
 	"edge/internal/reqctx"
+	"edge/internal/webhook"
 )
 
 // snapshot is one compiled config. It is never mutated after publication;
@@ -187,6 +189,15 @@ func (g *Gateway) buildRoute(rc config.Route, upstreams map[string]*proxy.Upstre
 		h = respondHandler(*rc.Respond)
 	default:
 		return nil, fmt.Errorf("no upstream, static or respond")
+	}
+	if rc.Verify != "" {
+		verify, err := webhook.New(rc.RouteCallback, webhook.Options{
+			Route: rc.Name, Dir: filepath.Dir(g.configPath), MaxBody: rt.maxBody, Metrics: g.metrics.Webhook,
+		})
+		if err != nil {
+			return nil, err
+		}
+		h = verify(h)
 	}
 	if rc.Gzip {
 		h = proxy.Gzip(h, proxy.GzipOptions{})

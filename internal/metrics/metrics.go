@@ -29,6 +29,12 @@ type Metrics struct {
 	lastReloadSuccessful prometheus.Gauge
 	lastReloadSuccessTS  prometheus.Gauge
 	lastReloadAttemptTS  prometheus.Gauge
+
+	// Feature collectors, each defined in its own file of this package.
+	Webhook  *Webhook
+	Identity *Identity
+	Limits   *Limits
+	TLS      *TLS
 }
 
 // latencyBuckets suit an API gateway: 1 ms to 30 s.
@@ -92,6 +98,21 @@ func New(version string) *Metrics {
 		m.upstreamDuration, m.reloads, m.lastReloadSuccessful, m.lastReloadSuccessTS,
 		m.lastReloadAttemptTS,
 	)
+	// A registration error here is a programming error (two collectors with
+	// one name), never an operator's: fail loudly at start.
+	var err error
+	if m.Webhook, err = NewWebhook(reg); err != nil {
+		panic(err)
+	}
+	if m.Identity, err = NewIdentity(reg); err != nil {
+		panic(err)
+	}
+	if m.Limits, err = NewLimits(reg); err != nil {
+		panic(err)
+	}
+	if m.TLS, err = NewTLS(reg); err != nil {
+		panic(err)
+	}
 	return m
 }
 

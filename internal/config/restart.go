@@ -1,0 +1,37 @@
+package config
+
+// restartKeys are the settings a running process cannot take live: they
+// belong to listeners, the certificate storage or the cluster connection,
+// made once at start.
+var restartKeys = []struct {
+	key string
+	get func(*Config) any
+}{
+	{"server.listen_https", func(c *Config) any { return c.Server.ListenHTTPS }},
+	{"server.listen_http", func(c *Config) any { return c.Server.ListenHTTP }},
+	{"server.listen_admin", func(c *Config) any { return c.Server.ListenAdmin }},
+	{"server.state_dir", func(c *Config) any { return c.Server.StateDir }},
+	{"server.read_header_timeout", func(c *Config) any { return c.Server.ReadHeaderTimeout }},
+	{"server.read_timeout", func(c *Config) any { return c.Server.ReadTimeout }},
+	{"server.write_timeout", func(c *Config) any { return c.Server.WriteTimeout }},
+	{"server.idle_timeout", func(c *Config) any { return c.Server.IdleTimeout }},
+	{"server.max_header_bytes", func(c *Config) any { return c.Server.MaxHeaderBytes }},
+	{"tls.mode", func(c *Config) any { return c.TLS.Mode }},
+	{"cluster.redis", func(c *Config) any { return c.Cluster.Redis }},
+}
+
+// RestartNeeded returns the key paths whose values differ between old and
+// next but only take effect on a restart. The gateway logs them and keeps
+// the old values; everything else in next is applied live.
+func RestartNeeded(old, next *Config) []string {
+	if old == nil || next == nil {
+		return nil
+	}
+	var keys []string
+	for _, k := range restartKeys {
+		if k.get(old) != k.get(next) {
+			keys = append(keys, k.key)
+		}
+	}
+	return keys
+}
