@@ -18,9 +18,13 @@ type Info struct {
 	Start     time.Time
 	RequestID string
 	ClientIP  netip.Addr
-	Route     string // route name from the config; "" when none matched
-	Upstream  string // upstream name
-	Target    string // target address that answered
+	// PeerTrusted is true when the TCP peer is in server.trusted_proxies, so
+	// headers it sets about the client (X-Forwarded-For, X-WX-OPENID on
+	// trusted_header routes) may be believed.
+	PeerTrusted bool
+	Route       string // route name from the config; "" when none matched
+	Upstream    string // upstream name
+	Target      string // target address that answered
 	// UpstreamDuration is the time spent waiting for and reading the
 	// upstream's response headers, summed over retries.
 	UpstreamDuration time.Duration

@@ -1,0 +1,168 @@
+package limits
+
+import (
+	"hash/maphash"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"edge/internal/metrics"
+)
+
+// Reasons a connection is refused at accept, the reason label of
+// edge_connections_refused_total.
+const (
+	refuseMaxConns      = "max_conns"
+	refuseMaxConnsPerIP = "max_conns_per_ip"
+)
+
+// connTracker counts open connections, in total and per peer IP. Its map
+// holds only IPs with a connection open, so it is bounded by the number of
+// open connections.
+type connTracker struct {
+	mu      sync.Mutex
+	total   int
+	perIP   map[netip.Addr]int
+	open    prometheus.Gauge
+	refused map[string]prometheus.Counter
+}
+
+func newConnTracker(m *metrics.Limits) *connTracker {
+	refused := make(map[string]prometheus.Counter)
+	for _, r := range []string{refuseMaxConns, refuseMaxConnsPerIP, reasonIPDenied, reasonIPNotAllowed} {
+		refused[r] = m.ConnRefused(r)
+	}
+	return &connTracker{perIP: make(map[netip.Addr]int), open: m.ConnsOpen(), refused: refused}
+}
+
+// admit decides one new connection from ip; "" means admitted (and
+// counted until release).
+func (t *connTracker) admit(s *snapshot, ip netip.Addr, trusted bool) string {
+	if !trusted {
+		if reason := s.access.check(ip); reason != "" {
+			return reason
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.maxConns > 0 && t.total >= s.maxConns {
+		return refuseMaxConns
+	}
+	if !trusted && s.maxConnsPerIP > 0 && t.perIP[ip] >= s.maxConnsPerIP {
+		return refuseMaxConnsPerIP
+	}
+	t.total++
+	t.perIP[ip]++
+	t.open.Inc()
+	return ""
+}
+
+func (t *connTracker) release(ip netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.total--
+	if n := t.perIP[ip] - 1; n > 0 {
+		t.perIP[ip] = n
+	} else {
+		delete(t.perIP, ip)
+	}
+	t.open.Dec()
+}
+
+// Listener wraps the raw TCP listener (beneath TLS) so that a connection
+// over access.max_conns, over access.max_conns_per_ip for its peer, or from
+// a denied network is closed at once, before any TLS or HTTP work. Peers in
+// server.trusted_proxies are exempt from the per-IP cap and IP lists (their
+// clients are checked per request instead). The caps follow reloads.
+func (e *Engine) Listener(ln net.Listener) net.Listener {
+	return &limitedListener{Listener: ln, e: e}
+}
+
+type limitedListener struct {
+	net.Listener
+	e *Engine
+}
+
+// Accept returns the next admitted connection; refused ones are closed and
+// counted without returning an error, which http.Server would take for a
+// broken listener.
+func (l *limitedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		var ip netip.Addr
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			ip = ta.AddrPort().Addr().Unmap()
+		}
+		s := l.e.snap.Load()
+		t := l.e.conns
+		reason := t.admit(s, ip, s.trusted.contains(ip))
+		if reason == "" {
+			return &limitedConn{Conn: c, t: t, ip: ip}, nil
+		}
+		t.refused[reason].Inc()
+		_ = c.Close()
+	}
+}
+
+type limitedConn struct {
+	net.Conn
+	t      *connTracker
+	ip     netip.Addr
+	closed atomic.Bool
+}
+
+func (c *limitedConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.t.release(c.ip)
+	}
+	return c.Conn.Close()
+}
+
+// inflight counts each openid's requests in progress on this replica, in
+// shards. An openid leaves the map when its last request ends, so the map
+// is bounded by the requests in progress.
+type inflight struct {
+	seed   maphash.Seed
+	shards [shardCount]struct {
+		mu sync.Mutex
+		m  map[string]int32
+		_  [40]byte
+	}
+}
+
+func newInflight() *inflight {
+	f := &inflight{seed: maphash.MakeSeed()}
+	for i := range f.shards {
+		f.shards[i].m = make(map[string]int32)
+	}
+	return f
+}
+
+func (f *inflight) acquire(openid string, limit int) bool {
+	s := &f.shards[maphash.String(f.seed, openid)%shardCount]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.m[openid]
+	if int(n) >= limit {
+		return false
+	}
+	s.m[openid] = n + 1
+	return true
+}
+
+func (f *inflight) release(openid string) {
+	s := &f.shards[maphash.String(f.seed, openid)%shardCount]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.m[openid] - 1; n > 0 {
+		s.m[openid] = n
+	} else {
+		delete(s.m, openid)
+	}
+}

@@ -1,0 +1,171 @@
+package limits
+
+import (
+	"bytes"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
+
+	"edge/internal/config"
+	"edge/internal/metrics"
+	"edge/internal/reqctx"
+)
+
+// fakeClock is the injected clock: time moves only when a test says so.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *fakeClock { return &fakeClock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// syncBuffer is a log sink that tests read while the engine writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type harness struct {
+	e     *Engine
+	clock *fakeClock
+	m     *metrics.Limits
+	log   *syncBuffer
+}
+
+type harnessOpt struct {
+	redis redis.Scripter
+	clock *fakeClock
+	// realClock runs the engine on time.Now (benchmarks, Redis load runs).
+	realClock bool
+}
+
+func newHarness(t testing.TB, cfg *config.Config, o harnessOpt) *harness {
+	t.Helper()
+	m, err := metrics.NewLimits(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.clock == nil {
+		o.clock = newClock()
+	}
+	now := o.clock.Now
+	if o.realClock {
+		now = time.Now
+	}
+	logs := &syncBuffer{}
+	e, err := New(cfg, Options{
+		Redis:   o.redis,
+		Metrics: m,
+		Logger:  slog.New(slog.NewTextHandler(logs, nil)),
+		Now:     now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return &harness{e: e, clock: o.clock, m: m, log: logs}
+}
+
+// cfgWith returns a config with routes "api" and "login" and the given
+// limit sections.
+func cfgWith(ls config.LimitSections) *config.Config {
+	return &config.Config{
+		Routes:        []config.Route{{Name: "api", Path: "/api/"}, {Name: "login", Path: "/login"}},
+		LimitSections: ls,
+	}
+}
+
+func rate(t testing.TB, s string) config.Rate {
+	t.Helper()
+	r, err := config.ParseRate(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// client describes who sends a request.
+type client struct {
+	ip     string
+	openid string
+	header map[string]string
+}
+
+func newRequest(c client) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, "/api/x", nil)
+	info := reqctx.New(time.Now())
+	info.RequestID = "req-1"
+	if c.ip != "" {
+		info.ClientIP = netip.MustParseAddr(c.ip)
+	}
+	info.OpenID = c.openid
+	for k, v := range c.header {
+		r.Header.Set(k, v)
+	}
+	return r.WithContext(reqctx.With(r.Context(), info))
+}
+
+var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+
+func (h *harness) serve(route string, c client) *httptest.ResponseRecorder {
+	w := httptest.NewRecorder()
+	h.e.Middleware(route, okHandler).ServeHTTP(w, newRequest(c))
+	return w
+}
+
+// allowed sends n requests and counts the 200s.
+func (h *harness) allowed(route string, c client, n int) int {
+	ok := 0
+	for range n {
+		if h.serve(route, c).Code == http.StatusOK {
+			ok++
+		}
+	}
+	return ok
+}
+
+// counterValue reads a counter or gauge.
+func counterValue(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		panic(err)
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
+}
+
+func reqInfo(r *http.Request) *reqctx.Info { return reqctx.FromRequest(r) }

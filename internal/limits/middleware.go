@@ -1,0 +1,298 @@
+package limits
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"edge/internal/apierror"
+	"edge/internal/config"
+	"edge/internal/reqctx"
+)
+
+// Guard runs the checks that need no identity: the global and the route's
+// IP lists, User-Agent deny patterns, and IP bans. Place it before the
+// identity middleware so a denied client costs no signature check. route is
+// the config's route name; the current config is read per request, so the
+// handler follows reloads.
+func (e *Engine) Guard(route string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := e.snap.Load()
+		p := s.plan(route)
+		var ip netip.Addr
+		if info := reqctx.FromRequest(r); info != nil {
+			ip = info.ClientIP.Unmap()
+		}
+		reason := s.access.check(ip)
+		if reason == "" {
+			reason = p.access.check(ip)
+		}
+		if reason == "" && len(s.uaDeny) > 0 {
+			ua := r.Header.Get("User-Agent")
+			for _, re := range s.uaDeny {
+				if re.MatchString(ua) {
+					reason = reasonUserAgent
+					break
+				}
+			}
+		}
+		if reason == "" && e.bans.bannedIP(ip, e.now()) {
+			reason = reasonBanned
+		}
+		if reason != "" {
+			p.rejected[reason].Inc()
+			apierror.Write(w, r, apierror.Forbidden, "forbidden")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Limit runs the checks that use the verified identity: openid bans, the
+// openid's requests in flight, then every [[limits]] rule of the route, all
+// or nothing. Place it after the identity middleware.
+func (e *Engine) Limit(route string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := e.snap.Load()
+		p := s.plan(route)
+		info := reqctx.FromRequest(r)
+		var openid string
+		if info != nil {
+			openid = info.OpenID
+		}
+		now := e.now()
+		if e.bans.bannedOpenID(openid, now) {
+			p.rejected[reasonBanned].Inc()
+			apierror.Write(w, r, apierror.Forbidden, "forbidden")
+			return
+		}
+		if s.maxInflight > 0 && openid != "" {
+			if !e.inflight.acquire(openid, s.maxInflight) {
+				p.rejected[reasonInflight].Inc()
+				w.Header()["Retry-After"] = retryOne
+				apierror.Write(w, r, apierror.RateLimited, "too many requests in progress")
+				return
+			}
+			defer e.inflight.release(openid)
+		}
+		if len(p.rules) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		var buf [8]verdict
+		d := e.decide(r.Context(), s, p, info, r, now, buf[:0])
+		switch d.result {
+		case resAllowed, resFailOpen:
+			if s.alwaysHeaders && d.result == resAllowed {
+				setAllowedHeaders(w.Header(), p, d)
+			}
+			next.ServeHTTP(w, r)
+		case resNoKey:
+			apierror.Write(w, r, apierror.Forbidden, "request lacks what its rate limit counts by")
+		case resLimited:
+			slot := &p.rules[d.rule]
+			wait := d.verdicts[d.rule].wait(slot.interval, slot.tolerance)
+			if d.local {
+				wait = d.verdicts[d.rule].wait(slot.localInterval, slot.localTol)
+			}
+			writeLimited(w, r, p, slot.rule, wait)
+			if info != nil {
+				e.countRateViolation(r.Context(), s, info)
+			}
+		case resFailClosed:
+			writeLimited(w, r, p, p.rules[d.rule].rule, s.probeInterval)
+		}
+	})
+}
+
+// Middleware is Guard then Limit, for a route without an identity step.
+func (e *Engine) Middleware(route string, next http.Handler) http.Handler {
+	return e.Guard(route, e.Limit(route, next))
+}
+
+func (e *Engine) countRateViolation(ctx context.Context, s *snapshot, info *reqctx.Info) {
+	if s.bans.threshold > 0 && s.bans.count[config.ViolationRateLimit] {
+		e.violate(ctx, s, config.ViolationRateLimit, info)
+	}
+}
+
+var retryOne = []string{"1"}
+
+// decision is the outcome of a route's rules for one request.
+type decision struct {
+	result   int
+	rule     int  // the rule that refused, or lacked its key
+	local    bool // decided by this replica's share while Redis is away
+	verdicts []verdict
+}
+
+// keyBufSize holds a typical composite key on the stack.
+const keyBufSize = 192
+
+// decide runs the route's rules: through Redis when it answers, else by
+// the failure policy; in memory when there is no Redis.
+func (e *Engine) decide(ctx context.Context, s *snapshot, p *plan, info *reqctx.Info, r *http.Request, now int64, vs []verdict) decision {
+	if e.be.client == nil {
+		return e.decideMemory(p, info, r, now, vs, false)
+	}
+	if e.be.use(now, s.probeInterval) {
+		d, asked, err := e.decideRedis(ctx, s, p, info, r, vs)
+		if err == nil {
+			if asked {
+				e.be.ok(now)
+			}
+			return d
+		}
+		e.be.failed("limit", err, now, s.probeInterval, s.policy)
+	}
+	switch s.policy {
+	case config.RedisFailOpen:
+		for i := range p.rules {
+			p.rules[i].count[resFailOpen].Inc()
+		}
+		return decision{result: resFailOpen}
+	case config.RedisFailClosed:
+		p.rules[0].count[resFailClosed].Inc()
+		return decision{result: resFailClosed}
+	}
+	return e.decideMemory(p, info, r, now, vs, true)
+}
+
+// decideMemory applies every rule in order and refunds the earlier ones
+// when a later one refuses, so that only allowed requests are charged.
+func (e *Engine) decideMemory(p *plan, info *reqctx.Info, r *http.Request, now int64, vs []verdict, local bool) decision {
+	var kb [keyBufSize]byte
+	for i := range p.rules {
+		slot := &p.rules[i]
+		key, ok := appendKey(kb[:0], slot.parts, slot.fallback, info, r, p.route)
+		if !ok {
+			e.refund(p, i, info, r, local)
+			slot.count[resNoKey].Inc()
+			return decision{result: resNoKey, rule: i, local: local, verdicts: vs}
+		}
+		var v verdict
+		if local {
+			v = slot.local.take(key, now, slot.localInterval, slot.localTol)
+		} else {
+			v = slot.mem.take(key, now, slot.interval, slot.tolerance)
+		}
+		vs = append(vs, v)
+		if !v.ok {
+			e.refund(p, i, info, r, local)
+			slot.count[resLimited].Inc()
+			return decision{result: resLimited, rule: i, local: local, verdicts: vs}
+		}
+	}
+	for i := range p.rules {
+		p.rules[i].count[resAllowed].Inc()
+	}
+	return decision{result: resAllowed, local: local, verdicts: vs}
+}
+
+// refund gives back what rules before n took.
+func (e *Engine) refund(p *plan, n int, info *reqctx.Info, r *http.Request, local bool) {
+	var kb [keyBufSize]byte
+	for i := 0; i < n; i++ {
+		slot := &p.rules[i]
+		key, _ := appendKey(kb[:0], slot.parts, slot.fallback, info, r, p.route)
+		if local {
+			slot.local.refund(key, slot.localInterval)
+		} else {
+			slot.mem.refund(key, slot.interval)
+		}
+	}
+}
+
+// decideRedis runs every rule of the route in one atomic script; asked
+// says whether Redis was called (a request lacking its key is answered
+// without it, and proves nothing about Redis' health).
+func (e *Engine) decideRedis(ctx context.Context, s *snapshot, p *plan, info *reqctx.Info, r *http.Request, vs []verdict) (d decision, asked bool, err error) {
+	keys := make([]string, len(p.rules))
+	args := make([]any, 0, 2*len(p.rules))
+	var kb [keyBufSize]byte
+	for i := range p.rules {
+		slot := &p.rules[i]
+		key, ok := appendKey(append(kb[:0], slot.redisPrefix...), slot.parts, slot.fallback, info, r, p.route)
+		if !ok {
+			slot.count[resNoKey].Inc()
+			return decision{result: resNoKey, rule: i, verdicts: vs}, false, nil
+		}
+		keys[i] = string(key)
+		args = append(args, slot.redisInterval, slot.redisTol)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.redisTimeout)
+	defer cancel()
+	res, err := limitScript.Run(ctx, e.be.client, keys, args...).Result()
+	if err != nil {
+		return decision{}, true, err
+	}
+	out, err := ints(res, 3)
+	if err != nil {
+		return decision{}, true, err
+	}
+	if out[0] == 0 {
+		i := int(out[1]) - 1
+		if i < 0 || i >= len(p.rules) {
+			return decision{}, true, errBadAnswer
+		}
+		for j := 0; j < i; j++ {
+			vs = append(vs, verdict{ok: true})
+		}
+		vs = append(vs, verdict{ahead: out[2] * int64(time.Microsecond)})
+		p.rules[i].count[resLimited].Inc()
+		return decision{result: resLimited, rule: i, verdicts: vs}, true, nil
+	}
+	if len(out) != len(p.rules)+2 {
+		return decision{}, true, errBadAnswer
+	}
+	for i := range p.rules {
+		vs = append(vs, verdict{ok: true, ahead: out[i+2] * int64(time.Microsecond)})
+		p.rules[i].count[resAllowed].Inc()
+	}
+	return decision{result: resAllowed, verdicts: vs}, true, nil
+}
+
+var errBadAnswer = errors.New("unexpected answer from the limit script")
+
+// writeLimited answers 429 with Retry-After (whole seconds, rounded up,
+// at least 1) and the IETF RateLimit headers of the refusing rule.
+func writeLimited(w http.ResponseWriter, r *http.Request, p *plan, ru *rule, wait int64) {
+	secs := max(1, (wait+int64(time.Second)-1)/int64(time.Second))
+	h := w.Header()
+	h["Retry-After"] = []string{strconv.FormatInt(secs, 10)}
+	h["Ratelimit-Policy"] = p.policy
+	h["Ratelimit"] = []string{ru.rateLimitTag + "0;t=" + strconv.FormatInt(secs, 10)}
+	apierror.Write(w, r, apierror.RateLimited, "too many requests")
+}
+
+// setAllowedHeaders adds RateLimit-Policy and RateLimit to an allowed
+// response: per rule the requests remaining and, in t, the seconds until
+// the quota is whole again (or, with none remaining, until the next one).
+func setAllowedHeaders(h http.Header, p *plan, d decision) {
+	var b [256]byte
+	out := b[:0]
+	for i, v := range d.verdicts {
+		ru := p.rules[i].rule
+		interval, tolerance := ru.interval, ru.tolerance
+		if d.local {
+			interval, tolerance = ru.localInterval, ru.localTol
+		}
+		if i > 0 {
+			out = append(out, ", "...)
+		}
+		rem := v.remaining(interval, tolerance)
+		t := v.ahead
+		if rem == 0 {
+			t = v.wait(interval, tolerance)
+		}
+		out = append(out, ru.rateLimitTag...)
+		out = strconv.AppendInt(out, rem, 10)
+		out = append(out, ";t="...)
+		out = strconv.AppendInt(out, (t+int64(time.Second)-1)/int64(time.Second), 10)
+	}
+	h["Ratelimit-Policy"] = p.policy
+	h["Ratelimit"] = []string{string(out)}
+}

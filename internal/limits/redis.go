@@ -1,0 +1,192 @@
+package limits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"edge/internal/metrics"
+)
+
+// Redis scripts. Every one reads Redis' own clock (TIME), so replicas agree
+// on buckets and ban expiry without synchronised clocks; Redis 7 replicates
+// scripts by their effects, which makes TIME inside a writing script safe.
+// Keys of one call are assumed to live on one node (a single Redis, or one
+// with replicas/sentinel), not on a Redis Cluster.
+
+// limitScript runs the GCRA of every rule of a route, all or nothing: a
+// request refused by one rule is charged to none. KEYS are the buckets;
+// ARGV holds interval and tolerance per rule, in microseconds. It answers
+// {1, 0, ahead...} when allowed, {0, i, ahead_i} when rule i refused.
+var limitScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tats = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2*i-1])
+  local tol = tonumber(ARGV[2*i])
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  if tat < now then tat = now end
+  if tat + interval - now > tol then
+    return {0, i, tat - now}
+  end
+  tats[i] = tat + interval
+end
+local out = {1, 0}
+for i = 1, #KEYS do
+  local ahead = tats[i] - now
+  redis.call('SET', KEYS[i], string.format('%d', tats[i]), 'PX', string.format('%d', math.floor(ahead / 1000) + 1))
+  out[i + 2] = ahead
+end
+return out
+`)
+
+// violationScript counts one violation of a subject within a window and
+// issues the ban at the threshold. KEYS: counter, bans (zset of "kind:key"
+// scored by expiry in Redis ms), bans version. ARGV: window ms, threshold,
+// ban ms, member, max bans. It answers {banned 0/1, count}.
+var violationScript = redis.NewScript(`
+local c = redis.call('INCR', KEYS[1])
+if c == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if c < tonumber(ARGV[2]) then return {0, c} end
+redis.call('DEL', KEYS[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', now))
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then redis.call('ZPOPMIN', KEYS[2]) end
+redis.call('ZADD', KEYS[2], string.format('%d', now + tonumber(ARGV[3])), ARGV[4])
+redis.call('INCR', KEYS[3])
+return {1, c}
+`)
+
+// syncScript returns the bans when their version differs from ARGV[1]:
+// {version, now ms} or {version, now ms, {member, expiry ms, ...}}.
+var syncScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[2]) or '0'
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if v == ARGV[1] then return {v, now} end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))
+return {v, now, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
+`)
+
+// liftScript removes one ban and its violation count: {removed 0/1}.
+var liftScript = redis.NewScript(`
+local n = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[3])
+if n > 0 then redis.call('INCR', KEYS[2]) end
+return n
+`)
+
+const (
+	redisBansKey    = "edge:bans"
+	redisBansVerKey = "edge:bans:ver"
+	redisViolPrefix = "edge:viol:"
+	redisRatePrefix = "edge:rl:"
+)
+
+// backend tracks whether Redis answers. While it does not, the failure
+// policy applies and only one call per probe interval tries Redis again, so
+// a dead Redis costs requests nothing and is not hammered; go-redis
+// reconnects by itself when the probe finds it back.
+type backend struct {
+	client  redis.Scripter
+	log     *slog.Logger
+	m       *metrics.Limits
+	down    atomic.Bool
+	probeAt atomic.Int64 // engine ns
+
+	mu    sync.Mutex
+	since int64 // engine ns the current episode began
+}
+
+func newBackend(c redis.Scripter, log *slog.Logger, m *metrics.Limits) *backend {
+	return &backend{client: c, log: log, m: m}
+}
+
+// use reports whether a call should go to Redis now: always while it is up,
+// and for one caller per probe interval while it is down.
+func (b *backend) use(now, probeInterval int64) bool {
+	if b.client == nil {
+		return false
+	}
+	if !b.down.Load() {
+		return true
+	}
+	at := b.probeAt.Load()
+	return now >= at && b.probeAt.CompareAndSwap(at, now+probeInterval)
+}
+
+// failed records a failed call; the first failure of an episode is logged,
+// every one is counted.
+func (b *backend) failed(op string, err error, now, probeInterval int64, policy string) {
+	b.m.BackendError(op).Inc()
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.down.Load() {
+		return
+	}
+	b.probeAt.Store(now + probeInterval)
+	b.since = now
+	b.down.Store(true)
+	b.m.BackendUp().Set(0)
+	b.log.Warn("limiter: redis unavailable, applying on_redis_failure until it answers again",
+		"op", op, "policy", policy, "err", err)
+}
+
+// ok records a successful call, ending an episode.
+func (b *backend) ok(now int64) {
+	if !b.down.Load() {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.down.Load() {
+		return
+	}
+	b.down.Store(false)
+	b.m.BackendUp().Set(1)
+	b.log.Info("limiter: redis answers again", "down_for", time.Duration(now-b.since).Round(time.Millisecond).String())
+}
+
+// toInt64 reads one integer element of a script's answer.
+func toInt64(v any) (int64, error) {
+	switch x := v.(type) {
+	case int64:
+		return x, nil
+	case string:
+		n, err := strconv.ParseInt(x, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("script answer %q is not an integer: %w", x, err)
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("script answer %T is not an integer", v)
+}
+
+// ints reads a script's answer as integers.
+func ints(v any, want int) ([]int64, error) {
+	arr, ok := v.([]any)
+	if !ok || len(arr) < want {
+		return nil, fmt.Errorf("unexpected script answer %T of %d elements", v, len(arr))
+	}
+	out := make([]int64, len(arr))
+	for i, x := range arr {
+		n, err := toInt64(x)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = n
+	}
+	return out, nil
+}
