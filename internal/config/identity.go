@@ -361,3 +361,7 @@ func loadJWKS(path, alg string) ([]JWTKey, error) {
 	}
 	return keys, nil
 }
+
+// LoginRouteName is the route name of an app's login endpoint, as it appears
+// in metrics, the access log and [[limits]] routes lists.
+func LoginRouteName(app string) string { return "login_" + app }

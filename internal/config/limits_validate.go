@@ -35,6 +35,9 @@ func (s *LimitSections) validate(c *checker) {
 	for _, r := range c.cfg.Routes {
 		routes = append(routes, r.Name)
 	}
+	for _, a := range c.cfg.Apps {
+		routes = append(routes, LoginRouteName(a.Name))
+	}
 	seen := make(map[string]bool, len(s.Limits))
 	for i := range s.Limits {
 		r := &s.Limits[i]

@@ -640,7 +640,7 @@ func TestHTTPListenerRedirectsWith308(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		want := "https://Example.com:" + httpsPort + "/a/b?x=1&y=2"
+		want := "https://example.com:" + httpsPort + "/a/b?x=1&y=2"
 		if resp.StatusCode != 308 || resp.Header.Get("Location") != want {
 			t.Fatalf("%s: %d %q, want 308 %q", method, resp.StatusCode, resp.Header.Get("Location"), want)
 		}

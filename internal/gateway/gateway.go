@@ -19,6 +19,7 @@ import (
 	"edge/internal/metrics"
 	"edge/internal/proxy"
 	"edge/internal/reqctx"
+	edgetls "edge/internal/tls"
 )
 
 // Gateway is the front door's http.Handler. Everything that must outlive a
@@ -32,12 +33,16 @@ type Gateway struct {
 	access   *accessLog
 
 	configPath string
+	features   *features
+	tlsm       *edgetls.Manager
+	// httpsPort is the bound HTTPS port, for the port-80 redirect.
+	httpsPort atomic.Value
 
 	idPrefix string
 	idSeq    atomic.Uint64
 }
 
-func newGateway(m *metrics.Metrics, log *slog.Logger, access *accessLog, configPath string) *Gateway {
+func newGateway(m *metrics.Metrics, log *slog.Logger, access *accessLog, configPath string, f *features) *Gateway {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	g := &Gateway{
@@ -48,6 +53,7 @@ func newGateway(m *metrics.Metrics, log *slog.Logger, access *accessLog, configP
 		idPrefix: hex.EncodeToString(b[:]),
 
 		configPath: configPath,
+		features:   f,
 	}
 	m.RegisterTargetHealth(g.targetHealth)
 	return g
@@ -80,6 +86,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info.RequestID = g.requestID(r)
 	s.clientIP(r, info)
 	w.Header()["X-Request-Id"] = []string{info.RequestID}
+	if s.hsts != nil && r.TLS != nil {
+		w.Header()["Strict-Transport-Security"] = s.hsts
+	}
 
 	sw := newStatusWriter(w)
 	defer releaseStatusWriter(sw)

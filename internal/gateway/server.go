@@ -76,19 +76,27 @@ func New(o Options) (*Server, error) {
 	s := &Server{opts: o, level: new(slog.LevelVar), cfg: cfg, cfgHash: sha256.Sum256(data)}
 	s.log = newLogger(o.Stderr, cfg.Log, s.level)
 	s.metrics = metrics.New(o.Version)
+	feats, err := newFeatures(cfg, s.metrics, s.log)
+	if err != nil {
+		return nil, err
+	}
 	s.access = newAccessLog(o.Stdout)
-	s.gw = newGateway(s.metrics, s.log, s.access, o.ConfigPath)
+	s.gw = newGateway(s.metrics, s.log, s.access, o.ConfigPath, feats)
+	s.gw.httpsPort.Store(edgetls.PortOf(cfg.Server.ListenHTTPS))
 	snap, err := s.gw.compile(cfg)
 	if err != nil {
+		feats.close()
 		s.access.close()
 		return nil, err
 	}
-	s.tlsm, err = edgetls.New(cfg.TLS, cfg.Server.StateDir, tlsHosts(cfg), s.log)
+	s.tlsm, err = edgetls.New(cfg.TLS, cfg.Server.StateDir, tlsHosts(cfg), s.log, feats.tlsOptions(s.metrics)...)
 	if err != nil {
 		snap.stop()
+		feats.close()
 		s.access.close()
 		return nil, fmt.Errorf("setting up TLS: %w", err)
 	}
+	s.gw.tlsm = s.tlsm
 	s.gw.snap.Store(snap)
 	s.metrics.ReloadResult(true, time.Now())
 	return s, nil
@@ -158,6 +166,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	}
 	addrs.HTTPS = httpsLn.Addr().String()
+	s.gw.httpsPort.Store(edgetls.PortOf(addrs.HTTPS))
+	httpsLn = s.gw.features.limits.Listener(httpsLn)
 	front := &http.Server{
 		Handler:           s.gw,
 		TLSConfig:         s.tlsm.TLSConfig(),
@@ -177,13 +187,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 		addrs.HTTP = ln.Addr().String()
-		_, httpsPort, _ := net.SplitHostPort(addrs.HTTPS)
-		var handler http.Handler = s.gw
-		if sc.RedirectHTTP {
-			handler = redirectToHTTPS(httpsPort)
-		}
+		ln = s.gw.features.limits.Listener(ln)
 		plain = &http.Server{
-			Handler:           handler,
+			Handler:           http.HandlerFunc(s.gw.servePort80),
 			ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),
 			ReadTimeout:       sc.ReadTimeout.Std(),
 			IdleTimeout:       sc.IdleTimeout.Std(),
@@ -259,6 +265,7 @@ func (s *Server) close() {
 	}
 	s.gw.registry.Close()
 	s.tlsm.Close()
+	s.gw.features.close()
 	s.access.close()
 }
 
@@ -266,31 +273,6 @@ func (s *Server) currentConfig() *config.Config {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	return s.cfg
-}
-
-// redirectToHTTPS answers port 80: 308 keeps the method and body, so a POST
-// is redirected as a POST.
-func redirectToHTTPS(httpsPort string) http.Handler {
-	suffix := ""
-	if httpsPort != "443" && httpsPort != "" {
-		suffix = ":" + httpsPort
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		if host == "" {
-			http.Error(w, "missing Host header", http.StatusBadRequest)
-			return
-		}
-		if strings.Contains(host, ":") {
-			host = "[" + host + "]"
-		}
-		w.Header().Set("Location", "https://"+host+suffix+r.URL.RequestURI())
-		w.Header().Set("Content-Length", "0")
-		w.WriteHeader(http.StatusPermanentRedirect)
-	})
 }
 
 func (s *Server) adminHandler() http.Handler {
@@ -306,6 +288,9 @@ func (s *Server) adminHandler() http.Handler {
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
+	bans := s.gw.features.limits.AdminHandler()
+	mux.Handle("/bans", bans)
+	mux.Handle("/bans/", bans)
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
 		result, err := s.Reload("admin")
 		w.Header().Set("Content-Type", "application/json")
@@ -361,8 +346,17 @@ func (s *Server) Reload(trigger string) (string, error) {
 		return ReloadFailed, err
 	}
 	if err := s.tlsm.Update(cfg.TLS, tlsHosts(cfg)); err != nil {
+		if errors.Is(err, edgetls.ErrNeedsRestart) {
+			s.log.Warn("TLS change needs a restart; keeping the running TLS settings", "detail", err.Error())
+		} else {
+			snap.stop()
+			s.reloadFailed(trigger, fmt.Errorf("applying TLS settings: %w", err), now)
+			return ReloadFailed, err
+		}
+	}
+	if err := s.gw.features.limits.Update(cfg); err != nil {
 		snap.stop()
-		s.reloadFailed(trigger, fmt.Errorf("applying TLS settings: %w", err), now)
+		s.reloadFailed(trigger, fmt.Errorf("applying limits: %w", err), now)
 		return ReloadFailed, err
 	}
 	old := s.gw.snap.Swap(snap)

@@ -16,9 +16,11 @@ import (
 
 	"edge/internal/apierror"
 	"edge/internal/config"
+	"edge/internal/identity"
 	"edge/internal/metrics"
 	"edge/internal/proxy"
 	"edge/internal/reqctx"
+	edgetls "edge/internal/tls"
 	"edge/internal/webhook"
 )
 
@@ -32,6 +34,11 @@ type snapshot struct {
 	trustedProxies []netip.Prefix
 	accessLog      bool
 	upstreamList   []*proxy.Upstream
+	// logins are the apps' login endpoints by exact path, on any host.
+	logins map[string]*route
+	// hsts is the Strict-Transport-Security value for HTTPS answers.
+	hsts   []string
+	port80 port80
 
 	// stop ends this snapshot's background work (health checks).
 	stop context.CancelFunc
@@ -63,10 +70,23 @@ func (g *Gateway) compile(cfg *config.Config) (*snapshot, error) {
 		upstreams[uc.Name] = u
 		s.upstreamList = append(s.upstreamList, u)
 	}
+	if v := edgetls.HSTSValue(cfg.TLS.HSTS); v != "" {
+		s.hsts = []string{v}
+	}
+	svc, err := g.identityService(cfg)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	if s.logins, err = g.loginRoutes(svc); err != nil {
+		cancel()
+		return nil, fmt.Errorf("identity: %w", err)
+	}
 	specs := make([]proxy.RouteSpec, len(cfg.Routes))
-	for i, rc := range cfg.Routes {
+	for i := range cfg.Routes {
+		rc := &cfg.Routes[i]
 		specs[i] = proxy.RouteSpec{Hosts: rc.Hosts, Prefix: rc.Path, Methods: rc.Methods}
-		rt, err := g.buildRoute(rc, upstreams)
+		rt, err := g.buildRoute(rc, upstreams, svc)
 		if err != nil {
 			cancel()
 			return nil, fmt.Errorf("route %q: %w", rc.Name, err)
@@ -150,7 +170,11 @@ func headerRules(set map[string]string, remove []string) proxy.HeaderRules {
 	return h
 }
 
-func (g *Gateway) buildRoute(rc config.Route, upstreams map[string]*proxy.Upstream) (*route, error) {
+// buildRoute compiles one route's chain, outermost first: IP rules, UA
+// rules and IP bans; identity (which always strips client-sent identity
+// headers); openid bans, in-flight cap and rate limits; callback
+// verification; gzip; the upstream, static files or fixed answer.
+func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstream, svc *identity.Service) (*route, error) {
 	rt := &route{
 		name:            rc.Name,
 		metrics:         g.metrics.Route(rc.Name),
@@ -190,6 +214,9 @@ func (g *Gateway) buildRoute(rc config.Route, upstreams map[string]*proxy.Upstre
 	default:
 		return nil, fmt.Errorf("no upstream, static or respond")
 	}
+	if rc.Gzip {
+		h = proxy.Gzip(h, proxy.GzipOptions{})
+	}
 	if rc.Verify != "" {
 		verify, err := webhook.New(rc.RouteCallback, webhook.Options{
 			Route: rc.Name, Dir: filepath.Dir(g.configPath), MaxBody: rt.maxBody, Metrics: g.metrics.Webhook,
@@ -199,9 +226,13 @@ func (g *Gateway) buildRoute(rc config.Route, upstreams map[string]*proxy.Upstre
 		}
 		h = verify(h)
 	}
-	if rc.Gzip {
-		h = proxy.Gzip(h, proxy.GzipOptions{})
+	auth, err := svc.Middleware(rc)
+	if err != nil {
+		return nil, err
 	}
+	h = g.features.limits.Limit(rc.Name, h)
+	h = auth(h)
+	h = g.features.limits.Guard(rc.Name, h)
 	rt.handler = h
 	return rt, nil
 }
@@ -247,6 +278,11 @@ func (s *snapshot) route(r *http.Request, info *reqctx.Info) *route {
 		r.URL.Path = clean
 		r.URL.RawPath = ""
 		p = clean
+	}
+	if len(s.logins) > 0 {
+		if rt := s.logins[p]; rt != nil {
+			return rt
+		}
 	}
 	i := s.router.Match(r.Host, p, r.Method)
 	if i < 0 {

@@ -1,0 +1,148 @@
+package gateway
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+
+	"edge/internal/apierror"
+	"edge/internal/config"
+	"edge/internal/identity"
+	"edge/internal/limits"
+	"edge/internal/metrics"
+	edgetls "edge/internal/tls"
+)
+
+// features is the per-process state of identity, limits and the cluster
+// link: it outlives snapshots (nonces, limiter buckets, bans, the Redis
+// connection pool), while each snapshot compiles its own identity service
+// and route chains from it.
+type features struct {
+	redis  *redis.Client // nil: one machine
+	limits *limits.Engine
+	nonces identity.NonceStore
+}
+
+// nonceCacheSize is the cap of the in-memory nonce store, from the first
+// config (the store outlives reloads).
+func newFeatures(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*features, error) {
+	f := &features{}
+	if url := cfg.Cluster.Redis.Value(); url != "" {
+		opts, err := redis.ParseURL(url)
+		if err != nil {
+			// The URL may hold a password: never echo it.
+			return nil, fmt.Errorf("cluster.redis: not a valid redis:// or rediss:// URL")
+		}
+		f.redis = redis.NewClient(opts)
+	}
+	var scripter redis.Scripter
+	var cmdable redis.Cmdable
+	if f.redis != nil {
+		scripter, cmdable = f.redis, f.redis
+	}
+	var err error
+	f.limits, err = limits.New(cfg, limits.Options{Redis: scripter, Metrics: m.Limits, Logger: log})
+	if err != nil {
+		f.close()
+		return nil, fmt.Errorf("limits: %w", err)
+	}
+	f.nonces = identity.NewNonceStore(cmdable, cfg.Sessions.NonceCacheSize)
+	return f, nil
+}
+
+func (f *features) tlsOptions(m *metrics.Metrics) []edgetls.Option {
+	opts := []edgetls.Option{edgetls.WithRecorder(m.TLS)}
+	if f.redis != nil {
+		opts = append(opts, edgetls.WithRedis(f.redis))
+	}
+	return opts
+}
+
+func (f *features) close() {
+	if f.limits != nil {
+		_ = f.limits.Close()
+	}
+	if f.redis != nil {
+		_ = f.redis.Close()
+	}
+}
+
+// violationKind maps an auth rejection to the kind [bans].count names.
+func violationKind(code apierror.Code) string {
+	switch code {
+	case apierror.AuthMissing, apierror.TokenExpired:
+		return config.ViolationToken
+	case apierror.StaleTimestamp, apierror.Replayed:
+		return config.ViolationReplay
+	default:
+		return config.ViolationSignature
+	}
+}
+
+// identityService compiles the snapshot's identity policies. Rejections
+// count towards bans.
+func (g *Gateway) identityService(cfg *config.Config) (*identity.Service, error) {
+	return identity.New(cfg, identity.Options{
+		Nonces:  g.features.nonces,
+		Redis:   g.redisCmdable(),
+		Metrics: g.metrics.Identity,
+		Log:     g.log,
+		OnReject: func(r *http.Request, code apierror.Code) {
+			g.features.limits.ReportViolation(r, violationKind(code))
+		},
+	})
+}
+
+func (g *Gateway) redisCmdable() redis.Cmdable {
+	if g.features.redis == nil {
+		return nil
+	}
+	return g.features.redis
+}
+
+// loginRoute is an app's login endpoint, served at its exact path on any
+// host, with the route name "login_<app>" (for metrics and [[limits]]).
+func (g *Gateway) loginRoutes(svc *identity.Service) (map[string]*route, error) {
+	logins, err := svc.Logins()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*route, len(logins))
+	for _, l := range logins {
+		name := config.LoginRouteName(l.App)
+		out[l.Path] = &route{
+			name:    name,
+			metrics: g.metrics.Route(name),
+			maxBody: loginMaxBody,
+			handler: g.features.limits.Guard(name, g.features.limits.Limit(name, l.Handler)),
+		}
+	}
+	return out, nil
+}
+
+// loginMaxBody bounds a login request: {"code": "..."} is a few dozen bytes.
+const loginMaxBody = 16 << 10
+
+// port80 is the HTTP listener's handler for one snapshot: ACME challenges,
+// then the redirect to HTTPS (or the routes, for exempt hosts and when
+// redirect_http is off). It is built on first use because the HTTPS port is
+// known only once the listener is bound.
+type port80 struct {
+	once    sync.Once
+	handler http.Handler
+}
+
+func (g *Gateway) servePort80(w http.ResponseWriter, r *http.Request) {
+	s := g.snap.Load()
+	s.port80.once.Do(func() {
+		var h http.Handler = g
+		if s.cfg.Server.RedirectHTTP {
+			h = edgetls.RedirectHandler(g.httpsPort.Load().(string), s.cfg.TLS.HTTPRedirectExempt, g)
+		}
+		s.port80.handler = g.tlsm.HTTPHandler(h)
+	})
+	s.port80.handler.ServeHTTP(w, r)
+}
