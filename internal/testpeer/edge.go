@@ -1,0 +1,262 @@
+package testpeer
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+	buildDir  string
+)
+
+// EdgeBinary builds cmd/edge once per test process and returns its path.
+func EdgeBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "edge-bin-")
+		if buildErr != nil {
+			return
+		}
+		buildPath = filepath.Join(buildDir, "edge")
+		cmd := exec.Command("go", "build", "-race", "-o", buildPath, "./cmd/edge")
+		cmd.Dir = RepoRoot(t)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/edge: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// EdgeProcess is a real edge binary running with a test's config.
+type EdgeProcess struct {
+	HTTPS, HTTP, Admin string // loopback addresses
+	Dir                string // holds edge.toml and the state dir
+	ConfigPath         string
+
+	t      testing.TB
+	cmd    *exec.Cmd
+	stdout *lockedBuffer
+	stderr *lockedBuffer
+	exited chan struct{}
+	err    error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// EdgeConfigHead is the [server] and [log] part StartEdge writes before the
+// test's own TOML: free loopback ports, the state dir inside Dir, debug logs.
+// Tests must not repeat those tables; extra [server] keys go in serverExtra.
+func EdgeConfigHead(https, http, admin, stateDir, serverExtra string) string {
+	return fmt.Sprintf(`[server]
+listen_https = %q
+listen_http = %q
+listen_admin = %q
+state_dir = %q
+shutdown_grace = "10s"
+%s
+
+[log]
+level = "debug"
+`, https, http, admin, stateDir, serverExtra)
+}
+
+// StartEdge writes the config (EdgeConfigHead + body) into a fresh dir, starts
+// the binary, and waits until /readyz answers. The process is stopped
+// (SIGTERM) at the end of the test; its logs are printed if the test failed.
+func StartEdge(t testing.TB, serverExtra, body string) *EdgeProcess {
+	t.Helper()
+	dir := t.TempDir()
+	return StartEdgeIn(t, dir, serverExtra, body)
+}
+
+// StartEdgeIn is StartEdge with a chosen directory (a restart keeps the
+// state dir).
+func StartEdgeIn(t testing.TB, dir, serverExtra, body string) *EdgeProcess {
+	t.Helper()
+	e := &EdgeProcess{HTTPS: FreePort(t), HTTP: FreePort(t), Admin: FreePort(t), Dir: dir, t: t,
+		ConfigPath: filepath.Join(dir, "edge.toml")}
+	e.WriteConfig(serverExtra, body)
+	e.start()
+	return e
+}
+
+// WriteConfig replaces the config file, keeping the listen addresses.
+func (e *EdgeProcess) WriteConfig(serverExtra, body string) {
+	e.t.Helper()
+	cfg := EdgeConfigHead(e.HTTPS, e.HTTP, e.Admin, filepath.Join(e.Dir, "state"), serverExtra) + body
+	if err := os.WriteFile(e.ConfigPath, []byte(cfg), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *EdgeProcess) start() {
+	t := e.t
+	t.Helper()
+	e.stdout, e.stderr = &lockedBuffer{}, &lockedBuffer{}
+	e.cmd = exec.Command(EdgeBinary(t), "run", "-config", e.ConfigPath)
+	e.cmd.Stdout, e.cmd.Stderr = e.stdout, e.stderr
+	if err := e.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.exited = make(chan struct{})
+	go func() { e.err = e.cmd.Wait(); close(e.exited) }()
+	t.Cleanup(func() {
+		e.Stop()
+		if t.Failed() {
+			t.Logf("edge stderr:\n%s", e.stderr.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case <-e.exited:
+			t.Fatalf("edge exited at start: %v\n%s", e.err, e.stderr.String())
+		default:
+		}
+		resp, err := http.Get("http://" + e.Admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("edge not ready after 20s\n%s", e.stderr.String())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// Restart stops the process and starts it again with the same config/state.
+func (e *EdgeProcess) Restart() {
+	e.t.Helper()
+	e.Stop()
+	e.start()
+}
+
+// Signal sends sig to the process.
+func (e *EdgeProcess) Signal(sig syscall.Signal) {
+	if e.cmd != nil && e.cmd.Process != nil {
+		_ = e.cmd.Process.Signal(sig)
+	}
+}
+
+// Wait waits for the process to exit and returns its exit error.
+func (e *EdgeProcess) Wait(within time.Duration) error {
+	select {
+	case <-e.exited:
+		return e.err
+	case <-time.After(within):
+		return fmt.Errorf("edge still running after %s", within)
+	}
+}
+
+// Stop sends SIGTERM and waits (then SIGKILL after 15 s).
+func (e *EdgeProcess) Stop() {
+	if e.cmd == nil || e.exited == nil {
+		return
+	}
+	select {
+	case <-e.exited:
+		return
+	default:
+	}
+	_ = e.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-e.exited:
+	case <-time.After(15 * time.Second):
+		_ = e.cmd.Process.Kill()
+		<-e.exited
+	}
+}
+
+// Stdout is the access log so far; Stderr the error log.
+func (e *EdgeProcess) Stdout() string { return e.stdout.String() }
+
+// Stderr is the error log so far.
+func (e *EdgeProcess) Stderr() string { return e.stderr.String() }
+
+// Client is an HTTPS client that trusts edge's internal CA and dials edge
+// whatever the URL's host (as DNS would), speaking HTTP/1.1 (h2 when h2 is
+// true).
+func (e *EdgeProcess) Client(t testing.TB, h2 bool) *http.Client {
+	t.Helper()
+	caPEM, err := os.ReadFile(filepath.Join(e.Dir, "state", "internal", "ca.crt"))
+	if err != nil {
+		t.Fatalf("reading edge's internal CA (tls.mode must be internal): %v", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, e.HTTPS)
+		},
+		ForceAttemptHTTP2: h2,
+	}
+	if !h2 {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: tr}
+}
+
+// URL is https://host:port/path for the edge's HTTPS listener.
+func (e *EdgeProcess) URL(host, path string) string {
+	_, port, _ := net.SplitHostPort(e.HTTPS)
+	return "https://" + host + ":" + port + path
+}
+
+// Metrics returns the lines of the admin /metrics scrape starting with prefix.
+func (e *EdgeProcess) Metrics(t testing.TB, prefix string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + e.Admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	var out []string
+	for _, l := range strings.Split(buf.String(), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
