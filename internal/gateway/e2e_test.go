@@ -450,6 +450,19 @@ websocket = true
 		t.Fatalf("reload: %s %v", res, err)
 	}
 	roundTrip("after")
+	if m := e.metric(t, "edge_websockets_open"); !strings.HasSuffix(m, " 1") {
+		t.Errorf("edge_websockets_open with one socket open: %q", m)
+	}
+	if m := e.metric(t, `edge_tls_handshakes_total{result="ok"}`); strings.HasSuffix(m, " 0") || m == "" {
+		t.Errorf("successful handshakes not counted: %q", m)
+	}
+	if m := e.metric(t, `edge_connections_open{listener="https",protocol="h1"}`); strings.HasSuffix(m, " 0") || m == "" {
+		t.Errorf("open HTTPS connections not counted: %q", m)
+	}
+	conn.Close(websocket.StatusNormalClosure, "")
+	eventually(t, 5*time.Second, func() bool {
+		return strings.HasSuffix(e.metric(t, "edge_websockets_open"), " 0")
+	}, "edge_websockets_open to drop to 0 after the socket closed")
 }
 
 func TestServerSentEventsArriveOneByOne(t *testing.T) {

@@ -224,7 +224,7 @@ func startBackend(t *testing.T, name string, h http.HandlerFunc) *backend {
 }
 
 func (b *backend) serve(h http.HandlerFunc) {
-	b.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.mu.Lock()
 		b.hits++
 		b.last = r.Clone(context.Background())
@@ -240,7 +240,9 @@ func (b *backend) serve(h http.HandlerFunc) {
 		}
 		fmt.Fprintf(w, "%s %s %s", b.name, r.Method, r.URL.RequestURI())
 	})}
-	go func() { _ = b.srv.Serve(b.ln) }()
+	b.srv = srv
+	ln := b.ln
+	go func() { _ = srv.Serve(ln) }()
 }
 
 // kill stops the backend as a crash would: the port refuses connections.

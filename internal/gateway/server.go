@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	stdtls "crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -168,15 +170,21 @@ func (s *Server) Serve(ctx context.Context) error {
 	addrs.HTTPS = httpsLn.Addr().String()
 	s.gw.httpsPort.Store(edgetls.PortOf(addrs.HTTPS))
 	httpsLn = s.gw.features.limits.Listener(httpsLn)
+	tlsConfig := s.tlsm.TLSConfig()
+	tlsConfig.VerifyConnection = func(stdtls.ConnectionState) error {
+		s.metrics.TLSHandshake(true)
+		return nil
+	}
 	front := &http.Server{
 		Handler:           s.gw,
-		TLSConfig:         s.tlsm.TLSConfig(),
+		TLSConfig:         tlsConfig,
+		ConnState:         newConnTracker(s.metrics, "https").state,
 		ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),
 		ReadTimeout:       sc.ReadTimeout.Std(),
 		WriteTimeout:      sc.WriteTimeout.Std(),
 		IdleTimeout:       sc.IdleTimeout.Std(),
 		MaxHeaderBytes:    int(sc.MaxHeaderBytes),
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorLog:          log.New(handshakeErrorLog{m: s.metrics, log: s.log}, "", 0),
 	}
 	servers = append(servers, front)
 
@@ -190,6 +198,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		ln = s.gw.features.limits.Listener(ln)
 		plain = &http.Server{
 			Handler:           http.HandlerFunc(s.gw.servePort80),
+			ConnState:         newConnTracker(s.metrics, "http").state,
 			ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),
 			ReadTimeout:       sc.ReadTimeout.Std(),
 			IdleTimeout:       sc.IdleTimeout.Std(),

@@ -197,6 +197,7 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 			StripPrefix:    strip,
 			RequestHeaders: headerRules(rc.SetRequestHeaders, rc.RemoveRequestHeaders),
 			WebSocket:      rc.WebSocket,
+			WebSocketsOpen: g.metrics.WebSocketsOpen(),
 			Logger:         g.log,
 		})
 	case rc.Static != "":

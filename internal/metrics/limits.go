@@ -54,8 +54,8 @@ func NewLimits(reg prometheus.Registerer) (*Limits, error) {
 			Help: "Connections closed at accept, by reason (max_conns, max_conns_per_ip, ip_denied, ip_not_allowed).",
 		}, []string{"reason"}),
 		connsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "edge_connections_open",
-			Help: "Connections open through the limited listeners.",
+			Name: "edge_listener_connections_open",
+			Help: "TCP connections accepted on the HTTPS and HTTP listeners and not yet closed, including those still in the TLS handshake or sending headers.",
 		}),
 		evictions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edge_limit_evictions_total",

@@ -31,7 +31,7 @@ func TestLimitsCollectors(t *testing.T) {
 	want := map[string]bool{
 		"edge_limit_decisions_total": true, "edge_access_rejections_total": true, "edge_limit_backend_errors_total": true,
 		"edge_limit_backend_up": true, "edge_bans_issued_total": true, "edge_bans_active": true,
-		"edge_connections_refused_total": true, "edge_connections_open": true, "edge_limit_evictions_total": true,
+		"edge_connections_refused_total": true, "edge_listener_connections_open": true, "edge_limit_evictions_total": true,
 	}
 	for _, f := range families {
 		if !want[f.GetName()] {

@@ -25,6 +25,10 @@ type Metrics struct {
 	upstreamRequests *prometheus.CounterVec
 	upstreamDuration *prometheus.HistogramVec
 
+	connectionsOpen *prometheus.GaugeVec
+	websocketsOpen  prometheus.Gauge
+	tlsHandshakes   *prometheus.CounterVec
+
 	reloads              *prometheus.CounterVec
 	lastReloadSuccessful prometheus.Gauge
 	lastReloadSuccessTS  prometheus.Gauge
@@ -67,6 +71,18 @@ func New(version string) *Metrics {
 			Help:    "Time until the upstream's response headers arrived, by route and target.",
 			Buckets: latencyBuckets,
 		}, []string{"route", "target"}),
+		connectionsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "edge_connections_open",
+			Help: "Client connections that have served at least one request and are still open, by listener (https, http) and protocol (h1, h2).",
+		}, []string{"listener", "protocol"}),
+		websocketsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edge_websockets_open",
+			Help: "WebSocket connections being proxied now.",
+		}),
+		tlsHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_tls_handshakes_total",
+			Help: "TLS handshakes on the HTTPS listener by result (ok, error).",
+		}, []string{"result"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_config_reloads_total",
 			Help: "Config reload attempts by result (success, failure).",
@@ -91,11 +107,13 @@ func New(version string) *Metrics {
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("failure")
+	m.tlsHandshakes.WithLabelValues("ok")
+	m.tlsHandshakes.WithLabelValues("error")
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo, m.requests, m.requestDuration, m.inFlight, m.upstreamRequests,
-		m.upstreamDuration, m.reloads, m.lastReloadSuccessful, m.lastReloadSuccessTS,
+		m.upstreamDuration, m.connectionsOpen, m.websocketsOpen, m.tlsHandshakes, m.reloads, m.lastReloadSuccessful, m.lastReloadSuccessTS,
 		m.lastReloadAttemptTS,
 	)
 	// A registration error here is a programming error (two collectors with
@@ -118,6 +136,24 @@ func New(version string) *Metrics {
 
 // InFlight is the gauge of requests being served.
 func (m *Metrics) InFlight() prometheus.Gauge { return m.inFlight }
+
+// WebSocketsOpen is the gauge of proxied WebSockets.
+func (m *Metrics) WebSocketsOpen() prometheus.Gauge { return m.websocketsOpen }
+
+// ConnectionsOpen is the gauge of open client connections for a listener
+// and protocol.
+func (m *Metrics) ConnectionsOpen(listener, protocol string) prometheus.Gauge {
+	return m.connectionsOpen.WithLabelValues(listener, protocol)
+}
+
+// TLSHandshake counts one handshake result.
+func (m *Metrics) TLSHandshake(ok bool) {
+	if ok {
+		m.tlsHandshakes.WithLabelValues("ok").Inc()
+		return
+	}
+	m.tlsHandshakes.WithLabelValues("error").Inc()
+}
 
 // ReloadResult records a config load attempt.
 func (m *Metrics) ReloadResult(ok bool, at time.Time) {

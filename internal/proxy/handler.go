@@ -45,7 +45,12 @@ type ProxyOptions struct {
 	StripPrefix    string // the route's prefix to remove, "" to keep the path
 	RequestHeaders HeaderRules
 	WebSocket      bool
-	Logger         *slog.Logger
+	// WebSocketsOpen counts upgraded connections while they last.
+	WebSocketsOpen interface {
+		Inc()
+		Dec()
+	}
+	Logger *slog.Logger
 }
 
 // NewProxy returns the handler that forwards a route's requests to its
@@ -84,6 +89,9 @@ func (p *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p.rp.ServeHTTP(w, r)
+	if info := reqctx.FromRequest(r); info != nil && info.Upgraded && p.opts.WebSocketsOpen != nil {
+		p.opts.WebSocketsOpen.Dec()
+	}
 }
 
 func (p *proxyHandler) rewrite(pr *httputil.ProxyRequest) {
@@ -159,6 +167,14 @@ func stripPrefix(path, prefix string) string {
 func (p *proxyHandler) modifyResponse(resp *http.Response) error {
 	// edge already set its own X-Request-Id on the response.
 	delete(resp.Header, "X-Request-Id")
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// ReverseProxy splices the connection inside ServeHTTP, which
+		// returns when the WebSocket closes.
+		if info := reqctx.FromRequest(resp.Request); info != nil && p.opts.WebSocketsOpen != nil {
+			info.Upgraded = true
+			p.opts.WebSocketsOpen.Inc()
+		}
+	}
 	return nil
 }
 

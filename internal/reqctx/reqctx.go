@@ -34,6 +34,9 @@ type Info struct {
 	UnionID string
 	AppID   string
 
+	// Upgraded is set when the upstream switched protocols (WebSocket).
+	Upgraded bool
+
 	// Reason is a short machine word for why edge answered itself
 	// (e.g. "no_route", "body_too_large", "upstream_down").
 	Reason string
