@@ -85,8 +85,15 @@ type CertificateFiles struct {
 // Log controls the error log and the access log.
 type Log struct {
 	Level  string `toml:"level"`  // debug, info (default), warn, error
-	Format string `toml:"format"` // json (default) or text
+	Format string `toml:"format"` // json (default) or text; the error log's format
 	Access *bool  `toml:"access"` // access log on (default) or off
+	// AccessFile writes the access log (JSON lines) to this file instead of
+	// standard output; the error log stays on standard error. The file is
+	// rotated when it reaches AccessMaxSize, keeping AccessMaxBackups old
+	// files, and reopened on SIGUSR1 (for logrotate's "create" mode).
+	AccessFile       string   `toml:"access_file"`
+	AccessMaxSize    ByteSize `toml:"access_max_size"`    // default 100MB
+	AccessMaxBackups int      `toml:"access_max_backups"` // default 10; 0 keeps all
 }
 
 // Cluster joins several replicas through Redis. Empty Redis: one machine.

@@ -37,6 +37,8 @@ func (l *Log) setDefaults() {
 	l.Format = "json"
 	on := true
 	l.Access = &on
+	l.AccessMaxSize = 100 << 20
+	l.AccessMaxBackups = 10
 }
 
 func (u *Upstream) setDefaults() {

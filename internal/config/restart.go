@@ -18,6 +18,9 @@ var restartKeys = []struct {
 	{"server.max_header_bytes", func(c *Config) any { return c.Server.MaxHeaderBytes }},
 	{"tls.mode", func(c *Config) any { return c.TLS.Mode }},
 	{"cluster.redis", func(c *Config) any { return c.Cluster.Redis }},
+	{"log.access_file", func(c *Config) any { return c.Log.AccessFile }},
+	{"log.access_max_size", func(c *Config) any { return c.Log.AccessMaxSize }},
+	{"log.access_max_backups", func(c *Config) any { return c.Log.AccessMaxBackups }},
 }
 
 // RestartNeeded returns the key paths whose values differ between old and

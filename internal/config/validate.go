@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -124,6 +125,18 @@ func checkReadable(c *checker, key, path, what string) {
 func (l *Log) validate(c *checker) {
 	c.oneOf("log.level", l.Level, "debug", "info", "warn", "error")
 	c.oneOf("log.format", l.Format, "json", "text")
+	if l.AccessFile != "" {
+		c.resolve(&l.AccessFile)
+		if fi, err := os.Stat(filepath.Dir(l.AccessFile)); err != nil || !fi.IsDir() {
+			c.add("log.access_file", "the directory of %q does not exist; create it or write the log elsewhere", l.AccessFile)
+		}
+	}
+	if l.AccessMaxSize < 1<<20 {
+		c.add("log.access_max_size", "must be at least 1MB, like \"100MB\"")
+	}
+	if l.AccessMaxBackups < 0 {
+		c.add("log.access_max_backups", "must be 0 (keep every rotated file) or more")
+	}
 }
 
 func (cl *Cluster) validate(c *checker) {

@@ -2,13 +2,18 @@ package gateway
 
 import (
 	"bufio"
+	"fmt"
 	"io"
+	"os"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
 	"unicode/utf8"
 
+	"gopkg.in/natefinch/lumberjack.v2"
+
+	"edge/internal/config"
 	"edge/internal/reqctx"
 )
 
@@ -18,15 +23,45 @@ import (
 // request. The query string is never logged: it may carry tokens.
 type accessLog struct {
 	mu   sync.Mutex
+	out  io.Writer
 	w    *bufio.Writer
 	stop chan struct{}
 	done chan struct{}
 }
 
 func newAccessLog(out io.Writer) *accessLog {
-	a := &accessLog{w: bufio.NewWriterSize(out, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
+	a := &accessLog{out: out, w: bufio.NewWriterSize(out, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
 	go a.flushLoop()
 	return a
+}
+
+// accessWriter is standard output, or the rotating file of log.access_file.
+func accessWriter(lc config.Log, stdout io.Writer) (io.Writer, error) {
+	if lc.AccessFile == "" {
+		return stdout, nil
+	}
+	f, err := os.OpenFile(lc.AccessFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("opening log.access_file: %w", err)
+	}
+	f.Close()
+	return &lumberjack.Logger{
+		Filename:   lc.AccessFile,
+		MaxSize:    int(max(lc.AccessMaxSize>>20, 1)),
+		MaxBackups: lc.AccessMaxBackups,
+		LocalTime:  false,
+	}, nil
+}
+
+// reopen flushes and closes the file so the next line opens the path
+// again: after logrotate moved the old file away, that makes a new one.
+func (a *accessLog) reopen() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_ = a.w.Flush()
+	if f, ok := a.out.(*lumberjack.Logger); ok {
+		_ = f.Close()
+	}
 }
 
 func (a *accessLog) flushLoop() {
@@ -50,10 +85,13 @@ func (a *accessLog) flush() {
 	a.mu.Unlock()
 }
 
-// close flushes and stops the flusher.
+// close flushes, stops the flusher and closes the file.
 func (a *accessLog) close() {
 	close(a.stop)
 	<-a.done
+	if f, ok := a.out.(*lumberjack.Logger); ok {
+		_ = f.Close()
+	}
 }
 
 var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}

@@ -82,7 +82,12 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.access = newAccessLog(o.Stdout)
+	accessOut, err := accessWriter(cfg.Log, o.Stdout)
+	if err != nil {
+		feats.close()
+		return nil, err
+	}
+	s.access = newAccessLog(accessOut)
 	s.gw = newGateway(s.metrics, s.log, s.access, o.ConfigPath, feats)
 	s.gw.httpsPort.Store(edgetls.PortOf(cfg.Server.ListenHTTPS))
 	snap, err := s.gw.compile(cfg)
@@ -224,7 +229,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go s.watchConfig(watchCtx)
-	go s.watchSIGHUP(watchCtx)
+	go s.watchSignals(watchCtx)
 
 	s.ready.Store(true)
 	if p := s.tlsm.CAPath(); p != "" {
@@ -451,15 +456,22 @@ func (s *Server) watchConfig(ctx context.Context) {
 	}
 }
 
-func (s *Server) watchSIGHUP(ctx context.Context) {
+// watchSignals: SIGHUP reloads the config, SIGUSR1 reopens the access log
+// file (after logrotate moved it away).
+func (s *Server) watchSignals(ctx context.Context) {
 	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGHUP)
+	signal.Notify(ch, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(ch)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-ch:
+		case sig := <-ch:
+			if sig == syscall.SIGUSR1 {
+				s.access.reopen()
+				s.log.Info("access log reopened", "trigger", "SIGUSR1")
+				continue
+			}
 			_, _ = s.Reload("SIGHUP")
 		}
 	}

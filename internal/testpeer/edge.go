@@ -80,7 +80,8 @@ func (l *lockedBuffer) String() string {
 
 // EdgeConfigHead is the [server] and [log] part StartEdge writes before the
 // test's own TOML: free loopback ports, the state dir inside Dir, debug logs.
-// Tests must not repeat those tables; extra [server] keys go in serverExtra.
+// Tests must not repeat [server]; extra [server] keys go in serverExtra. A
+// body with its own [log] table replaces the default one.
 func EdgeConfigHead(https, http, admin, stateDir, serverExtra string) string {
 	return fmt.Sprintf(`[server]
 listen_https = %q
@@ -89,11 +90,10 @@ listen_admin = %q
 state_dir = %q
 shutdown_grace = "10s"
 %s
-
-[log]
-level = "debug"
 `, https, http, admin, stateDir, serverExtra)
 }
+
+const defaultLogTable = "\n[log]\nlevel = \"debug\"\n"
 
 // StartEdge writes the config (EdgeConfigHead + body) into a fresh dir, starts
 // the binary, and waits until /readyz answers. The process is stopped
@@ -118,7 +118,11 @@ func StartEdgeIn(t testing.TB, dir, serverExtra, body string) *EdgeProcess {
 // WriteConfig replaces the config file, keeping the listen addresses.
 func (e *EdgeProcess) WriteConfig(serverExtra, body string) {
 	e.t.Helper()
-	cfg := EdgeConfigHead(e.HTTPS, e.HTTP, e.Admin, filepath.Join(e.Dir, "state"), serverExtra) + body
+	cfg := EdgeConfigHead(e.HTTPS, e.HTTP, e.Admin, filepath.Join(e.Dir, "state"), serverExtra)
+	if !strings.Contains("\n"+body, "\n[log]") {
+		cfg += defaultLogTable
+	}
+	cfg += body
 	if err := os.WriteFile(e.ConfigPath, []byte(cfg), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
