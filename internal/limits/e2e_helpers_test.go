@@ -38,8 +38,9 @@ func startUpstream(t *testing.T) *upstream {
 	return u
 }
 
-// appConfig is one upstream behind the route "api" on every host and path,
-// followed by the test's own tables.
+// appConfig is one upstream behind the route "api" (every path of
+// api.example.com, which the internal CA then covers), followed by the
+// test's own tables.
 func appConfig(u *upstream, extra string) string {
 	return fmt.Sprintf(`
 [[upstreams]]
@@ -48,6 +49,7 @@ targets = [%q]
 
 [[routes]]
 name = "api"
+hosts = ["api.example.com"]
 path = "/"
 upstream = "app"
 %s`, u.addr, extra)
