@@ -169,10 +169,14 @@ func (r *route) serve(w http.ResponseWriter, req *http.Request, next http.Handle
 		consumedAuth = true
 		var sess Session
 		sess, code, msg = r.session(req)
+		id = identity{openid: sess.OpenID, unionid: sess.UnionID, appid: sess.AppID}
 		if code == 0 && r.mode == config.AuthSigned {
+			// The token is authentic, so a failure from here on is this
+			// user's: bans and the access log attribute a bad signature or
+			// a replay to the openid rather than to the client's address.
+			id.note(req)
 			code, msg = r.svc.verifySignature(req, &sess, r.allowUnsigned, r.maxBody)
 		}
-		id = identity{openid: sess.OpenID, unionid: sess.UnionID, appid: sess.AppID}
 	case config.AuthJWT:
 		consumedAuth = true
 		id.openid, code, msg = r.jwtIdentity(req)
@@ -202,11 +206,17 @@ func (r *route) serve(w http.ResponseWriter, req *http.Request, next http.Handle
 		if id.unionid != "" {
 			h[hdrUnionID] = all[2:3:3]
 		}
-		if info := reqctx.FromRequest(req); info != nil {
-			info.OpenID, info.UnionID, info.AppID = id.openid, id.unionid, id.appid
-		}
+		id.note(req)
 	}
 	next.ServeHTTP(w, req)
+}
+
+// note records the identity in the request's Info for the limits, bans and
+// the access log.
+func (id identity) note(req *http.Request) {
+	if info := reqctx.FromRequest(req); info != nil {
+		info.OpenID, info.UnionID, info.AppID = id.openid, id.unionid, id.appid
+	}
 }
 
 func (r *route) reject(w http.ResponseWriter, req *http.Request, code apierror.Code, msg string) {

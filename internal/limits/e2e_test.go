@@ -174,6 +174,7 @@ routes = ["api"]
 	e.WriteConfig("", appConfig(u, rule("1/m")+`
 [[routes]]
 name = "ping"
+hosts = ["api.example.com"]
 path = "/ping"
 respond = { body = "pong" }
 `))
