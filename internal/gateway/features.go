@@ -70,16 +70,20 @@ func (f *features) close() {
 	}
 }
 
-// violationKind maps an auth rejection to the kind [bans].count names.
+// violationKind maps an auth rejection to the kind [bans].count names, or
+// "" for rejections that are no sign of abuse: an expired token is a normal
+// event for a real user, and Referer or body-size refusals are not auth
+// failures.
 func violationKind(code apierror.Code) string {
 	switch code {
-	case apierror.AuthMissing, apierror.TokenExpired:
+	case apierror.AuthMissing:
 		return config.ViolationToken
+	case apierror.BadSignature:
+		return config.ViolationSignature
 	case apierror.StaleTimestamp, apierror.Replayed:
 		return config.ViolationReplay
-	default:
-		return config.ViolationSignature
 	}
+	return ""
 }
 
 // identityService compiles the snapshot's identity policies. Rejections
@@ -91,7 +95,9 @@ func (g *Gateway) identityService(cfg *config.Config) (*identity.Service, error)
 		Metrics: g.metrics.Identity,
 		Log:     g.log,
 		OnReject: func(r *http.Request, code apierror.Code) {
-			g.features.limits.ReportViolation(r, violationKind(code))
+			if kind := violationKind(code); kind != "" {
+				g.features.limits.ReportViolation(r, kind)
+			}
 		},
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -302,6 +303,11 @@ func (s *Server) adminHandler() http.Handler {
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
+	// Profiles, as Caddy's admin endpoint offers: the admin listener is
+	// loopback-only by default.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	bans := s.gw.features.limits.AdminHandler()
 	mux.Handle("/bans", bans)
 	mux.Handle("/bans/", bans)

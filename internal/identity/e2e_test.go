@@ -112,6 +112,7 @@ type echo struct {
 	OpenID        string   `json:"openid"`
 	AppID         string   `json:"appid"`
 	UnionID       string   `json:"unionid"`
+	RequestID     string   `json:"request_id"`
 	Forged        []string `json:"forged"`
 	Authorization bool     `json:"authorization"`
 	Method        string   `json:"method"`
@@ -128,7 +129,7 @@ var identityHeaders = []string{"X-Wx-Openid", "X-Wx-Appid", "X-Wx-Unionid"}
 func echoOf(r *http.Request, body []byte) echo {
 	e := echo{
 		OpenID: r.Header.Get("X-Wx-Openid"), AppID: r.Header.Get("X-Wx-Appid"), UnionID: r.Header.Get("X-Wx-Unionid"),
-		Forged: []string{}, Authorization: r.Header["Authorization"] != nil,
+		RequestID: r.Header.Get("X-Request-Id"), Forged: []string{}, Authorization: r.Header["Authorization"] != nil,
 		Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: string(body),
 	}
 	for k, vs := range r.Header {
@@ -436,9 +437,9 @@ func TestE2EMiniProgramHelperUnderNode(t *testing.T) {
 	for _, r := range up.requests() {
 		got = append(got, r.Method+" "+r.Path)
 		if r.OpenID != openidFor("alice") || r.AppID != e2eAppID || r.UnionID != unionidFor("alice") ||
-			len(r.Forged) > 0 || r.Authorization {
-			t.Errorf("%s %s reached the upstream with openid %q, appid %q, unionid %q, stray headers %q, Authorization %v",
-				r.Method, r.Path, r.OpenID, r.AppID, r.UnionID, r.Forged, r.Authorization)
+			r.RequestID == "" || len(r.Forged) > 0 || r.Authorization {
+			t.Errorf("%s %s reached the upstream with openid %q, appid %q, unionid %q, request id %q, stray headers %q, Authorization %v",
+				r.Method, r.Path, r.OpenID, r.AppID, r.UnionID, r.RequestID, r.Forged, r.Authorization)
 		}
 	}
 	want := []string{"GET /api/orders", "POST /api/orders", "POST /upload/avatar", "GET /ws/chat", "GET /api/after-expiry"}

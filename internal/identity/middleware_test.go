@@ -344,3 +344,39 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestRejectionAttribution: a request refused after its token proved
+// authentic is the token holder's (bans count it against the openid); one
+// refused on the token itself belongs to nobody known.
+func TestRejectionAttribution(t *testing.T) {
+	vec := loadVectors(t)
+	now := newClock(time.Unix(vec.Now, 0))
+	var gotOpenID []string
+	s := newService(t, testConfig(), Options{Now: now.Now, OnReject: func(r *http.Request, _ apierror.Code) {
+		gotOpenID = append(gotOpenID, reqctx.FromRequest(r).OpenID)
+	}})
+	token, sess := sessionWithKey(t, s.Sealer(), vec.SignKey)
+	v := vec.Valid[0]
+	for _, tc := range []struct {
+		name       string
+		token      string
+		signature  string
+		wantOpenID string
+	}{
+		{"bad signature", token, strings.Repeat("0", 64), sess.OpenID},
+		{"forged token", token[:len(token)-2] + "AA", v.Signature, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gotOpenID = nil
+			req := v.request(t, tc.token)
+			req.Header.Set("X-Edge-Signature", tc.signature)
+			rec, got := serveThrough(t, s, testRoute("signed"), req, false)
+			if got.called || rec.Code != http.StatusUnauthorized {
+				t.Fatalf("answered %d %s", rec.Code, rec.Body.String())
+			}
+			if len(gotOpenID) != 1 || gotOpenID[0] != tc.wantOpenID {
+				t.Errorf("OnReject saw openids %q, want [%q]", gotOpenID, tc.wantOpenID)
+			}
+		})
+	}
+}

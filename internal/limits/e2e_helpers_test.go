@@ -77,6 +77,10 @@ func tryRequest(c *http.Client, url string, hdr map[string]string) (answer, erro
 		return answer{}, err
 	}
 	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
 		req.Header.Set(k, v)
 	}
 	resp, err := c.Do(req)
@@ -212,7 +216,8 @@ func newLoadRun(t *testing.T) *loadRun { return &loadRun{t: t, start: time.Now()
 func (l *loadRun) now() time.Duration { return time.Since(l.start) }
 
 // drive starts n workers on edge (index idx in the results) and returns
-// the function that stops them and waits for them.
+// the function that stops them and waits for them (once; later calls do
+// nothing, so it can also be deferred).
 func (l *loadRun) drive(e *testpeer.EdgeProcess, idx, n int) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -238,9 +243,12 @@ func (l *loadRun) drive(e *testpeer.EdgeProcess, idx, n int) (stop func()) {
 			}
 		})
 	}
+	var once sync.Once
 	return func() {
-		close(done)
-		wg.Wait()
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+		})
 	}
 }
 

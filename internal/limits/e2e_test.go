@@ -12,7 +12,18 @@ import (
 // The tests in this file run the real edge binary (built with -race) in
 // front of real upstreams, and check issue 5's list through it.
 
+// TestMain stops the race runtime of every edge this package starts from
+// sleeping a second at exit (its default), which would add a second to
+// each of the many stops below.
+func TestMain(m *testing.M) {
+	if os.Getenv("GORACE") == "" {
+		os.Setenv("GORACE", "atexit_sleep_ms=0")
+	}
+	os.Exit(m.Run())
+}
+
 func TestE2ELimitedAnswer(t *testing.T) {
+	t.Parallel()
 	u := startUpstream(t)
 	e := testpeer.StartEdge(t, "", appConfig(u, `
 [limiter]
@@ -65,6 +76,7 @@ routes = ["api"]
 }
 
 func TestE2EForwardedForIsBelievedOnlyFromTrustedProxies(t *testing.T) {
+	t.Parallel()
 	const rules = `
 [[limits]]
 name = "per_ip"
@@ -108,6 +120,7 @@ routes = ["api"]
 }
 
 func TestE2EAccessListsReloadAndUserAgent(t *testing.T) {
+	t.Parallel()
 	u := startUpstream(t)
 	dir := t.TempDir()
 	deny := filepath.Join(dir, "deny.txt")
@@ -153,6 +166,7 @@ user_agent_deny = ['(?i)python-requests|curl/']
 }
 
 func TestE2EUnchangedRuleKeepsItsStateAcrossReload(t *testing.T) {
+	t.Parallel()
 	u := startUpstream(t)
 	rule := func(rate string) string {
 		return `

@@ -158,6 +158,12 @@ func (m *Manager) startACME(cfg config.TLS, stateDir string, rc redis.UniversalC
 		}
 		s.ac.ExternalAccountBinding = &acme.ExternalAccountBinding{KID: cfg.EABKeyID, Key: key}
 	}
+	// autocert offers HTTP-01 only once its HTTPHandler has been built, and
+	// it picks the challenge types when an order begins. The gateway builds
+	// the port-80 handler on the first plain-HTTP request, after the
+	// start-up orders below have begun, so without this they would never
+	// fall back to HTTP-01 when TLS-ALPN-01 cannot reach the HTTPS listener.
+	s.ac.HTTPHandler(nil)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.acme = s
