@@ -124,8 +124,10 @@ max_conns_per_ip = %d
 	fresh := e.ClientFrom(t, "127.0.0.7")
 	for i := range 10 {
 		for name, try := range map[string]func() (answer, error){
-			"https":       func() (answer, error) { return tryRequest(https, e.URL("api.example.com", "/"), nil) },
-			"http":        func() (answer, error) { return tryRequest(plain, "http://"+e.HTTP+"/", map[string]string{"Host": "api.example.com"}) },
+			"https": func() (answer, error) { return tryRequest(https, e.URL("api.example.com", "/"), nil) },
+			"http": func() (answer, error) {
+				return tryRequest(plain, "http://"+e.HTTP+"/", map[string]string{"Host": "api.example.com"})
+			},
 			"https fresh": func() (answer, error) { return tryRequest(fresh, e.URL("api.example.com", "/"), nil) },
 		} {
 			start := time.Now()
