@@ -169,6 +169,10 @@ func redisOutage(t *testing.T, policy string) {
 		}
 	}
 
+	if run.errs > 0 {
+		t.Errorf("%d requests failed outright; a Redis outage must only change decisions", run.errs)
+	}
+
 	// Back on Redis without a restart: one limit across both edges.
 	shared := window{back + 300*time.Millisecond, alone}
 	within10(t, "Redis back, both edges", run.count(-1, 200, shared), sharedRate*shared.seconds())
