@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"edge/internal/config"
+	"edge/internal/identity"
 	"edge/internal/metrics"
 	"edge/internal/proxy"
 	edgetls "edge/internal/tls"
@@ -311,6 +312,7 @@ func (s *Server) adminHandler() http.Handler {
 	bans := s.gw.features.limits.AdminHandler()
 	mux.Handle("/bans", bans)
 	mux.Handle("/bans/", bans)
+	mux.HandleFunc("POST /sessions/revoke", s.revokeSession)
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
 		result, err := s.Reload("admin")
 		w.Header().Set("Content-Type", "application/json")
@@ -322,6 +324,40 @@ func (s *Server) adminHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(body)
 	})
 	return mux
+}
+
+// revokeSession logs a user out everywhere: POST {"token": "..."}. The
+// token is put on the revocation list in Redis until it would have expired
+// ([cluster] redis is required: without a shared store a token stays valid
+// until it expires).
+func (s *Server) revokeSession(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Token string `json:"token"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 16<<10)).Decode(&req); err != nil || req.Token == "" {
+		http.Error(w, `send {"token": "<the session token>"}`, http.StatusBadRequest)
+		return
+	}
+	sealer := s.gw.snap.Load().identity.Sealer()
+	if sealer == nil {
+		http.Error(w, "no [sessions] configured", http.StatusConflict)
+		return
+	}
+	sess, err := sealer.Open(req.Token)
+	switch {
+	case errors.Is(err, identity.ErrTokenExpired):
+		_, _ = io.WriteString(w, `{"result":"already expired"}`+"\n")
+		return
+	case err != nil:
+		http.Error(w, "not a token of this gateway", http.StatusBadRequest)
+		return
+	}
+	if err := sealer.Revoke(r.Context(), sess); err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	s.log.Info("session revoked", "appid", sess.AppID, "openid", sess.OpenID)
+	_, _ = io.WriteString(w, `{"result":"revoked"}`+"\n")
 }
 
 func problemLines(err error) []string {

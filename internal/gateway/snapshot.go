@@ -34,6 +34,8 @@ type snapshot struct {
 	trustedProxies []netip.Prefix
 	accessLog      bool
 	upstreamList   []*proxy.Upstream
+	// identity is the compiled identity service (sessions, logins).
+	identity *identity.Service
 	// logins are the apps' login endpoints by exact path, on any host.
 	logins map[string]*route
 	// hsts is the Strict-Transport-Security value for HTTPS answers.
@@ -78,6 +80,7 @@ func (g *Gateway) compile(cfg *config.Config) (*snapshot, error) {
 		cancel()
 		return nil, fmt.Errorf("identity: %w", err)
 	}
+	s.identity = svc
 	if s.logins, err = g.loginRoutes(svc); err != nil {
 		cancel()
 		return nil, fmt.Errorf("identity: %w", err)
