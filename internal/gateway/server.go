@@ -314,7 +314,7 @@ func (s *Server) adminHandler() http.Handler {
 	mux.Handle("/bans/", bans)
 	mux.HandleFunc("POST /sessions/revoke", s.revokeSession)
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
-		result, err := s.Reload("admin")
+		result, err := s.Reload(TriggerAdmin)
 		w.Header().Set("Content-Type", "application/json")
 		body := map[string]any{"result": result}
 		if err != nil {
@@ -364,6 +364,13 @@ func problemLines(err error) []string {
 	return strings.Split(err.Error(), "\n")
 }
 
+// Reload triggers.
+const (
+	TriggerFileChange = "file change"
+	TriggerSIGHUP     = "SIGHUP"
+	TriggerAdmin      = "admin"
+)
+
 // Reload outcomes.
 const (
 	ReloadApplied   = "reloaded"
@@ -372,7 +379,8 @@ const (
 )
 
 // Reload reads the config file again and, if it is valid, swaps in a new
-// snapshot. On any problem the current snapshot keeps serving.
+// snapshot. On any problem the current snapshot keeps serving. A file-change
+// trigger with identical bytes does nothing; the others always recompile.
 func (s *Server) Reload(trigger string) (string, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
@@ -383,8 +391,11 @@ func (s *Server) Reload(trigger string) (string, error) {
 		return ReloadFailed, err
 	}
 	hash := sha256.Sum256(data)
-	if hash == s.cfgHash {
-		s.log.Info("config unchanged; nothing to reload", "trigger", trigger)
+	// Only the file watcher may skip identical bytes: an operator's SIGHUP or
+	// POST /reload also re-reads the files the config names (IP lists, JWKS,
+	// keys), which the watcher does not see change.
+	if hash == s.cfgHash && trigger == TriggerFileChange {
+		s.log.Debug("config unchanged; nothing to reload", "trigger", trigger)
 		return ReloadUnchanged, nil
 	}
 	cfg, err := config.Parse(data, s.opts.ConfigPath)
@@ -493,7 +504,7 @@ func (s *Server) watchConfig(ctx context.Context) {
 			}
 			s.log.Warn("config watcher error", "error", err.Error())
 		case <-timer.C:
-			_, _ = s.Reload("file change")
+			_, _ = s.Reload(TriggerFileChange)
 		}
 	}
 }
@@ -514,7 +525,7 @@ func (s *Server) watchSignals(ctx context.Context) {
 				s.log.Info("access log reopened", "trigger", "SIGUSR1")
 				continue
 			}
-			_, _ = s.Reload("SIGHUP")
+			_, _ = s.Reload(TriggerSIGHUP)
 		}
 	}
 }
