@@ -1,3 +1,8 @@
+// Package proxy owns what happens between a matched request and the
+// upstream: route matching, upstream pools (balancing, active and passive
+// health, retries), the pooled HTTP/1.1 upstream transport, the
+// httputil.ReverseProxy handler (WebSocket, streaming, JSON errors), static
+// files and gzip.
 package proxy
 
 import (

@@ -24,14 +24,10 @@ max_age = "1h"
 // restart serves the stored certificates without a new order.
 func TestACMETLSALPN01(t *testing.T) {
 	t.Parallel()
-	addrs := edgeAddrs(t)
-	p := testpeer.Pebble(t, testpeer.PebbleOptions{
-		TLSPort:  testpeer.Port(t, addrs[0]),
-		HTTPPort: testpeer.Port(t, addrs[1]),
-	})
+	f := newACMEFront(t)
+	p := f.pebble
 	names := []string{"a.example.com", "b.example.com"}
-	e := testpeer.StartEdgeAt(t, t.TempDir(), addrs, "",
-		acmeTLS(p, names...)+hstsTable+appRoute(t, names...))
+	e := f.startEdge(t, t.TempDir(), acmeTLS(p, names...)+hstsTable+appRoute(t, names...))
 	for _, n := range names {
 		waitCert(t, e, p, n, 30*time.Second)
 	}
@@ -149,16 +145,16 @@ func TestACMETLSALPN01(t *testing.T) {
 	})
 }
 
-// TestACMEHTTP01OnPort80 takes TLS-ALPN-01 away (Pebble validates it on a
-// port where nothing listens), so the certificate can only come through
-// the challenge answered by edge's HTTP listener.
+// TestACMEHTTP01OnPort80 takes TLS-ALPN-01 away (Pebble's connection for
+// it is closed at once), so the certificate can only come through the
+// challenge answered by edge's HTTP listener. No plain-HTTP request reaches
+// edge before the order.
 func TestACMEHTTP01OnPort80(t *testing.T) {
 	t.Parallel()
+	f := newACMEFront(t)
+	p := f.pebble
 	addrs := edgeAddrs(t)
-	p := testpeer.Pebble(t, testpeer.PebbleOptions{
-		TLSPort:  testpeer.Port(t, testpeer.FreePort(t)),
-		HTTPPort: testpeer.Port(t, addrs[1]),
-	})
+	f.http.route(addrs[1])
 	e := testpeer.StartEdgeAt(t, t.TempDir(), addrs, "", acmeTLS(p, "h.example.com")+appRoute(t, "h.example.com"))
 	waitCert(t, e, p, "h.example.com", 60*time.Second)
 	servedLeaf(t, e.HTTPS, "h.example.com", p.Roots())
@@ -169,11 +165,8 @@ func TestACMEHTTP01OnPort80(t *testing.T) {
 // and counts the failure, and gets the ACME certificate once the CA is up.
 func TestACMEDownAtStart(t *testing.T) {
 	t.Parallel()
-	addrs := edgeAddrs(t)
-	p := testpeer.Pebble(t, testpeer.PebbleOptions{
-		TLSPort:  testpeer.Port(t, addrs[0]),
-		HTTPPort: testpeer.Port(t, addrs[1]),
-	})
+	f := newACMEFront(t)
+	p := f.pebble
 	p.Stop()
 	dir := t.TempDir()
 	certPath, keyPath, fileRoots := filePair(t, dir, "files.example.com")
@@ -182,7 +175,7 @@ func TestACMEDownAtStart(t *testing.T) {
 cert = "` + filepath.ToSlash(certPath) + `"
 key = "` + filepath.ToSlash(keyPath) + `"
 ` + appRoute(t, "late.example.com", "files.example.com")
-	e := testpeer.StartEdgeAt(t, dir, addrs, "", body)
+	e := f.startEdge(t, dir, body)
 
 	resp, err := httpsClient(t, e.HTTPS, fileRoots).Get(e.URL("files.example.com", "/"))
 	if err != nil {
@@ -235,18 +228,16 @@ key = "` + filepath.ToSlash(keyPath) + `"
 func TestACMETwoReplicasShareRedis(t *testing.T) {
 	t.Parallel()
 	rs := testpeer.Redis(t)
-	a, b := edgeAddrs(t), edgeAddrs(t)
-	lbTLS := startBalancer(t, a[0], b[0])
-	lbHTTP := startBalancer(t, a[1], b[1])
-	p := testpeer.Pebble(t, testpeer.PebbleOptions{
-		TLSPort:  testpeer.Port(t, lbTLS.addr()),
-		HTTPPort: testpeer.Port(t, lbHTTP.addr()),
-	})
+	f := newACMEFront(t)
+	p := f.pebble
 	names := []string{"one.example.com", "two.example.com"}
 	body := acmeTLS(p, names...) + `
 [cluster]
 redis = "` + rs.URL() + `"
 ` + appRoute(t, names...)
+	a, b := edgeAddrs(t), edgeAddrs(t)
+	f.tls.route(a[0], b[0])
+	f.http.route(a[1], b[1])
 	replicas := []*testpeer.EdgeProcess{
 		testpeer.StartEdgeAt(t, t.TempDir(), a, "", body),
 		testpeer.StartEdgeAt(t, t.TempDir(), b, "", body),

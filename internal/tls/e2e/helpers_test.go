@@ -217,32 +217,43 @@ func filePair(t *testing.T, dir string, names ...string) (certPath, keyPath stri
 // tcpBalancer is a layer-4 load balancer (TLS passthrough, as a cloud
 // network load balancer runs in front of replicas): each connection goes to
 // the next backend in turn, skipping one that refuses it, and bytes are
-// copied both ways untouched.
+// copied both ways untouched. With no backend it accepts and closes.
+//
+// Pebble validates through balancers because they hold their ports from
+// the moment they start: edge's own ports are picked just before it starts,
+// so no other process on the machine can take them in between.
 type tcpBalancer struct {
-	ln       net.Listener
-	backends []string
+	ln net.Listener
 
-	mu    sync.Mutex
-	next  int
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu       sync.Mutex
+	backends []string
+	next     int
+	conns    map[net.Conn]struct{}
+	wg       sync.WaitGroup
 }
 
 // startBalancer listens on a free loopback port; it stops with the test.
-func startBalancer(t *testing.T, backends ...string) *tcpBalancer {
+func startBalancer(t *testing.T) *tcpBalancer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &tcpBalancer{ln: ln, backends: backends, conns: make(map[net.Conn]struct{})}
+	b := &tcpBalancer{ln: ln, conns: make(map[net.Conn]struct{})}
 	b.wg.Add(1)
 	go b.accept()
 	t.Cleanup(b.close)
 	return b
 }
 
-func (b *tcpBalancer) addr() string { return b.ln.Addr().String() }
+func (b *tcpBalancer) port(t *testing.T) int { return testpeer.Port(t, b.ln.Addr().String()) }
+
+// route sends new connections to backends from now on.
+func (b *tcpBalancer) route(backends ...string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.backends = backends
+}
 
 func (b *tcpBalancer) accept() {
 	defer b.wg.Done()
@@ -280,13 +291,15 @@ func (b *tcpBalancer) untrack(c net.Conn) {
 
 func (b *tcpBalancer) dial() (net.Conn, error) {
 	b.mu.Lock()
-	start := b.next
+	backends, start := b.backends, b.next
 	b.next++
 	b.mu.Unlock()
+	if len(backends) == 0 {
+		return nil, errors.New("no backend")
+	}
 	var errs []error
-	for i := range b.backends {
-		addr := b.backends[(start+i)%len(b.backends)]
-		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	for i := range backends {
+		c, err := net.DialTimeout("tcp", backends[(start+i)%len(backends)], 2*time.Second)
 		if err == nil {
 			return c, nil
 		}
@@ -331,4 +344,28 @@ func (b *tcpBalancer) close() {
 	b.conns = nil
 	b.mu.Unlock()
 	b.wg.Wait()
+}
+
+// acmeFront is Pebble validating through two balancers, TLS-ALPN-01
+// through tls and HTTP-01 through http; a test routes them to edge.
+type acmeFront struct {
+	pebble    *testpeer.PebbleServer
+	tls, http *tcpBalancer
+}
+
+func newACMEFront(t *testing.T) *acmeFront {
+	t.Helper()
+	f := &acmeFront{tls: startBalancer(t), http: startBalancer(t)}
+	f.pebble = testpeer.Pebble(t, testpeer.PebbleOptions{TLSPort: f.tls.port(t), HTTPPort: f.http.port(t)})
+	return f
+}
+
+// startEdge starts edge on fresh ports and routes the CA's validation to
+// them.
+func (f *acmeFront) startEdge(t *testing.T, dir, body string) *testpeer.EdgeProcess {
+	t.Helper()
+	addrs := edgeAddrs(t)
+	f.tls.route(addrs[0])
+	f.http.route(addrs[1])
+	return testpeer.StartEdgeAt(t, dir, addrs, "", body)
 }
