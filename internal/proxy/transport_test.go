@@ -111,4 +111,3 @@ func TestTransportStopsAtConnectTimeout(t *testing.T) {
 		t.Fatalf("connect timeout of 200ms took %s", d)
 	}
 }
-
