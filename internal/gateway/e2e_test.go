@@ -622,14 +622,16 @@ func TestReloadsUnderLoadDropNothing(t *testing.T) {
 				resp, err := e.client.Get(e.url("api.example.com", "/load"))
 				if err != nil {
 					failed.Add(1)
+					t.Logf("request error: %v", err)
 					continue
 				}
-				_, _ = io.Copy(io.Discard, resp.Body)
+				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode == 200 {
 					ok.Add(1)
 				} else {
 					failed.Add(1)
+					t.Logf("status %d: %s", resp.StatusCode, body)
 				}
 			}
 		})

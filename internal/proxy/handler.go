@@ -74,20 +74,18 @@ type proxyHandler struct {
 }
 
 func (p *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Header["Upgrade"] != nil {
-		if !p.opts.WebSocket {
-			// As nginx without "proxy_set_header Upgrade": the request goes on
-			// as plain HTTP.
-			delete(r.Header, "Upgrade")
-			delete(r.Header, "Connection")
-		} else {
-			// The server's read/write timeouts must not cut a long-lived
-			// WebSocket; idle connections are the upstream's to close.
-			rc := http.NewResponseController(w)
-			_ = rc.SetReadDeadline(time.Time{})
-			_ = rc.SetWriteDeadline(time.Time{})
-		}
+	if r.Header["Upgrade"] == nil || !p.opts.WebSocket {
+		// Without websocket = true an Upgrade goes on as plain HTTP, as with
+		// nginx without "proxy_set_header Upgrade": forward drops it with
+		// the other hop-by-hop headers.
+		p.forward(w, r)
+		return
 	}
+	// The server's read/write timeouts must not cut a long-lived WebSocket;
+	// idle connections are the upstream's to close.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
 	p.rp.ServeHTTP(w, r)
 	if info := reqctx.FromRequest(r); info != nil && info.Upgraded && p.opts.WebSocketsOpen != nil {
 		p.opts.WebSocketsOpen.Dec()

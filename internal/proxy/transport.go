@@ -195,15 +195,33 @@ func (pc *persistConn) closeConn() {
 // on a fresh connection when it can be replayed: the upstream most likely
 // closed the idle connection as we picked it.
 func (t *connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.exchange(req, stdRequest{req})
+}
+
+// requestWriter puts one request on the wire. req in exchange still supplies
+// the context, the method (for reading the answer) and the body's
+// replayability.
+type requestWriter interface {
+	writeRequest(bw *bufio.Writer) error
+}
+
+// stdRequest writes a *http.Request as net/http does (used for upgrades,
+// which go through httputil.ReverseProxy).
+type stdRequest struct{ req *http.Request }
+
+func (s stdRequest) writeRequest(bw *bufio.Writer) error { return s.req.Write(bw) }
+
+// exchange sends one request and reads the response headers.
+func (t *connTransport) exchange(req *http.Request, w requestWriter) (*http.Response, error) {
 	t.inflight.Add(1)
-	resp, err := t.roundTripRetry(req)
+	resp, err := t.roundTripRetry(req, w)
 	if err != nil {
 		t.inflight.Add(-1)
 	}
 	return resp, err
 }
 
-func (t *connTransport) roundTripRetry(req *http.Request) (*http.Response, error) {
+func (t *connTransport) roundTripRetry(req *http.Request, w requestWriter) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		pc := t.getIdle(time.Now())
 		if pc == nil {
@@ -212,7 +230,7 @@ func (t *connTransport) roundTripRetry(req *http.Request) (*http.Response, error
 				return nil, err
 			}
 		}
-		resp, err := pc.roundTrip(req)
+		resp, err := pc.roundTrip(req, w)
 		if err == nil {
 			return resp, nil
 		}
@@ -242,7 +260,7 @@ func replayable(req *http.Request) bool {
 	return req.GetBody != nil
 }
 
-func (pc *persistConn) roundTrip(req *http.Request) (*http.Response, error) {
+func (pc *persistConn) roundTrip(req *http.Request, w requestWriter) (*http.Response, error) {
 	stop := context.AfterFunc(req.Context(), func() { _ = pc.conn.SetDeadline(aLongTimeAgo) })
 	defer stop()
 
@@ -250,7 +268,7 @@ func (pc *persistConn) roundTrip(req *http.Request) (*http.Response, error) {
 	// mobile upload may take minutes, but must not stall), then to the wait
 	// for the response headers.
 	d := pc.t.headerTimeout
-	if err := req.Write(pc.bw); err != nil {
+	if err := w.writeRequest(pc.bw); err != nil {
 		return nil, pc.wrapErr(req, err, true)
 	}
 	if err := pc.bw.Flush(); err != nil {

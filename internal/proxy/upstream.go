@@ -247,6 +247,11 @@ func idempotent(method string) bool {
 
 // RoundTrip sends req to a target chosen by the balancer.
 func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	return u.exchange(req, stdRequest{req})
+}
+
+// exchange is RoundTrip with the request written by w.
+func (u *Upstream) exchange(req *http.Request, w requestWriter) (*http.Response, error) {
 	if len(u.members) == 0 {
 		return nil, &dialError{errors.New("upstream has no targets")}
 	}
@@ -261,7 +266,7 @@ func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			info.Upstream = u.opts.Name
 			info.Target = t.Addr
 		}
-		resp, err := t.transport.Load().RoundTrip(req)
+		resp, err := t.transport.Load().exchange(req, w)
 		if info != nil {
 			info.UpstreamDuration += time.Since(now)
 		}

@@ -108,7 +108,8 @@ func StartEdge(t testing.TB, serverExtra, body string) *EdgeProcess {
 // state dir).
 func StartEdgeIn(t testing.TB, dir, serverExtra, body string) *EdgeProcess {
 	t.Helper()
-	e := &EdgeProcess{HTTPS: FreePort(t), HTTP: FreePort(t), Admin: FreePort(t), Dir: dir, t: t,
+	ports := FreePorts(t, 3)
+	e := &EdgeProcess{HTTPS: ports[0], HTTP: ports[1], Admin: ports[2], Dir: dir, t: t,
 		ConfigPath: filepath.Join(dir, "edge.toml")}
 	e.WriteConfig(serverExtra, body)
 	e.start()
@@ -134,6 +135,8 @@ func (e *EdgeProcess) start() {
 	e.stdout, e.stderr = &lockedBuffer{}, &lockedBuffer{}
 	e.cmd = exec.Command(EdgeBinary(t), "run", "-config", e.ConfigPath)
 	e.cmd.Stdout, e.cmd.Stderr = e.stdout, e.stderr
+	// The race-enabled binary otherwise sleeps a second at every exit.
+	e.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 	if err := e.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

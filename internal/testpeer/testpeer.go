@@ -62,6 +62,22 @@ func FreePort(t testing.TB) string {
 	return addr
 }
 
+// FreePorts returns n distinct loopback addresses that were free a moment
+// ago (holding each until all are chosen, so none is handed out twice).
+func FreePorts(t testing.TB, n int) []string {
+	t.Helper()
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
+	}
+	return addrs
+}
+
 // WaitTCP waits until addr accepts connections.
 func WaitTCP(t testing.TB, addr string, within time.Duration) {
 	t.Helper()
