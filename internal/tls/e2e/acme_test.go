@@ -1,9 +1,9 @@
 package e2e
 
 import (
+	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -170,11 +170,11 @@ func TestACMEDownAtStart(t *testing.T) {
 	p.Stop()
 	dir := t.TempDir()
 	certPath, keyPath, fileRoots := filePair(t, dir, "files.example.com")
-	body := acmeTLS(p, "late.example.com") + `
+	body := acmeTLS(p, "late.example.com") + fmt.Sprintf(`
 [[tls.certificates]]
-cert = "` + filepath.ToSlash(certPath) + `"
-key = "` + filepath.ToSlash(keyPath) + `"
-` + appRoute(t, "late.example.com", "files.example.com")
+cert = %q
+key = %q
+`, certPath, keyPath) + appRoute(t, "late.example.com", "files.example.com")
 	e := f.startEdge(t, dir, body)
 
 	resp, err := httpsClient(t, e.HTTPS, fileRoots).Get(e.URL("files.example.com", "/"))

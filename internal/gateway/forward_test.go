@@ -1,0 +1,100 @@
+package gateway
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestForwardKeepsHTTPSemantics: what the lean forward path must preserve
+// from httputil.ReverseProxy.
+func TestForwardKeepsHTTPSemantics(t *testing.T) {
+	up := startBackend(t, "up", func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/trailers":
+			body, _ := io.ReadAll(r.Body)
+			w.Header().Set("Trailer", "X-Checksum")
+			w.Header().Set("X-Seen-Te", r.Header.Get("Te"))
+			w.Header().Set("X-Seen-Custom", r.Header.Get("X-Hop"))
+			w.Header().Set("X-Seen-Length", fmt.Sprint(r.ContentLength))
+			w.Header().Set("X-Seen-Trailer", r.Trailer.Get("X-Client-Sum"))
+			_, _ = w.Write(body)
+			w.Header().Set("X-Checksum", "abc")
+		case "/head":
+			w.Header().Set("Content-Length", "1234")
+		case "/hop":
+			w.Header().Set("Connection", "X-Private")
+			w.Header().Set("X-Private", "secret")
+			w.Header().Set("Keep-Alive", "timeout=5")
+			_, _ = io.WriteString(w, "ok")
+		case "/broken":
+			// Promise 100 bytes, send 5, then hang up.
+			conn, bw, _ := http.NewResponseController(w).Hijack()
+			_, _ = bw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")
+			_ = bw.Flush()
+			conn.Close()
+		}
+	})
+	e := startEdge(t, fmt.Sprintf("[[upstreams]]\nname = \"up\"\ntargets = [%q]\n[[routes]]\nname = \"r\"\npath = \"/\"\nupstream = \"up\"\nmax_body = \"10MB\"\n", up.addr))
+
+	// A chunked request body with a trailer, and a response trailer back.
+	pr, pw := io.Pipe()
+	go func() {
+		_, _ = pw.Write([]byte("chunk-one,"))
+		_, _ = pw.Write([]byte("chunk-two"))
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", e.url("api.example.com", "/trailers"), pr)
+	req.Trailer = http.Header{"X-Client-Sum": {"42"}}
+	req.Header.Set("Te", "trailers")
+	req.Header.Set("Connection", "X-Hop")
+	req.Header.Set("X-Hop", "must not pass")
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "chunk-one,chunk-two" {
+		t.Fatalf("body %q", body)
+	}
+	if got := resp.Trailer.Get("X-Checksum"); got != "abc" {
+		t.Errorf("response trailer %q", got)
+	}
+	for name, want := range map[string]string{"X-Seen-Te": "trailers", "X-Seen-Custom": "", "X-Seen-Length": "-1", "X-Seen-Trailer": "42"} {
+		if got := resp.Header.Get(name); got != want {
+			t.Errorf("upstream saw %s = %q, want %q", name, got, want)
+		}
+	}
+
+	// HEAD: no body, the upstream's length kept.
+	resp, err = e.client.Head(e.url("api.example.com", "/head"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ContentLength != 1234 {
+		t.Errorf("HEAD: %d length %d", resp.StatusCode, resp.ContentLength)
+	}
+
+	// Hop-by-hop response headers, and those the Connection header names, stay behind.
+	resp, body2 := e.get(t, "api.example.com", "/hop")
+	if body2 != "ok" || resp.Header.Get("X-Private") != "" || resp.Header.Get("Keep-Alive") != "" {
+		t.Errorf("hop-by-hop headers leaked: %v", resp.Header)
+	}
+
+	// A body the upstream breaks off must not look complete to the client.
+	resp, err = e.client.Get(e.url("api.example.com", "/broken"))
+	if err == nil {
+		got, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if rerr == nil {
+			t.Fatalf("a broken-off body arrived as complete: %q", got)
+		}
+	}
+	if !strings.Contains(e.stderr.String(), "upstream body broken off") {
+		t.Error("the broken body was not logged")
+	}
+}
