@@ -52,25 +52,7 @@ func newAlipay(cfg *config.AlipayCallback, opts Options) (func(http.Handler) htt
 			return nil, fmt.Errorf("route %q: alipay: unknown sign type %q", opts.Route, t)
 		}
 	}
-	return func(next http.Handler) http.Handler { return &alipayHandler{a: a, next: next} }, nil
-}
-
-type alipayHandler struct {
-	a    *alipay
-	next http.Handler
-}
-
-func (h *alipayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	a := h.a
-	body, why := a.verify(r)
-	if why != reasonNone {
-		a.c.reject(r, why)
-		writeAlipayFailure(w, why)
-		return
-	}
-	setBody(r, body)
-	a.c.verified.Inc()
-	h.next.ServeHTTP(w, r)
+	return bodyVerifier{verify: a.verify, fail: writeAlipayFailure, c: a.c}.middleware, nil
 }
 
 func (a *alipay) verify(r *http.Request) ([]byte, reason) {

@@ -165,6 +165,31 @@ func (*bodyReader) Close() error { return nil }
 
 // setBody hands b to the next handler as the body, with framing that
 // matches it, so the proxy sends a Content-Length the upstream can trust.
+// bodyVerifier is a callback kind whose check needs the whole body.
+type bodyVerifier struct {
+	verify func(r *http.Request) ([]byte, reason)
+	// fail writes the platform's own failure answer.
+	fail func(w http.ResponseWriter, why reason)
+	c    *counters
+}
+
+// middleware passes requests whose body verified on to next, with the body
+// restored byte for byte; the others get the platform's failure answer and
+// never reach next.
+func (v bodyVerifier) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, why := v.verify(r)
+		if why != reasonNone {
+			v.c.reject(r, why)
+			v.fail(w, why)
+			return
+		}
+		setBody(r, body)
+		v.c.verified.Inc()
+		next.ServeHTTP(w, r)
+	})
+}
+
 func setBody(r *http.Request, b []byte) {
 	br := &bodyReader{}
 	br.Reset(b)

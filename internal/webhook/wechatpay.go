@@ -49,47 +49,29 @@ func newWechatPay(cfg *config.WechatPayCallback, opts Options) (func(http.Handle
 		c: newCounters(opts, config.VerifyWechatPayV3,
 			reasonBodyTooLarge, reasonBadRequest, reasonBadSignature, reasonStaleTimestamp, reasonUnknownSerial, reasonSignTest),
 	}
-	return func(next http.Handler) http.Handler { return &wechatPayHandler{p: p, next: next} }, nil
-}
-
-type wechatPayHandler struct {
-	p    *wechatPay
-	next http.Handler
-}
-
-func (h *wechatPayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p := h.p
-	why, body := p.verify(r)
-	if why != reasonNone {
-		p.c.reject(r, why)
-		writePayFailure(w, why)
-		return
-	}
-	setBody(r, body)
-	p.c.verified.Inc()
-	h.next.ServeHTTP(w, r)
+	return bodyVerifier{verify: p.verify, fail: writePayFailure, c: p.c}.middleware, nil
 }
 
 // verify checks the headers before reading the body, so probes, stale and
 // unknown-key notifications cost no body read.
-func (p *wechatPay) verify(r *http.Request) (reason, []byte) {
+func (p *wechatPay) verify(r *http.Request) ([]byte, reason) {
 	hdr := r.Header
 	sig := hdr.Get("Wechatpay-Signature")
 	ts := hdr.Get("Wechatpay-Timestamp")
 	nonce := hdr.Get("Wechatpay-Nonce")
 	serial := hdr.Get("Wechatpay-Serial")
 	if sig == "" || ts == "" || nonce == "" || serial == "" {
-		return reasonBadRequest, nil
+		return nil, reasonBadRequest
 	}
 	if t := hdr.Get("Wechatpay-Signature-Type"); t != "" && t != "WECHATPAY2-SHA256-RSA2048" {
-		return reasonBadRequest, nil
+		return nil, reasonBadRequest
 	}
 	if strings.HasPrefix(sig, signTestPrefix) {
-		return reasonSignTest, nil
+		return nil, reasonSignTest
 	}
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
-		return reasonBadRequest, nil
+		return nil, reasonBadRequest
 	}
 	// Compared in seconds: time.Unix of a hostile value could overflow a
 	// time.Duration difference.
@@ -98,23 +80,23 @@ func (p *wechatPay) verify(r *http.Request) (reason, []byte) {
 		diff = -diff
 	}
 	if diff < 0 || diff >= int64(p.window/time.Second) {
-		return reasonStaleTimestamp, nil
+		return nil, reasonStaleTimestamp
 	}
 	key, ok := p.keys[strings.ToUpper(serial)]
 	if !ok {
-		return reasonUnknownSerial, nil
+		return nil, reasonUnknownSerial
 	}
 	var sigBuf [1024]byte // RSA up to 8192 bits
 	if base64.StdEncoding.DecodedLen(len(sig)) > len(sigBuf) {
-		return reasonBadSignature, nil
+		return nil, reasonBadSignature
 	}
 	n, err := base64.StdEncoding.Decode(sigBuf[:], []byte(sig))
 	if err != nil {
-		return reasonBadSignature, nil
+		return nil, reasonBadSignature
 	}
 	body, err := readBody(r, p.maxBody)
 	if err != nil {
-		return bodyReason(err), nil
+		return nil, bodyReason(err)
 	}
 	h := sha256.New()
 	var head [96]byte
@@ -123,9 +105,9 @@ func (p *wechatPay) verify(r *http.Request) (reason, []byte) {
 	h.Write(newline)
 	var digest [sha256.Size]byte
 	if rsa.VerifyPKCS1v15(key, crypto.SHA256, h.Sum(digest[:0]), sigBuf[:n]) != nil {
-		return reasonBadSignature, nil
+		return nil, reasonBadSignature
 	}
-	return reasonNone, body
+	return body, reasonNone
 }
 
 var newline = []byte{'\n'}
