@@ -692,3 +692,29 @@ func TestAccessLogLine(t *testing.T) {
 		t.Error("the query string (which may carry tokens) reached a log")
 	}
 }
+
+// TestHSTSOnlyOverHTTPS: sent on HTTPS answers, and on plain HTTP only when a
+// trusted load balancer says the client spoke HTTPS (TLS terminated there).
+func TestHSTSOnlyOverHTTPS(t *testing.T) {
+	e := startEdgeWith(t, "redirect_http = false\ntrusted_proxies = [\"127.0.0.1/32\"]", "",
+		"[tls.hsts]\nmax_age = \"8760h\"\ninclude_subdomains = true\n[[routes]]\nname = \"r\"\npath = \"/\"\nrespond = { body = \"x\" }\n")
+	const want = "max-age=31536000; includeSubDomains"
+	resp, _ := e.get(t, "example.com", "/")
+	if got := resp.Header.Get("Strict-Transport-Security"); got != want {
+		t.Errorf("HTTPS: %q, want %q", got, want)
+	}
+	for proto, wantHSTS := range map[string]string{"https": want, "http": "", "": ""} {
+		req, _ := http.NewRequest("GET", "http://"+e.addrs.HTTP+"/", nil)
+		if proto != "" {
+			req.Header.Set("X-Forwarded-Proto", proto)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Strict-Transport-Security"); got != wantHSTS {
+			t.Errorf("plain HTTP with X-Forwarded-Proto %q: %q, want %q", proto, got, wantHSTS)
+		}
+	}
+}

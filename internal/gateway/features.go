@@ -54,7 +54,8 @@ func newFeatures(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*fea
 }
 
 func (f *features) tlsOptions(m *metrics.Metrics) []edgetls.Option {
-	opts := []edgetls.Option{edgetls.WithRecorder(m.TLS)}
+	// Orders wait until the listeners are bound: the CA validates against them.
+	opts := []edgetls.Option{edgetls.WithRecorder(m.TLS), edgetls.WithDeferredOrders()}
 	if f.redis != nil {
 		opts = append(opts, edgetls.WithRedis(f.redis))
 	}

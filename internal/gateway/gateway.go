@@ -86,7 +86,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info.RequestID = g.requestID(r)
 	s.clientIP(r, info)
 	w.Header()["X-Request-Id"] = []string{info.RequestID}
-	if s.hsts != nil && r.TLS != nil {
+	if s.hsts != nil && (r.TLS != nil || info.PeerTrusted && r.Header.Get("X-Forwarded-Proto") == "https") {
+		// Behind a load balancer that terminates TLS, the trusted proxy's
+		// X-Forwarded-Proto says the client spoke HTTPS.
 		w.Header()["Strict-Transport-Security"] = s.hsts
 	}
 

@@ -227,6 +227,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		go s.serve(admin, ln, false)
 	}
 	go s.serve(front, httpsLn, true)
+	s.tlsm.Start()
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()

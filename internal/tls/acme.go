@@ -51,6 +51,10 @@ const (
 // of autocert writes the new certificate there). autocert answers the
 // challenges (TLS-ALPN-01 here, HTTP-01 through HTTPHandler).
 type acmeSource struct {
+	// started is closed when orders may begin (see WithDeferredOrders).
+	started   chan struct{}
+	startOnce sync.Once
+
 	m        *Manager
 	ac       *autocert.Manager
 	client   *acme.Client
@@ -106,7 +110,7 @@ type caProblem struct {
 	text string
 }
 
-func (m *Manager) startACME(cfg config.TLS, stateDir string, rc redis.UniversalClient) error {
+func (m *Manager) startACME(cfg config.TLS, stateDir string, rc redis.UniversalClient, deferStart bool) error {
 	if stateDir == "" {
 		return errors.New("tls.mode \"acme\" needs server.state_dir to keep its certificates")
 	}
@@ -114,6 +118,7 @@ func (m *Manager) startACME(cfg config.TLS, stateDir string, rc redis.UniversalC
 		return errors.New("tls.mode \"acme\" needs tls.domains")
 	}
 	s := &acmeSource{
+		started:  make(chan struct{}),
 		m:        m,
 		dirURL:   cfg.DirectoryURL(),
 		settings: settingsOf(cfg),
@@ -164,6 +169,9 @@ func (m *Manager) startACME(cfg config.TLS, stateDir string, rc redis.UniversalC
 	// start-up orders below have begun, so without this they would never
 	// fall back to HTTP-01 when TLS-ALPN-01 cannot reach the HTTPS listener.
 	s.ac.HTTPHandler(nil)
+	if !deferStart {
+		s.startOnce.Do(func() { close(s.started) })
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.acme = s
@@ -238,6 +246,11 @@ func (m *Manager) HTTPHandler(fallback http.Handler) http.Handler {
 // succeeds or the name is removed; renewals are autocert's from then on.
 func (s *acmeSource) drive(ctx context.Context, name string) {
 	defer s.m.wg.Done()
+	select {
+	case <-s.started:
+	case <-ctx.Done():
+		return
+	}
 	wait := retryMin
 	for {
 		err := s.obtain(ctx, name)

@@ -53,9 +53,15 @@ func (nopRecorder) Forget(string)               {}
 type Option func(*options)
 
 type options struct {
-	redis    redis.UniversalClient
-	recorder Recorder
+	redis      redis.UniversalClient
+	recorder   Recorder
+	deferStart bool
 }
+
+// WithDeferredOrders holds the start-up ACME orders until Start is called:
+// the CA validates against edge's own listeners, so a gateway calls Start
+// once they are bound.
+func WithDeferredOrders() Option { return func(o *options) { o.deferStart = true } }
 
 // WithRedis shares the ACME certificate store and the issuance lock with
 // the other replicas through Redis ([cluster] redis).
@@ -152,7 +158,7 @@ func newManager(cfg config.TLS, stateDir string, hosts []string, logger *slog.Lo
 		if err := m.startFiles(cfg); err != nil {
 			return nil, err
 		}
-		if err := m.startACME(cfg, stateDir, o.redis); err != nil {
+		if err := m.startACME(cfg, stateDir, o.redis, o.deferStart); err != nil {
 			m.Close()
 			return nil, err
 		}
@@ -434,6 +440,15 @@ func (m *Manager) currentFiles() []config.CertificateFiles {
 
 // Close stops the manager's goroutines. Certificates already handed to the
 // listener stay usable; Close is safe to call more than once.
+// Start lets ACME orders held by WithDeferredOrders begin. It is safe to
+// call more than once, and does nothing in the other modes.
+func (m *Manager) Start() {
+	if m.acme != nil {
+		m.acme.startOnce.Do(func() { close(m.acme.started) })
+	}
+}
+
+// Close stops the manager's background work.
 func (m *Manager) Close() {
 	m.closeOnce.Do(func() {
 		close(m.done)

@@ -153,7 +153,7 @@ func TestACMEHTTP01OnPort80(t *testing.T) {
 	t.Parallel()
 	f := newACMEFront(t)
 	p := f.pebble
-	addrs := edgeAddrs(t)
+	addrs := edgeAddrs(t, 1)[0]
 	f.http.route(addrs[1])
 	e := testpeer.StartEdgeAt(t, t.TempDir(), addrs, "", acmeTLS(p, "h.example.com")+appRoute(t, "h.example.com"))
 	waitCert(t, e, p, "h.example.com", 60*time.Second)
@@ -235,7 +235,8 @@ func TestACMETwoReplicasShareRedis(t *testing.T) {
 [cluster]
 redis = "` + rs.URL() + `"
 ` + appRoute(t, names...)
-	a, b := edgeAddrs(t), edgeAddrs(t)
+	ab := edgeAddrs(t, 2)
+	a, b := ab[0], ab[1]
 	f.tls.route(a[0], b[0])
 	f.http.route(a[1], b[1])
 	replicas := []*testpeer.EdgeProcess{

@@ -27,11 +27,17 @@ import (
 	"edge/internal/testpeer"
 )
 
-// edgeAddrs picks the three listen addresses of an edge process before it
-// starts, so Pebble or a balancer can be pointed at them.
-func edgeAddrs(t *testing.T) [3]string {
+// edgeAddrs picks the listen addresses (HTTPS, HTTP, admin) of n edge
+// processes before they start, all distinct, so a balancer can be pointed
+// at them.
+func edgeAddrs(t *testing.T, n int) [][3]string {
 	t.Helper()
-	return [3]string{testpeer.FreePort(t), testpeer.FreePort(t), testpeer.FreePort(t)}
+	free := testpeer.FreePorts(t, 3*n)
+	out := make([][3]string, n)
+	for i := range out {
+		out[i] = [3]string(free[3*i : 3*i+3])
+	}
+	return out
 }
 
 // acmeTLS is the [tls] table of mode "acme" against p, for domains.
@@ -364,7 +370,7 @@ func newACMEFront(t *testing.T) *acmeFront {
 // them.
 func (f *acmeFront) startEdge(t *testing.T, dir, body string) *testpeer.EdgeProcess {
 	t.Helper()
-	addrs := edgeAddrs(t)
+	addrs := edgeAddrs(t, 1)[0]
 	f.tls.route(addrs[0])
 	f.http.route(addrs[1])
 	return testpeer.StartEdgeAt(t, dir, addrs, "", body)
