@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	stdtls "crypto/tls"
@@ -143,10 +142,6 @@ func tlsHosts(cfg *config.Config) []string {
 	sort.Strings(hosts)
 	return hosts
 }
-
-// Handler is the front door's handler (for tests that bring their own
-// listener).
-func (s *Server) Handler() http.Handler { return s.gw }
 
 // Serve listens and serves until ctx is done, then drains in-flight requests
 // for up to server.shutdown_grace and returns nil.
@@ -536,9 +531,6 @@ func Validate(path string) (*config.Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
-	}
-	if bytes.TrimSpace(data) == nil {
-		return nil, fmt.Errorf("%s is empty", path)
 	}
 	return config.Parse(data, path)
 }

@@ -152,7 +152,7 @@ func jsonEncrypt(body []byte) (string, error) {
 			return "", err
 		}
 		if value, found = tok.(string); !found {
-			return "", errors.New("Encrypt is not a string")
+			return "", errors.New("the Encrypt field is not a string")
 		}
 	}
 	if _, err := dec.Token(); err != nil { // '}'
