@@ -1,10 +1,10 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"edge/internal/testpeer"
 	"fmt"
 	"io"
 	"net"
@@ -26,28 +26,11 @@ type edgeUnderTest struct {
 	cfgPath string
 	client  *http.Client // HTTPS client trusting the internal CA, HTTP/1.1
 	h2      *http.Client // same, HTTP/2
-	stderr  *syncBuffer
-	stdout  *syncBuffer
+	stderr  *testpeer.SyncBuffer
+	stdout  *testpeer.SyncBuffer
 	cancel  context.CancelFunc
 	done    chan error
 	stopped sync.Once
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // baseConfig is prepended to every test config: loopback port 0 listeners,
@@ -86,7 +69,7 @@ func startEdgeWith(t testing.TB, serverExtra, logExtra, cfg string) *edgeUnderTe
 	if err := os.WriteFile(path, []byte(baseConfigWith(filepath.Join(dir, "state"), serverExtra, logExtra)+cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e := &edgeUnderTest{t: t, cfgPath: path, stderr: &syncBuffer{}, stdout: &syncBuffer{}, done: make(chan error, 1)}
+	e := &edgeUnderTest{t: t, cfgPath: path, stderr: &testpeer.SyncBuffer{}, stdout: &testpeer.SyncBuffer{}, done: make(chan error, 1)}
 	srv, err := New(Options{ConfigPath: path, Version: "test", Stdout: e.stdout, Stderr: e.stderr,
 		Listening: func(a Addrs) { e.addrs = a }})
 	if err != nil {

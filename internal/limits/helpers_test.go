@@ -1,7 +1,6 @@
 package limits
 
 import (
-	"bytes"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +16,7 @@ import (
 	"edge/internal/config"
 	"edge/internal/metrics"
 	"edge/internal/reqctx"
+	"edge/internal/testpeer"
 )
 
 // fakeClock is the injected clock: time moves only when a test says so.
@@ -39,29 +39,11 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// syncBuffer is a log sink that tests read while the engine writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	e     *Engine
 	clock *fakeClock
 	m     *metrics.Limits
-	log   *syncBuffer
+	log   *testpeer.SyncBuffer
 }
 
 type harnessOpt struct {
@@ -84,7 +66,7 @@ func newHarness(t testing.TB, cfg *config.Config, o harnessOpt) *harness {
 	if o.realClock {
 		now = time.Now
 	}
-	logs := &syncBuffer{}
+	logs := &testpeer.SyncBuffer{}
 	e, err := New(cfg, Options{
 		Redis:   o.redis,
 		Metrics: m,

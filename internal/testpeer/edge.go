@@ -55,24 +55,26 @@ type EdgeProcess struct {
 
 	t      testing.TB
 	cmd    *exec.Cmd
-	stdout *lockedBuffer
-	stderr *lockedBuffer
+	stdout *SyncBuffer
+	stderr *SyncBuffer
 	exited chan struct{}
 	err    error
 }
 
-type lockedBuffer struct {
+// SyncBuffer is a log sink a test reads while another goroutine writes.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *SyncBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+// String is what was written so far.
+func (l *SyncBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -132,7 +134,7 @@ func (e *EdgeProcess) WriteConfig(serverExtra, body string) {
 func (e *EdgeProcess) start() {
 	t := e.t
 	t.Helper()
-	e.stdout, e.stderr = &lockedBuffer{}, &lockedBuffer{}
+	e.stdout, e.stderr = &SyncBuffer{}, &SyncBuffer{}
 	e.cmd = exec.Command(EdgeBinary(t), "run", "-config", e.ConfigPath)
 	e.cmd.Stdout, e.cmd.Stderr = e.stdout, e.stderr
 	// The race-enabled binary otherwise sleeps a second at every exit.
