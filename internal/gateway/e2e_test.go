@@ -718,3 +718,51 @@ func TestHSTSOnlyOverHTTPS(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthSurvivesReload: a target the health check took out stays out
+// right after a reload that did not change it (no window of errors while a
+// fresh checker learns again), and the new snapshot keeps checking it.
+func TestHealthSurvivesReload(t *testing.T) {
+	a := startBackend(t, "a", nil)
+	b := startBackend(t, "b", nil)
+	cfg := func(extra string) string {
+		return fmt.Sprintf(`
+[[upstreams]]
+name = "app"
+targets = [%q, %q]
+retries = 0
+[upstreams.health_check]
+path = "/healthz"
+interval = "100ms"
+healthy_threshold = 1
+unhealthy_threshold = 1
+[upstreams.passive_health]
+max_fails = 0
+[[routes]]
+name = "app"
+path = "/"
+upstream = "app"
+%s`, a.addr, b.addr, extra)
+	}
+	e := startEdge(t, cfg(""))
+	b.kill()
+	down := fmt.Sprintf(`target=%q,upstream="app"} 0`, b.addr)
+	eventually(t, 5*time.Second, func() bool { return strings.Contains(e.metric(t, "edge_upstream_target_healthy"), down) }, "b marked down")
+
+	e.writeConfig(cfg("set_request_headers = { \"X-Gen\" = \"2\" }"))
+	if res, err := e.srv.Reload(TriggerAdmin); err != nil || res != ReloadApplied {
+		t.Fatalf("reload: %s %v", res, err)
+	}
+	if !strings.Contains(e.metric(t, "edge_upstream_target_healthy"), down) {
+		t.Fatal("the reload forgot that b is down")
+	}
+	for i := 0; i < 10; i++ {
+		if resp, body := e.get(t, "api.example.com", "/"); resp.StatusCode != 200 || resp.Header.Get("X-Backend") != "a" {
+			t.Fatalf("request %d after the reload: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	b.revive(t, nil)
+	eventually(t, 5*time.Second, func() bool {
+		return strings.Contains(e.metric(t, "edge_upstream_target_healthy"), fmt.Sprintf(`target=%q,upstream="app"} 1`, b.addr))
+	}, "the new snapshot's checker to see b back")
+}
