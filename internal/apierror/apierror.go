@@ -24,11 +24,15 @@ const (
 	LoginCodeRejected Code = 40106
 	Forbidden         Code = 40301 // IP denied, banned, Referer/app check failed
 	NotFound          Code = 40401
-	BodyTooLarge      Code = 41301
-	RateLimited       Code = 42901
-	UpstreamDown      Code = 50201
-	PlatformDown      Code = 50202
-	UpstreamTimeout   Code = 50401
+	// RequestTimeout is edge's own addition to the spec's table: the client
+	// paused longer than server.read_timeout while sending a body (nginx
+	// answers 408 to a client_body_timeout as well).
+	RequestTimeout  Code = 40801
+	BodyTooLarge    Code = 41301
+	RateLimited     Code = 42901
+	UpstreamDown    Code = 50201
+	PlatformDown    Code = 50202
+	UpstreamTimeout Code = 50401
 )
 
 // Status is the HTTP status of the code.

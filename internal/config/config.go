@@ -46,7 +46,7 @@ type Server struct {
 	StateDir string `toml:"state_dir"`
 
 	ReadHeaderTimeout Duration `toml:"read_header_timeout"` // default 10s
-	ReadTimeout       Duration `toml:"read_timeout"`        // default 60s; whole request incl. body
+	ReadTimeout       Duration `toml:"read_timeout"`        // default 60s; longest pause while a body arrives (nginx client_body_timeout)
 	WriteTimeout      Duration `toml:"write_timeout"`       // default 0 (off): streams and SSE run long
 	IdleTimeout       Duration `toml:"idle_timeout"`        // default 75s (nginx keepalive_timeout)
 	MaxHeaderBytes    ByteSize `toml:"max_header_bytes"`    // default 64KiB

@@ -12,7 +12,6 @@ var restartKeys = []struct {
 	{"server.listen_admin", func(c *Config) any { return c.Server.ListenAdmin }},
 	{"server.state_dir", func(c *Config) any { return c.Server.StateDir }},
 	{"server.read_header_timeout", func(c *Config) any { return c.Server.ReadHeaderTimeout }},
-	{"server.read_timeout", func(c *Config) any { return c.Server.ReadTimeout }},
 	{"server.write_timeout", func(c *Config) any { return c.Server.WriteTimeout }},
 	{"server.idle_timeout", func(c *Config) any { return c.Server.IdleTimeout }},
 	{"server.max_header_bytes", func(c *Config) any { return c.Server.MaxHeaderBytes }},

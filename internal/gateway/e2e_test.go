@@ -766,3 +766,67 @@ upstream = "app"
 		return strings.Contains(e.metric(t, "edge_upstream_target_healthy"), fmt.Sprintf(`target=%q,upstream="app"} 1`, b.addr))
 	}, "the new snapshot's checker to see b back")
 }
+
+// TestReadTimeoutIsAPauseNotADeadline: server.read_timeout bounds the pause
+// while a body arrives (nginx client_body_timeout), never the life of a
+// request: a stream may outlive it, and so may a slow but steady upload.
+func TestReadTimeoutIsAPauseNotADeadline(t *testing.T) {
+	sse := startBackend(t, "sse", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			n, err := io.Copy(io.Discard, r.Body)
+			fmt.Fprintf(w, "got %d %v", n, err)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < 6; i++ {
+			fmt.Fprintf(w, "data: %d\n\n", i)
+			w.(http.Flusher).Flush()
+			time.Sleep(400 * time.Millisecond)
+		}
+	})
+	e := startEdgeWith(t, `read_timeout = "1s"`, "", fmt.Sprintf(`
+[[upstreams]]
+name = "sse"
+targets = [%q]
+[[routes]]
+name = "sse"
+path = "/"
+upstream = "sse"
+`, sse.addr))
+
+	// 6 events over 2.4 s: past read_timeout, the stream goes on.
+	resp, body := e.get(t, "api.example.com", "/events")
+	if resp.StatusCode != 200 || strings.Count(body, "data:") != 6 {
+		t.Fatalf("stream cut: %d %q", resp.StatusCode, body)
+	}
+
+	upload := func(client *http.Client, pause time.Duration, parts int) (*http.Response, string) {
+		t.Helper()
+		pr, pw := io.Pipe()
+		go func() {
+			for i := 0; i < parts; i++ {
+				_, _ = pw.Write([]byte("part,"))
+				time.Sleep(pause)
+			}
+			pw.Close()
+		}()
+		req, _ := http.NewRequest("POST", e.url("api.example.com", "/upload"), pr)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	for _, client := range []*http.Client{e.client, e.h2} {
+		// Pauses of 500 ms, 2 s in all: arrives whole.
+		resp, body := upload(client, 500*time.Millisecond, 4)
+		if resp.StatusCode != 200 || body != "got 20 <nil>" {
+			t.Fatalf("%s slow steady upload: %d %q", resp.Proto, resp.StatusCode, body)
+		}
+		// A pause longer than read_timeout: 408.
+		resp, body = upload(client, 2500*time.Millisecond, 1)
+		assertAPIError(t, resp, body, 408, 40801)
+	}
+}

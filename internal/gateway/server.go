@@ -182,7 +182,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		TLSConfig:         tlsConfig,
 		ConnState:         newConnTracker(s.metrics, "https").state,
 		ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),
-		ReadTimeout:       sc.ReadTimeout.Std(),
 		WriteTimeout:      sc.WriteTimeout.Std(),
 		IdleTimeout:       sc.IdleTimeout.Std(),
 		MaxHeaderBytes:    int(sc.MaxHeaderBytes),
@@ -202,8 +201,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			Handler:           http.HandlerFunc(s.gw.servePort80),
 			ConnState:         newConnTracker(s.metrics, "http").state,
 			ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),
-			ReadTimeout:       sc.ReadTimeout.Std(),
-			IdleTimeout:       sc.IdleTimeout.Std(),
+				IdleTimeout:       sc.IdleTimeout.Std(),
 			MaxHeaderBytes:    int(sc.MaxHeaderBytes),
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		}
@@ -451,7 +449,6 @@ func keepRestartOnly(cur, next *config.Config) {
 	next.Server.ListenAdmin = cur.Server.ListenAdmin
 	next.Server.StateDir = cur.Server.StateDir
 	next.Server.ReadHeaderTimeout = cur.Server.ReadHeaderTimeout
-	next.Server.ReadTimeout = cur.Server.ReadTimeout
 	next.Server.WriteTimeout = cur.Server.WriteTimeout
 	next.Server.IdleTimeout = cur.Server.IdleTimeout
 	next.Server.MaxHeaderBytes = cur.Server.MaxHeaderBytes

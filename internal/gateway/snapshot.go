@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/textproto"
@@ -52,6 +53,7 @@ type route struct {
 	handler         http.Handler
 	metrics         *metrics.Route
 	maxBody         int64
+	bodyPause       time.Duration // server.read_timeout
 	responseHeaders proxy.HeaderRules
 }
 
@@ -85,6 +87,9 @@ func (g *Gateway) compile(cfg *config.Config) (*snapshot, error) {
 		cancel()
 		return nil, fmt.Errorf("identity: %w", err)
 	}
+	for _, rt := range s.logins {
+		rt.bodyPause = cfg.Server.ReadTimeout.Std()
+	}
 	specs := make([]proxy.RouteSpec, len(cfg.Routes))
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
@@ -94,6 +99,7 @@ func (g *Gateway) compile(cfg *config.Config) (*snapshot, error) {
 			cancel()
 			return nil, fmt.Errorf("route %q: %w", rc.Name, err)
 		}
+		rt.bodyPause = cfg.Server.ReadTimeout.Std()
 		s.routes = append(s.routes, rt)
 	}
 	s.router = proxy.NewRouter(specs)
@@ -315,28 +321,53 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info
 		return
 	}
 	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-		r.Body = &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, rt.maxBody), info: info}
+		lb := &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, rt.maxBody), info: info, pause: rt.bodyPause}
+		if lb.pause > 0 {
+			lb.rc = http.NewResponseController(w)
+		}
+		r.Body = lb
 	}
 	rt.handler.ServeHTTP(w, r)
 }
 
-// limitedBody notes in the request's Info that the body went over the
-// limit: by the time the error surfaces from the upstream transport,
-// net/http has wrapped it in a type errors.As cannot see through.
+// limitedBody enforces the route's body limit and server.read_timeout as
+// the longest pause between two reads of the body (nginx
+// client_body_timeout), and notes in the request's Info why a read failed:
+// by the time the error surfaces from the upstream transport, net/http has
+// wrapped it in a type errors.As cannot see through.
 type limitedBody struct {
 	io.ReadCloser
-	info *reqctx.Info
+	info  *reqctx.Info
+	pause time.Duration
+	rc    *http.ResponseController
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.rc != nil {
+		_ = b.rc.SetReadDeadline(time.Now().Add(b.pause))
+	}
 	n, err := b.ReadCloser.Read(p)
 	if err != nil {
+		if b.rc != nil {
+			// The body is over: net/http's background read for the next
+			// request must not inherit the deadline (it would cancel this
+			// request's context when it fires).
+			_ = b.rc.SetReadDeadline(time.Time{})
+			b.rc = nil
+		}
 		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &tooLarge):
 			b.info.Reason = reasonBodyTooLarge
+		case errors.As(err, &ne) && ne.Timeout():
+			b.info.Reason = reasonBodyTimeout
 		}
 	}
 	return n, err
 }
 
-const reasonBodyTooLarge = "body_too_large"
+const (
+	reasonBodyTooLarge = "body_too_large"
+	reasonBodyTimeout  = "client_body_timeout"
+)

@@ -189,6 +189,9 @@ func (p *proxyHandler) errorHandler(w http.ResponseWriter, r *http.Request, err 
 		setReason("body_too_large")
 		apierror.Write(w, r, apierror.BodyTooLarge, "request body is larger than this route allows")
 		return
+	case info != nil && info.Reason == "client_body_timeout":
+		apierror.Write(w, r, apierror.RequestTimeout, "the request body stopped arriving")
+		return
 	case r.Context().Err() != nil:
 		// The client went away; nobody reads an answer. 499 as nginx logs it.
 		setReason("client_closed")
