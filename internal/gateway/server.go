@@ -201,7 +201,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			Handler:           http.HandlerFunc(s.gw.servePort80),
 			ConnState:         newConnTracker(s.metrics, "http").state,
 			ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),
-				IdleTimeout:       sc.IdleTimeout.Std(),
+			IdleTimeout:       sc.IdleTimeout.Std(),
 			MaxHeaderBytes:    int(sc.MaxHeaderBytes),
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		}
