@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestForwardKeepsHTTPSemantics: what the lean forward path must preserve
@@ -96,5 +97,34 @@ func TestForwardKeepsHTTPSemantics(t *testing.T) {
 	}
 	if !strings.Contains(e.stderr.String(), "upstream body broken off") {
 		t.Error("the broken body was not logged")
+	}
+}
+
+// TestClientLeavingFreesAStalledUpstream: a client that goes away while the
+// upstream stalls in the middle of a body must not leave edge waiting on the
+// upstream: edge closes that upstream connection.
+func TestClientLeavingFreesAStalledUpstream(t *testing.T) {
+	released := make(chan struct{})
+	up := startBackend(t, "up", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "first part") // chunked: edge streams it on at once
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // ends when edge closes the connection
+		close(released)
+	})
+	e := startEdge(t, fmt.Sprintf("[[upstreams]]\nname = \"up\"\ntargets = [%q]\n[[routes]]\nname = \"r\"\npath = \"/\"\nupstream = \"up\"\n", up.addr))
+	resp, err := e.client.Get(e.url("api.example.com", "/stall"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len("first part"))
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	// Closing an unfinished body closes the client connection.
+	resp.Body.Close()
+	select {
+	case <-released:
+	case <-time.After(5 * time.Second):
+		t.Fatal("edge kept the stalled upstream connection after the client left")
 	}
 }

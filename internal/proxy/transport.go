@@ -261,8 +261,16 @@ func replayable(req *http.Request) bool {
 }
 
 func (pc *persistConn) roundTrip(req *http.Request, w requestWriter) (*http.Response, error) {
+	// Watch the client until the response body is over, not just until the
+	// headers: a client that leaves while the upstream stalls mid-body
+	// must free this goroutine. The body's finish stops the watch.
 	stop := context.AfterFunc(req.Context(), func() { _ = pc.conn.SetDeadline(aLongTimeAgo) })
-	defer stop()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			stop()
+		}
+	}()
 
 	// The timeout applies to each write while the request goes out (a slow
 	// mobile upload may take minutes, but must not stall), then to the wait
@@ -290,26 +298,32 @@ func (pc *persistConn) roundTrip(req *http.Request, w requestWriter) (*http.Resp
 		resp = r
 		break
 	}
-	if !stop() {
-		return nil, pc.wrapErr(req, req.Context().Err(), false)
-	}
+	// Clear the header timeout; if the client left meanwhile, the watch's
+	// deadline may have just been overwritten, so look at the context.
 	_ = pc.conn.SetDeadline(time.Time{})
+	if err := req.Context().Err(); err != nil {
+		return nil, err
+	}
 
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		resp.Body = &upgradedConn{pc: pc}
+		handedOff = true
+		resp.Body = &upgradedConn{pc: pc, stop: stop}
 		return resp, nil
 	}
 	reusable := !resp.Close && !req.Close
 	if resp.Body == http.NoBody {
 		pc.t.inflight.Add(-1)
-		if reusable {
+		// A watch that already fired has poisoned the connection's deadline.
+		if stop() && reusable {
 			pc.t.putIdle(pc)
 		} else {
 			pc.closeConn()
 		}
+		handedOff = true
 		return resp, nil
 	}
-	resp.Body = &pooledBody{pc: pc, body: resp.Body, reusable: reusable}
+	handedOff = true
+	resp.Body = &pooledBody{pc: pc, body: resp.Body, reusable: reusable, stop: stop}
 	return resp, nil
 }
 
@@ -336,6 +350,7 @@ type pooledBody struct {
 	body     io.ReadCloser
 	reusable bool
 	done     bool
+	stop     func() bool // ends the watch on the client's context
 }
 
 func (b *pooledBody) Read(p []byte) (int, error) {
@@ -357,7 +372,9 @@ func (b *pooledBody) finish(complete bool) {
 	}
 	b.done = true
 	b.pc.t.inflight.Add(-1)
-	if complete && b.reusable {
+	// stop is false when the watch already fired: the connection's deadline
+	// is in the past and it cannot be reused.
+	if b.stop() && complete && b.reusable {
 		b.pc.t.putIdle(b.pc)
 		return
 	}
@@ -371,6 +388,7 @@ func (b *pooledBody) Close() error {
 		return nil
 	}
 	b.done = true
+	b.stop()
 	pc := b.pc
 	pc.t.inflight.Add(-1)
 	_ = pc.conn.Close()
@@ -397,6 +415,7 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 // pooled: ReverseProxy may still read on one goroutine while another closes.
 type upgradedConn struct {
 	pc     *persistConn
+	stop   func() bool
 	closed atomic.Bool
 }
 
@@ -404,6 +423,7 @@ func (u *upgradedConn) Read(p []byte) (int, error)  { return u.pc.br.Read(p) }
 func (u *upgradedConn) Write(p []byte) (int, error) { return u.pc.conn.Write(p) }
 func (u *upgradedConn) Close() error {
 	if u.closed.CompareAndSwap(false, true) {
+		u.stop()
 		u.pc.t.inflight.Add(-1)
 	}
 	return u.pc.conn.Close()
