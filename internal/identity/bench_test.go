@@ -13,10 +13,11 @@ import (
 	"time"
 
 	"edge/internal/reqctx"
+	"edge/internal/testpeer"
 )
 
 func BenchmarkOpenToken(b *testing.B) {
-	s := newSealer(b, newClock(time.Now()), nil, testSecret2, testSecret1)
+	s := newSealer(b, testpeer.NewClock(time.Now()), nil, testSecret2, testSecret1)
 	tok, _, _ := s.Issue(testAppID, "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "o6_bmasdasdsad6_2sgVt7hMZOPfL")
 	b.ReportAllocs()
 	for b.Loop() {
@@ -76,7 +77,7 @@ func BenchmarkTokenRequest(b *testing.B) {
 }
 
 func benchmarkPolicy(b *testing.B, auth string) {
-	now := newClock(time.Unix(1772538184, 0))
+	now := testpeer.NewClock(time.Unix(1772538184, 0))
 	s := newService(b, testConfig(), Options{Now: now.Now, Nonces: NewMemoryNonces(1 << 20)})
 	tok, sess, _ := s.Sealer().Issue(testAppID, "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "")
 	mw, err := s.Middleware(testRoute(auth))

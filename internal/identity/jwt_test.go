@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"edge/internal/config"
+	"edge/internal/testpeer"
 )
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
@@ -56,7 +57,7 @@ func makeJWT(t testing.TB, alg, kid string, key any, claims map[string]any) stri
 
 func TestJWT(t *testing.T) {
 	dir := t.TempDir()
-	now := newClock(time.Unix(1772538184, 0))
+	now := testpeer.NewClock(time.Unix(1772538184, 0))
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	otherEC, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

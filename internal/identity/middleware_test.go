@@ -20,6 +20,7 @@ import (
 	"edge/internal/config"
 	"edge/internal/metrics"
 	"edge/internal/reqctx"
+	"edge/internal/testpeer"
 )
 
 func TestStripClientIdentity(t *testing.T) {
@@ -69,7 +70,7 @@ func TestForgedIdentityNeverReachesUpstream(t *testing.T) {
 	target, _ := url.Parse(upstream.URL)
 	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }}
 
-	now := newClock(time.Now())
+	now := testpeer.NewClock(time.Now())
 	s := newService(t, testConfig(), Options{Now: now.Now})
 	token, _, _ := s.Sealer().Issue(testAppID, "real-openid", "")
 	for _, auth := range []string{"none", "token"} {
@@ -128,7 +129,7 @@ func withInfo(h http.Handler) http.Handler {
 }
 
 func TestTokenPolicy(t *testing.T) {
-	now := newClock(time.Unix(1772538184, 0))
+	now := testpeer.NewClock(time.Unix(1772538184, 0))
 	cfg := testConfig()
 	cfg.Apps = append(cfg.Apps, config.App{Name: "other", AppID: "wxother", LoginPath: "/o/login"})
 	reg := prometheus.NewRegistry()
@@ -140,9 +141,9 @@ func TestTokenPolicy(t *testing.T) {
 	s := newService(t, cfg, Options{Now: now.Now, Metrics: m, OnReject: func(_ *http.Request, c apierror.Code) { rejected = append(rejected, c) }})
 	good, _, _ := s.Sealer().Issue(testAppID, "openid-1", "union-1")
 	otherApp, _, _ := s.Sealer().Issue("wxother", "openid-2", "")
-	now.Add(-3 * time.Hour)
+	now.Advance(-3 * time.Hour)
 	expired, _, _ := s.Sealer().Issue(testAppID, "openid-1", "")
-	now.Add(3 * time.Hour)
+	now.Advance(3 * time.Hour)
 
 	for _, tc := range []struct {
 		name    string
@@ -196,7 +197,7 @@ func TestTokenPolicy(t *testing.T) {
 
 func TestSignedBodyLimits(t *testing.T) {
 	vec := loadVectors(t)
-	now := newClock(time.Unix(vec.Now, 0))
+	now := testpeer.NewClock(time.Unix(vec.Now, 0))
 	s := newService(t, testConfig(), Options{Now: now.Now})
 	token, _ := sessionWithKey(t, s.Sealer(), vec.SignKey)
 	v := vec.Valid[2] // a POST with a body
@@ -350,7 +351,7 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 // refused on the token itself belongs to nobody known.
 func TestRejectionAttribution(t *testing.T) {
 	vec := loadVectors(t)
-	now := newClock(time.Unix(vec.Now, 0))
+	now := testpeer.NewClock(time.Unix(vec.Now, 0))
 	var gotOpenID []string
 	s := newService(t, testConfig(), Options{Now: now.Now, OnReject: func(r *http.Request, _ apierror.Code) {
 		gotOpenID = append(gotOpenID, reqctx.FromRequest(r).OpenID)

@@ -73,7 +73,7 @@ func TestMemoryNoncesBounded(t *testing.T) {
 func TestNonceReplayedToSecondReplica(t *testing.T) {
 	srv := testpeer.Redis(t)
 	vec := loadVectors(t)
-	now := newClock(time.Unix(vec.Now, 0))
+	now := testpeer.NewClock(time.Unix(vec.Now, 0))
 	replica := func() *Service {
 		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 		t.Cleanup(func() { rdb.Close() })

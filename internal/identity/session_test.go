@@ -13,7 +13,7 @@ import (
 	"edge/internal/testpeer"
 )
 
-func newSealer(t testing.TB, now *clock, rdb redis.Cmdable, secrets ...string) *Sealer {
+func newSealer(t testing.TB, now *testpeer.Clock, rdb redis.Cmdable, secrets ...string) *Sealer {
 	t.Helper()
 	var raw [][]byte
 	for _, s := range secrets {
@@ -27,7 +27,7 @@ func newSealer(t testing.TB, now *clock, rdb redis.Cmdable, secrets ...string) *
 }
 
 func TestSealerRoundTrip(t *testing.T) {
-	now := newClock(time.Unix(1772538184, 0))
+	now := testpeer.NewClock(time.Unix(1772538184, 0))
 	s := newSealer(t, now, nil, testSecret1)
 	for _, tc := range []struct{ appid, openid, unionid string }{
 		{testAppID, "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "o6_bmasdasdsad6_2sgVt7hMZOPfL"},
@@ -59,7 +59,7 @@ func TestSealerRoundTrip(t *testing.T) {
 }
 
 func TestSealerRotationAndSecondReplica(t *testing.T) {
-	now := newClock(time.Unix(1772538184, 0))
+	now := testpeer.NewClock(time.Unix(1772538184, 0))
 	old := newSealer(t, now, nil, testSecret1)
 	tokOld, _, _ := old.Issue(testAppID, "openid-1", "")
 
@@ -86,21 +86,21 @@ func TestSealerRotationAndSecondReplica(t *testing.T) {
 }
 
 func TestSealerExpiry(t *testing.T) {
-	now := newClock(time.Unix(1772538184, 0))
+	now := testpeer.NewClock(time.Unix(1772538184, 0))
 	s := newSealer(t, now, nil, testSecret1)
 	tok, _, _ := s.Issue(testAppID, "openid-1", "")
-	now.Add(2*time.Hour - time.Second)
+	now.Advance(2*time.Hour - time.Second)
 	if _, err := s.Open(tok); err != nil {
 		t.Fatalf("just before expiry: %v", err)
 	}
-	now.Add(time.Second)
+	now.Advance(time.Second)
 	if sess, err := s.Open(tok); !errors.Is(err, ErrTokenExpired) || sess.OpenID != "openid-1" {
 		t.Fatalf("at expiry: %v", err)
 	}
 }
 
 func TestSealerRefusesTampering(t *testing.T) {
-	now := newClock(time.Unix(1772538184, 0))
+	now := testpeer.NewClock(time.Unix(1772538184, 0))
 	s := newSealer(t, now, nil, testSecret1)
 	tok, _, _ := s.Issue(testAppID, "openid-1", "")
 	raw, _ := base64.RawURLEncoding.DecodeString(tok)
@@ -131,7 +131,7 @@ func TestRevocationInRedis(t *testing.T) {
 	srv := testpeer.Redis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { rdb.Close() })
-	now := newClock(time.Now())
+	now := testpeer.NewClock(time.Now())
 	a := newSealer(t, now, rdb, testSecret1)
 	b := newSealer(t, now, rdb, testSecret1)
 	ctx := context.Background()
@@ -164,7 +164,7 @@ func TestRevocationInRedis(t *testing.T) {
 }
 
 func FuzzOpenToken(f *testing.F) {
-	now := newClock(time.Unix(1772538184, 0))
+	now := testpeer.NewClock(time.Unix(1772538184, 0))
 	s := newSealer(f, now, nil, testSecret1)
 	// Fixed id and key: fuzz workers are other processes and must seal the
 	// same seed token.

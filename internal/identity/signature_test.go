@@ -11,11 +11,12 @@ import (
 	"time"
 
 	"edge/internal/apierror"
+	"edge/internal/testpeer"
 )
 
 func TestVectorsThroughMiddleware(t *testing.T) {
 	vec := loadVectors(t)
-	now := newClock(time.Unix(vec.Now, 0))
+	now := testpeer.NewClock(time.Unix(vec.Now, 0))
 	cfg := testConfig()
 	s := newService(t, cfg, Options{Now: now.Now})
 	token, _ := sessionWithKey(t, s.Sealer(), vec.SignKey)
@@ -66,7 +67,7 @@ func readAll(r *http.Request) (string, error) {
 
 func TestVectorReplayed(t *testing.T) {
 	vec := loadVectors(t)
-	now := newClock(time.Unix(vec.Now, 0))
+	now := testpeer.NewClock(time.Unix(vec.Now, 0))
 	s := newService(t, testConfig(), Options{Now: now.Now})
 	token, _ := sessionWithKey(t, s.Sealer(), vec.SignKey)
 	v := vec.Valid[0]
@@ -86,7 +87,7 @@ func TestVectorReplayed(t *testing.T) {
 
 func TestFailedSignatureDoesNotBurnNonce(t *testing.T) {
 	vec := loadVectors(t)
-	now := newClock(time.Unix(vec.Now, 0))
+	now := testpeer.NewClock(time.Unix(vec.Now, 0))
 	s := newService(t, testConfig(), Options{Now: now.Now})
 	token, _ := sessionWithKey(t, s.Sealer(), vec.SignKey)
 	v := vec.Valid[0]
@@ -114,7 +115,7 @@ func TestFailedSignatureDoesNotBurnNonce(t *testing.T) {
 
 func TestNonceForgottenAfterTwiceSkew(t *testing.T) {
 	vec := loadVectors(t)
-	now := newClock(time.Unix(vec.Now, 0))
+	now := testpeer.NewClock(time.Unix(vec.Now, 0))
 	s := newService(t, testConfig(), Options{Now: now.Now})
 	v := vec.Valid[0]
 	token, _ := sessionWithKey(t, s.Sealer(), vec.SignKey)
@@ -123,11 +124,11 @@ func TestNonceForgottenAfterTwiceSkew(t *testing.T) {
 	}
 	// Inside the window the replay is caught even when the timestamp is
 	// still acceptable; after it the timestamp check refuses instead.
-	now.Add(4 * time.Minute)
+	now.Advance(4 * time.Minute)
 	if rec, _ := serveThrough(t, s, testRoute("signed"), v.request(t, token), false); errorCode(t, rec) != int(apierror.Replayed) {
 		t.Fatalf("replay at +4m: %s", rec.Body.String())
 	}
-	now.Add(10 * time.Minute)
+	now.Advance(10 * time.Minute)
 	if rec, _ := serveThrough(t, s, testRoute("signed"), v.request(t, token), false); errorCode(t, rec) != int(apierror.StaleTimestamp) {
 		t.Fatalf("replay at +14m: %s", rec.Body.String())
 	}

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,36 +18,20 @@ import (
 	"edge/internal/testpeer"
 )
 
-// fakeClock is the injected clock: time moves only when a test says so.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+func newClock() *testpeer.Clock {
+	return testpeer.NewClock(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
 }
 
 type harness struct {
 	e     *Engine
-	clock *fakeClock
+	clock *testpeer.Clock
 	m     *metrics.Limits
 	log   *testpeer.SyncBuffer
 }
 
 type harnessOpt struct {
 	redis redis.Scripter
-	clock *fakeClock
+	clock *testpeer.Clock
 	// realClock runs the engine on time.Now (benchmarks, Redis load runs).
 	realClock bool
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"edge/internal/config"
+	"edge/internal/testpeer"
 )
 
 func TestInternalLeafVerifiesAgainstCA(t *testing.T) {
@@ -131,8 +132,8 @@ func TestInternalUpdateReissuesOnHostChange(t *testing.T) {
 }
 
 func TestInternalRenewalAtTwoThirds(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
-	m, err := newManager(config.TLS{}, t.TempDir(), nil, nil, clock.now)
+	clock := testpeer.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	m, err := newManager(config.TLS{}, t.TempDir(), nil, nil, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,14 +148,14 @@ func TestInternalRenewalAtTwoThirds(t *testing.T) {
 		{advance: 2 * 24 * time.Hour, renewed: true},
 	}
 	for _, tt := range tests {
-		clock.advance(tt.advance)
+		clock.Advance(tt.advance)
 		m.renewInternal()
 		if got := m.certs.Load().fallback != first; got != tt.renewed {
 			t.Fatalf("after %s more: renewed = %v, want %v", tt.advance, got, tt.renewed)
 		}
 	}
-	if na := m.certs.Load().fallback.Leaf.NotAfter; !na.Equal(clock.now().Add(leafLifetime)) {
-		t.Errorf("renewed leaf expires %s, want %s", na, clock.now().Add(leafLifetime))
+	if na := m.certs.Load().fallback.Leaf.NotAfter; !na.Equal(clock.Now().Add(leafLifetime)) {
+		t.Errorf("renewed leaf expires %s, want %s", na, clock.Now().Add(leafLifetime))
 	}
 }
 
