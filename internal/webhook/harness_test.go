@@ -116,7 +116,14 @@ type result struct {
 
 func (f *front) do(t *testing.T, method, query string, hdr http.Header, body []byte) result {
 	t.Helper()
-	req, err := http.NewRequest(method, f.srv.URL+"/cb?"+query, bytes.NewReader(body))
+	return f.send(t, method, query, hdr, bytes.NewReader(body))
+}
+
+// send posts body as given: a *bytes.Reader goes with a Content-Length, any
+// other reader chunked.
+func (f *front) send(t *testing.T, method, query string, hdr http.Header, body io.Reader) result {
+	t.Helper()
+	req, err := http.NewRequest(method, f.srv.URL+"/cb?"+query, body)
 	if err != nil {
 		t.Fatal(err)
 	}
