@@ -33,8 +33,16 @@ func testDir(t testing.TB) string {
 	return dir
 }
 
+// routeFiller is appended to test documents that have no route of their
+// own: a config without routes is refused, and most tests are about
+// another section. It comes last so the document's line numbers hold.
+const routeFiller = "\n[[routes]]\nname = \"filler\"\npath = \"/filler\"\nrespond = { body = \"x\" }\n"
+
 func parseIn(t *testing.T, dir, text string) (*Config, *Error) {
 	t.Helper()
+	if !strings.Contains(text, "[[routes]]") {
+		text += routeFiller
+	}
 	cfg, err := Parse([]byte(text), filepath.Join(dir, "edge.toml"))
 	if err == nil {
 		return cfg, nil
@@ -515,5 +523,35 @@ func BenchmarkParseExample(b *testing.B) {
 		if _, err := Parse(data, "../../config.example.toml"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestNoRoutesIsRefused: an empty file (`: > edge.toml`), a comment-only one
+// or the first half of a file being written must not go live as a gateway
+// that answers everything 404.
+func TestNoRoutesIsRefused(t *testing.T) {
+	dir := testDir(t)
+	for name, text := range map[string]string{
+		"empty":                   "",
+		"whitespace and comment":  "\n  \n# edge config\n",
+		"only the server section": doc(`[server]`, `listen_https = ":8443"`),
+		"cut before the routes":   doc(`[[upstreams]]`, `name = "app"`, `targets = ["127.0.0.1:3000"]`),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(text), filepath.Join(dir, "edge.toml"))
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("Parse = %v, want a *config.Error", err)
+			}
+			found := false
+			for _, p := range e.Problems {
+				if p.Key == "routes" && strings.Contains(p.Msg, "no [[routes]]") {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatalf("problems %v lack the no-routes problem", e)
+			}
+		})
 	}
 }

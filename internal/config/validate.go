@@ -289,6 +289,11 @@ func (p *Passive) validate(c *checker, key string) {
 }
 
 func validateRoutes(c *checker, routes []Route, ups []Upstream) {
+	if len(routes) == 0 {
+		// An empty or half-written file would otherwise go live and answer
+		// every request 404; refusing it keeps the running config serving.
+		c.add("routes", `the config has no [[routes]] (is the file empty or still being written?); without one edge answers every request 404 "no route". Add at least one [[routes]] table with a name, a path and an upstream, static root or respond`)
+	}
 	var upNames []string
 	for _, u := range ups {
 		if u.Name != "" && !slices.Contains(upNames, u.Name) {

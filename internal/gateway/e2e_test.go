@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -601,17 +603,73 @@ func TestReloadBadConfigKeepsServingAndGoodOneSwitches(t *testing.T) {
 	}
 }
 
-func TestReloadsUnderLoadDropNothing(t *testing.T) {
+// TestEmptyConfigRefusedAndSavingBackClearsTheAlert: an emptied file is
+// refused by the watcher and by POST /reload with the reason, and once the
+// running config is saved back, edge_config_last_reload_successful is 1
+// again although nothing new is compiled (the alert on it must clear).
+func TestEmptyConfigRefusedAndSavingBackClearsTheAlert(t *testing.T) {
 	a := startBackend(t, "a", nil)
-	b := startBackend(t, "b", nil)
+	e := startEdge(t, fmt.Sprintf("[[upstreams]]\nname = \"app\"\ntargets = [%q]\n[[routes]]\nname = \"app\"\npath = \"/\"\nupstream = \"app\"\n", a.addr))
+	running, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloadOK := func() string { return e.metric(t, "edge_config_last_reload_successful") }
+
+	if err := os.WriteFile(e.cfgPath, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() bool { return strings.HasSuffix(reloadOK(), " 0") }, "the watcher to refuse the empty file")
+	if !strings.Contains(e.stderr.String(), "no [[routes]]") {
+		t.Errorf("the refusal does not say why:\n%s", e.stderr.String())
+	}
+	resp, body := e.get(t, "api.example.com", "/")
+	if resp.StatusCode != 200 || resp.Header.Get("X-Backend") != "a" {
+		t.Fatalf("after an emptied file: %d %q; the running config must keep serving", resp.StatusCode, body)
+	}
+	post, err := http.Post("http://"+e.addrs.Admin+"/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(post.Body)
+	post.Body.Close()
+	if post.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(answer), "no [[routes]]") {
+		t.Fatalf("POST /reload of an empty file: %d %s", post.StatusCode, answer)
+	}
+
+	if err := os.WriteFile(e.cfgPath, running, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() bool { return strings.HasSuffix(reloadOK(), " 1") }, "the alert metric to return to 1 once the file holds the running config")
+}
+
+// TestReloadsUnderLoadDropNothing rewrites the config 40 times while eight
+// clients keep sending requests. Each generation sets X-Gen, which the
+// backends echo, so the test sees which config answered: every request must
+// succeed, no client may see an older generation after a newer one (nor a
+// half-applied file without X-Gen), and the last generation written must be
+// the one serving at the end. Half the writes are atomic renames applied by
+// POST /reload-style calls; the other half are in-place writes (truncate,
+// then write, as `cat > edge.toml` and many editors do) left to the file
+// watcher, some with the file empty or half-written for longer than the
+// watcher's debounce.
+func TestReloadsUnderLoadDropNothing(t *testing.T) {
+	echoGen := func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "gen="+r.Header.Get("X-Gen")) }
+	a := startBackend(t, "a", echoGen)
+	b := startBackend(t, "b", echoGen)
+	// X-Gen comes last, so a file cut just before it is a valid config
+	// without it: applying a half-written file is visible as gen="".
 	cfg := func(i int) string {
 		return fmt.Sprintf("[[upstreams]]\nname = \"app\"\ntargets = [%q, %q]\n[[routes]]\nname = \"app\"\npath = \"/\"\nupstream = \"app\"\nset_request_headers = { \"X-Gen\" = \"%d\" }\n", a.addr, b.addr, i)
 	}
 	e := startEdge(t, cfg(0))
+	state := filepath.Join(filepath.Dir(e.cfgPath), "state")
+
 	var ok, failed atomic.Int64
+	var lastSeen [8]atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
+	for w := range lastSeen {
 		wg.Go(func() {
 			for {
 				select {
@@ -621,33 +679,90 @@ func TestReloadsUnderLoadDropNothing(t *testing.T) {
 				}
 				resp, err := e.client.Get(e.url("api.example.com", "/load"))
 				if err != nil {
-					failed.Add(1)
-					t.Logf("request error: %v", err)
+					if failed.Add(1) <= 5 {
+						t.Errorf("request error: %v", err)
+					}
 					continue
 				}
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode == 200 {
+				gen, err := strconv.Atoi(strings.TrimPrefix(string(body), "gen="))
+				switch {
+				case resp.StatusCode != 200:
+					if failed.Add(1) <= 5 {
+						t.Errorf("status %d: %s", resp.StatusCode, body)
+					}
+				case err != nil:
+					if failed.Add(1) <= 5 {
+						t.Errorf("answer %q carries no generation: a half-written config went live", body)
+					}
+				case int64(gen) < lastSeen[w].Load():
+					if failed.Add(1) <= 5 {
+						t.Errorf("client %d saw generation %d after %d", w, gen, lastSeen[w].Load())
+					}
+				default:
 					ok.Add(1)
-				} else {
-					failed.Add(1)
-					t.Logf("status %d: %s", resp.StatusCode, body)
+					lastSeen[w].Store(int64(gen))
 				}
 			}
 		})
 	}
-	for i := 1; i <= 200; i++ {
-		e.writeConfig(cfg(i))
-		if res, err := e.srv.Reload("test"); err != nil || res != ReloadApplied {
-			t.Fatalf("reload %d: %s %v", i, res, err)
+
+	const generations = 40
+	for i := 1; i <= generations; i++ {
+		full := []byte(baseConfig(state) + cfg(i))
+		if i%2 == 1 {
+			tmp := e.cfgPath + ".tmp"
+			if err := os.WriteFile(tmp, full, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, e.cfgPath); err != nil {
+				t.Fatal(err)
+			}
+			if res, err := e.srv.Reload(TriggerAdmin); err != nil || res != ReloadApplied {
+				t.Fatalf("reload %d: %s %v", i, res, err)
+			}
+			continue
 		}
+		// Every fourth in-place write leaves the file empty for longer
+		// than the watcher's debounce; the others write it in two parts,
+		// cut just before X-Gen.
+		emptyFor := time.Duration(0)
+		if i%4 == 0 {
+			emptyFor = 400 * time.Millisecond
+		}
+		cut := bytes.LastIndex(full, []byte("set_request_headers"))
+		f, err := os.OpenFile(e.cfgPath, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(emptyFor)
+		if _, err := f.Write(full[:cut]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(full[cut:]); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
+	// The watcher applies the last in-place write on its own schedule.
+	want := int64(generations)
+	eventually(t, 15*time.Second, func() bool {
+		resp, body := e.get(t, "api.example.com", "/final")
+		return resp.StatusCode == 200 && body == fmt.Sprintf("gen=%d", want)
+	}, fmt.Sprintf("generation %d, the last one written, to serve", want))
 	close(stop)
 	wg.Wait()
 	if failed.Load() != 0 || ok.Load() == 0 {
-		t.Fatalf("%d requests failed, %d succeeded during 200 reloads", failed.Load(), ok.Load())
+		t.Fatalf("%d requests failed, %d succeeded during %d rewrites", failed.Load(), ok.Load(), generations)
 	}
-	t.Logf("%d requests, 0 failed, during 200 reloads", ok.Load())
+	if m := e.metric(t, "edge_config_last_reload_successful"); !strings.HasSuffix(m, " 1") {
+		t.Errorf("after the last complete write: %q, want 1", m)
+	}
+	t.Logf("%d requests, 0 failed, during %d rewrites", ok.Load(), generations)
 }
 
 func TestHTTPListenerRedirectsWith308(t *testing.T) {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	stdtls "crypto/tls"
@@ -224,8 +225,13 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go s.watchConfig(watchCtx)
-	go s.watchSignals(watchCtx)
+	if w := s.newConfigWatcher(); w != nil {
+		go s.watchConfig(watchCtx, w)
+	}
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(signals)
+	go s.watchSignals(watchCtx, signals)
 
 	s.ready.Store(true)
 	if p := s.tlsm.CAPath(); p != "" {
@@ -373,22 +379,40 @@ const (
 )
 
 // Reload reads the config file again and, if it is valid, swaps in a new
-// snapshot. On any problem the current snapshot keeps serving. A file-change
-// trigger with identical bytes does nothing; the others always recompile.
+// snapshot. On any problem the current snapshot keeps serving. SIGHUP and
+// POST /reload always recompile (files the config names may have changed).
 func (s *Server) Reload(trigger string) (string, error) {
+	return s.reload(trigger, nil)
+}
+
+// reload reads the config file and applies it. settled, from the file
+// watcher, is what the file held once it stopped changing; if the file no
+// longer holds it, a newer write is on its way (and its own event), so
+// nothing is applied: an older version must never replace a newer one. A
+// file-change trigger with the running config's bytes compiles nothing,
+// but it does mean the file and the running config agree again, which is
+// what edge_config_last_reload_successful reports (saving back the running
+// config after a rejected edit clears the alert).
+func (s *Server) reload(trigger string, settled []byte) (string, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	now := time.Now()
 	data, err := os.ReadFile(s.opts.ConfigPath)
 	if err != nil {
-		s.reloadFailed(trigger, fmt.Errorf("reading config: %w", err), now)
+		err = fmt.Errorf("reading config: %w", err)
+		s.reloadFailed(trigger, err, now)
 		return ReloadFailed, err
+	}
+	if settled != nil && !bytes.Equal(data, settled) {
+		s.log.Debug("config file changed again; waiting for it to settle", "trigger", trigger)
+		return ReloadUnchanged, nil
 	}
 	hash := sha256.Sum256(data)
 	// Only the file watcher may skip identical bytes: an operator's SIGHUP or
 	// POST /reload also re-reads the files the config names (IP lists, JWKS,
 	// keys), which the watcher does not see change.
 	if hash == s.cfgHash && trigger == TriggerFileChange {
+		s.metrics.ConfigMatchesRunning()
 		s.log.Debug("config unchanged; nothing to reload", "trigger", trigger)
 		return ReloadUnchanged, nil
 	}
@@ -434,6 +458,8 @@ func (s *Server) Reload(trigger string) (string, error) {
 	return ReloadApplied, nil
 }
 
+func (s *Server) readConfigFile() ([]byte, error) { return os.ReadFile(s.opts.ConfigPath) }
+
 func (s *Server) reloadFailed(trigger string, err error, now time.Time) {
 	s.metrics.ReloadResult(false, now)
 	for _, line := range problemLines(err) {
@@ -456,25 +482,32 @@ func keepRestartOnly(cur, next *config.Config) {
 	next.Cluster = cur.Cluster
 }
 
-// watchConfig reloads when the config file changes. It watches the
-// directory, not the file, so editors that save by renaming a temporary
-// file (vim, sed -i, Kubernetes' ..data swap) are seen; events are
-// debounced because one save is several events.
-func (s *Server) watchConfig(ctx context.Context) {
+// newConfigWatcher watches the config file's directory, not the file, so
+// editors that save by renaming a temporary file (vim, sed -i, Kubernetes'
+// ..data swap) are seen. It is set up before edge says it is serving, so no
+// save after that is missed; nil when the file cannot be watched (reloads
+// then need SIGHUP or POST /reload).
+func (s *Server) newConfigWatcher() *fsnotify.Watcher {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		s.log.Warn("cannot watch the config file; reload with SIGHUP or POST /reload", "error", err.Error())
-		return
+		return nil
 	}
-	defer w.Close()
-	dir, name := filepath.Split(s.opts.ConfigPath)
-	if dir == "" {
-		dir = "."
-	}
+	dir := filepath.Dir(s.opts.ConfigPath)
 	if err := w.Add(dir); err != nil {
+		w.Close()
 		s.log.Warn("cannot watch the config directory; reload with SIGHUP or POST /reload", "dir", dir, "error", err.Error())
-		return
+		return nil
 	}
+	return w
+}
+
+// watchConfig reloads when the config file changes. Events are debounced
+// because one save is several events, and the file is applied only once it
+// stopped changing.
+func (s *Server) watchConfig(ctx context.Context, w *fsnotify.Watcher) {
+	defer w.Close()
+	name := filepath.Base(s.opts.ConfigPath)
 	const debounce = 250 * time.Millisecond
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -497,17 +530,28 @@ func (s *Server) watchConfig(ctx context.Context) {
 			}
 			s.log.Warn("config watcher error", "error", err.Error())
 		case <-timer.C:
-			_, _ = s.Reload(TriggerFileChange)
+			data, err := readSettled(ctx, s.readConfigFile, settleInterval, settleTries)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, errStillChanging):
+				// The writer is still at work; its next write is another
+				// event, which schedules another look.
+				s.log.Info("config file is still being written; waiting for it to settle", "path", s.opts.ConfigPath)
+			case err != nil:
+				_, _ = s.Reload(TriggerFileChange)
+			default:
+				// A non-nil slice marks the bytes as settled, even when
+				// the file is empty.
+				_, _ = s.reload(TriggerFileChange, append([]byte{}, data...))
+			}
 		}
 	}
 }
 
 // watchSignals: SIGHUP reloads the config, SIGUSR1 reopens the access log
 // file (after logrotate moved it away).
-func (s *Server) watchSignals(ctx context.Context) {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGHUP, syscall.SIGUSR1)
-	defer signal.Stop(ch)
+func (s *Server) watchSignals(ctx context.Context, ch <-chan os.Signal) {
 	for {
 		select {
 		case <-ctx.Done():

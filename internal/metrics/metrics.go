@@ -168,6 +168,12 @@ func (m *Metrics) ReloadResult(ok bool, at time.Time) {
 	m.lastReloadSuccessful.Set(0)
 }
 
+// ConfigMatchesRunning records that the config file holds the running
+// config again (saved back after a rejected edit): the last reload's failure
+// no longer describes the file, so the alert on it must clear. No reload is
+// counted.
+func (m *Metrics) ConfigMatchesRunning() { m.lastReloadSuccessful.Set(1) }
+
 // Methods are the values of the method label; anything else is OTHER.
 var Methods = [...]string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "OTHER"}
 
