@@ -22,24 +22,27 @@ var (
 	buildOnce sync.Once
 	buildPath string
 	buildErr  error
-	buildDir  string
 )
 
-// EdgeBinary builds cmd/edge once per test process and returns its path.
+// EdgeBinary builds cmd/edge (with -race) once per test process and returns
+// its path: bin/edge-race in the repository, shared by every package's test
+// process and replaced atomically, so repeated runs leave nothing behind.
 func EdgeBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "edge-bin-")
-		if buildErr != nil {
+		bin := filepath.Join(RepoRoot(t), "bin")
+		if buildErr = os.MkdirAll(bin, 0o755); buildErr != nil {
 			return
 		}
-		buildPath = filepath.Join(buildDir, "edge")
-		cmd := exec.Command("go", "build", "-race", "-o", buildPath, "./cmd/edge")
+		tmp := filepath.Join(bin, fmt.Sprintf(".edge-race-%d", os.Getpid()))
+		cmd := exec.Command("go", "build", "-race", "-o", tmp, "./cmd/edge")
 		cmd.Dir = RepoRoot(t)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
+		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/edge: %v\n%s", err, out)
+			return
 		}
+		buildPath = filepath.Join(bin, "edge-race")
+		buildErr = os.Rename(tmp, buildPath)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

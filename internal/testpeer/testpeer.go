@@ -31,8 +31,28 @@ func Binary(t testing.TB, name string) string {
 	if _, err := os.Stat(p); err == nil {
 		return p
 	}
-	missing(t, "%s not found on PATH or in bin/ (run .ci/run or see docs/testing.md)", name)
+	missing(t, "%s not found on PATH or in bin/; %s (see docs/testing.md)", name, installHint(name))
 	return ""
+}
+
+// debianPackages names the package that brings each peer found on PATH.
+var debianPackages = map[string]string{
+	"redis-server":    "redis-server",
+	"prometheus":      "prometheus",
+	"promtool":        "prometheus",
+	"testssl":         "testssl.sh",
+	"websocketd":      "websocketd",
+	"node":            "nodejs",
+	"systemd-analyze": "systemd",
+}
+
+// installHint says which command installs a missing peer: a Debian package,
+// or one of the pinned Go tools that tools/test.sh puts into bin/.
+func installHint(name string) string {
+	if pkg, ok := debianPackages[name]; ok {
+		return fmt.Sprintf("install it with `sudo apt-get install %s`, or run `bash tools/test.sh` as root, which installs every peer", pkg)
+	}
+	return "`bash tools/test.sh` installs the pinned Go tools into bin/ (or: cd tools && GOBIN=$PWD/../bin go install tool)"
 }
 
 func missing(t testing.TB, format string, args ...any) {
