@@ -133,7 +133,15 @@ upstream = "slow"
 	}()
 	<-started
 	e.Signal(syscall.SIGTERM)
-	time.Sleep(300 * time.Millisecond) // let the signal land while the request is held
+	// Release the request only once edge is draining, so it is truly in
+	// flight when the signal lands.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(e.Stderr(), "shutting down: draining in-flight requests") {
+		if time.Now().After(deadline) {
+			t.Fatalf("edge did not start draining after SIGTERM:\n%s", e.Stderr())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	close(release)
 	res := <-done
 	if res.err != nil || res.body != "finished" {
@@ -169,7 +177,7 @@ respond = { body = "hi" }
 	}
 	waitFor := func(file, want string) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(10 * time.Second)
 		for {
 			b, _ := os.ReadFile(file)
 			if strings.Contains(string(b), want) {
@@ -191,7 +199,7 @@ respond = { body = "hi" }
 	waitFor(rotated, `"path":"/first"`)
 	// The signal is handled asynchronously: keep sending until a line lands
 	// in the new file, and check no line went to the moved one after that.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		get("/second")
 		if b, _ := os.ReadFile(logPath); strings.Contains(string(b), `"path":"/second"`) {

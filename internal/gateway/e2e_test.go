@@ -893,13 +893,16 @@ func TestReadTimeoutIsAPauseNotADeadline(t *testing.T) {
 			return
 		}
 		w.Header().Set("Content-Type", "text/event-stream")
-		for i := 0; i < 6; i++ {
+		for i := 0; i < 8; i++ {
 			fmt.Fprintf(w, "data: %d\n\n", i)
 			w.(http.Flusher).Flush()
 			time.Sleep(400 * time.Millisecond)
 		}
 	})
-	e := startEdgeWith(t, `read_timeout = "1s"`, "", fmt.Sprintf(`
+	// read_timeout is the subject, so it is short, but each pause below is
+	// a factor of four or more away from it, which a busy machine cannot
+	// bridge.
+	e := startEdgeWith(t, `read_timeout = "2s"`, "", fmt.Sprintf(`
 [[upstreams]]
 name = "sse"
 targets = [%q]
@@ -909,9 +912,9 @@ path = "/"
 upstream = "sse"
 `, sse.addr))
 
-	// 6 events over 2.4 s: past read_timeout, the stream goes on.
+	// 8 events over 3.2 s: past read_timeout, the stream goes on.
 	resp, body := e.get(t, "api.example.com", "/events")
-	if resp.StatusCode != 200 || strings.Count(body, "data:") != 6 {
+	if resp.StatusCode != 200 || strings.Count(body, "data:") != 8 {
 		t.Fatalf("stream cut: %d %q", resp.StatusCode, body)
 	}
 
@@ -935,13 +938,13 @@ upstream = "sse"
 		return resp, string(b)
 	}
 	for _, client := range []*http.Client{e.client, e.h2} {
-		// Pauses of 500 ms, 2 s in all: arrives whole.
-		resp, body := upload(client, 500*time.Millisecond, 4)
-		if resp.StatusCode != 200 || body != "got 20 <nil>" {
+		// Pauses of 500 ms, 2.5 s in all: arrives whole.
+		resp, body := upload(client, 500*time.Millisecond, 5)
+		if resp.StatusCode != 200 || body != "got 25 <nil>" {
 			t.Fatalf("%s slow steady upload: %d %q", resp.Proto, resp.StatusCode, body)
 		}
 		// A pause longer than read_timeout: 408.
-		resp, body = upload(client, 2500*time.Millisecond, 1)
+		resp, body = upload(client, 8*time.Second, 1)
 		assertAPIError(t, resp, body, 408, 40801)
 	}
 }
