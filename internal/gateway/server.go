@@ -30,7 +30,6 @@ import (
 	"edge/internal/config"
 	"edge/internal/identity"
 	"edge/internal/metrics"
-	"edge/internal/proxy"
 	edgetls "edge/internal/tls"
 )
 
@@ -92,7 +91,8 @@ func New(o Options) (*Server, error) {
 	s.access = newAccessLog(accessOut)
 	s.gw = newGateway(s.metrics, s.log, s.access, o.ConfigPath, feats)
 	s.gw.httpsPort.Store(edgetls.PortOf(cfg.Server.ListenHTTPS))
-	snap, err := s.gw.compile(cfg)
+	targets := s.gw.registry.Stage()
+	snap, err := s.gw.compile(cfg, targets)
 	if err != nil {
 		feats.close()
 		s.access.close()
@@ -100,13 +100,14 @@ func New(o Options) (*Server, error) {
 	}
 	s.tlsm, err = edgetls.New(cfg.TLS, cfg.Server.StateDir, tlsHosts(cfg), s.log, feats.tlsOptions(s.metrics)...)
 	if err != nil {
-		snap.stop()
 		feats.close()
 		s.access.close()
 		return nil, fmt.Errorf("setting up TLS: %w", err)
 	}
 	s.gw.tlsm = s.tlsm
+	targets.Commit()
 	s.gw.snap.Store(snap)
+	snap.start(s.gw.healthChanged)
 	s.metrics.ReloadResult(true, time.Now())
 	return s, nil
 }
@@ -425,32 +426,41 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 		s.log.Warn("config change needs a restart; keeping the running value", "key", key)
 	}
 	keepRestartOnly(s.cfg, cfg)
-	snap, err := s.gw.compile(cfg)
+
+	// Everything the config needs is read and compiled before any of it
+	// goes live (routes and upstream targets, limits with their IP list
+	// files, certificates), so a failure anywhere leaves all of it as it
+	// was; then everything switches at once.
+	targets := s.gw.registry.Stage()
+	snap, err := s.gw.compile(cfg, targets)
 	if err != nil {
 		s.reloadFailed(trigger, err, now)
 		return ReloadFailed, err
 	}
-	if err := s.tlsm.Update(cfg.TLS, tlsHosts(cfg)); err != nil {
-		if errors.Is(err, edgetls.ErrNeedsRestart) {
-			s.log.Warn("TLS change needs a restart; keeping the running TLS settings", "detail", err.Error())
-		} else {
-			snap.stop()
-			s.reloadFailed(trigger, fmt.Errorf("applying TLS settings: %w", err), now)
-			return ReloadFailed, err
-		}
-	}
-	if err := s.gw.features.limits.Update(cfg); err != nil {
-		snap.stop()
-		s.reloadFailed(trigger, fmt.Errorf("applying limits: %w", err), now)
+	limitsPlan, err := s.gw.features.limits.Prepare(cfg)
+	if err != nil {
+		err = fmt.Errorf("limits: %w", err)
+		s.reloadFailed(trigger, err, now)
 		return ReloadFailed, err
 	}
-	old := s.gw.snap.Swap(snap)
-	old.stop()
-	var keep []*proxy.Target
-	for _, u := range snap.upstreamList {
-		keep = append(keep, u.Targets()...)
+	tlsChange, err := s.tlsm.Prepare(cfg.TLS, tlsHosts(cfg))
+	if err != nil {
+		err = fmt.Errorf("TLS: %w", err)
+		s.reloadFailed(trigger, err, now)
+		return ReloadFailed, err
 	}
-	s.gw.registry.Retain(keep)
+	if err := tlsChange.RestartNeeded(); err != nil {
+		s.log.Warn("TLS change needs a restart; keeping the running TLS settings", "detail", err.Error())
+	}
+
+	targets.Commit()
+	limitsPlan.Commit()
+	if err := tlsChange.Commit(); err != nil {
+		s.log.Warn("certificate files are in use but will not be reloaded when they change", "error", err.Error())
+	}
+	old := s.gw.snap.Swap(snap)
+	snap.start(s.gw.healthChanged)
+	old.stop()
 	s.cfg, s.cfgHash = cfg, hash
 	setLevel(s.level, cfg.Log.Level)
 	s.metrics.ReloadResult(true, now)

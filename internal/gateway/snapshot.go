@@ -43,8 +43,25 @@ type snapshot struct {
 	hsts   []string
 	port80 port80
 
-	// stop ends this snapshot's background work (health checks).
-	stop context.CancelFunc
+	// cancel ends this snapshot's background work (health checks); nil
+	// until start.
+	cancel context.CancelFunc
+}
+
+// start begins the snapshot's background work, once it is live.
+func (s *snapshot) start(onChange func(*proxy.Target, bool)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	for _, u := range s.upstreamList {
+		u.Start(ctx, onChange)
+	}
+}
+
+// stop ends the background work of a snapshot that has been replaced.
+func (s *snapshot) stop() {
+	if s.cancel != nil {
+		s.cancel()
+	}
 }
 
 // route is one compiled [[routes]] entry.
@@ -57,20 +74,20 @@ type route struct {
 	responseHeaders proxy.HeaderRules
 }
 
-// compile builds a snapshot from a validated config. Errors here are the
-// few things validation cannot know (a static root that vanished since).
-func (g *Gateway) compile(cfg *config.Config) (*snapshot, error) {
-	ctx, cancel := context.WithCancel(context.Background())
+// compile builds a snapshot from a validated config, taking its upstream
+// targets from the stage. Nothing goes live and nothing starts: the caller
+// commits the stage, swaps the snapshot in and starts it. Errors here are
+// the few things validation cannot know (a static root that vanished since).
+func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage) (*snapshot, error) {
 	s := &snapshot{
 		cfg:            cfg,
 		notFound:       g.metrics.Route(""),
 		trustedProxies: cfg.Server.TrustedProxies,
 		accessLog:      cfg.Log.Access == nil || *cfg.Log.Access,
-		stop:           cancel,
 	}
 	upstreams := make(map[string]*proxy.Upstream, len(cfg.Upstreams))
 	for _, uc := range cfg.Upstreams {
-		u := g.buildUpstream(uc)
+		u := g.buildUpstream(uc, targets)
 		upstreams[uc.Name] = u
 		s.upstreamList = append(s.upstreamList, u)
 	}
@@ -79,12 +96,10 @@ func (g *Gateway) compile(cfg *config.Config) (*snapshot, error) {
 	}
 	svc, err := g.identityService(cfg)
 	if err != nil {
-		cancel()
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	s.identity = svc
 	if s.logins, err = g.loginRoutes(svc); err != nil {
-		cancel()
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	for _, rt := range s.logins {
@@ -96,16 +111,12 @@ func (g *Gateway) compile(cfg *config.Config) (*snapshot, error) {
 		specs[i] = proxy.RouteSpec{Hosts: rc.Hosts, Prefix: rc.Path, Methods: rc.Methods}
 		rt, err := g.buildRoute(rc, upstreams, svc)
 		if err != nil {
-			cancel()
 			return nil, fmt.Errorf("route %q: %w", rc.Name, err)
 		}
 		rt.bodyPause = cfg.Server.ReadTimeout.Std()
 		s.routes = append(s.routes, rt)
 	}
 	s.router = proxy.NewRouter(specs)
-	for _, u := range s.upstreamList {
-		u.Start(ctx, g.healthChanged)
-	}
 	return s, nil
 }
 
@@ -122,7 +133,7 @@ var balances = map[string]proxy.Balance{
 	"random_two": proxy.RandomTwo, "hash": proxy.Hash,
 }
 
-func (g *Gateway) buildUpstream(uc config.Upstream) *proxy.Upstream {
+func (g *Gateway) buildUpstream(uc config.Upstream, stage *proxy.Stage) *proxy.Upstream {
 	to := proxy.TransportOptions{
 		ConnectTimeout:        uc.ConnectTimeout.Std(),
 		ResponseHeaderTimeout: uc.ResponseHeaderTimeout.Std(),
@@ -132,7 +143,7 @@ func (g *Gateway) buildUpstream(uc config.Upstream) *proxy.Upstream {
 	targets := make([]*proxy.Target, len(uc.Targets))
 	weights := make([]int, len(uc.Targets))
 	for i, tc := range uc.Targets {
-		targets[i] = g.registry.Target(uc.Name, tc.Address, to)
+		targets[i] = stage.Target(uc.Name, tc.Address, to)
 		weights[i] = tc.Weight
 	}
 	hashHeader := ""

@@ -260,10 +260,38 @@ func (s *snapshot) plan(route string) *plan {
 	return s.routes[""]
 }
 
-// Update compiles cfg and makes it current. Buckets of rules whose key,
-// rate and burst did not change are kept; IP list files are read again. On
-// error nothing changes.
+// Update compiles cfg and makes it current; on error nothing changes.
 func (e *Engine) Update(cfg *config.Config) error {
+	p, err := e.Prepare(cfg)
+	if err != nil {
+		return err
+	}
+	p.Commit()
+	return nil
+}
+
+// Prepared is a compiled limits config that is not live yet: a reload
+// prepares every part of a config (limits, routes, TLS) before committing
+// any, so a failure in one leaves all of them as they were.
+type Prepared struct {
+	e     *Engine
+	snap  *snapshot
+	state map[string]*buckets
+}
+
+// Commit makes the prepared config current. Reloads are serialised by the
+// caller, so nothing changed the engine since Prepare.
+func (p *Prepared) Commit() {
+	p.e.mu.Lock()
+	defer p.e.mu.Unlock()
+	p.e.state = p.state
+	p.e.snap.Store(p.snap)
+}
+
+// Prepare compiles cfg without making it current. Buckets of rules whose
+// key, rate and burst did not change are carried over; IP list files are
+// read again.
+func (e *Engine) Prepare(cfg *config.Config) (*Prepared, error) {
 	ls := cfg.LimitSections
 	dir := ""
 	if cfg.Path != "" {
@@ -282,12 +310,12 @@ func (e *Engine) Update(cfg *config.Config) error {
 	}
 	var err error
 	if s.access, err = compileIPRules(dir, ls.Access.IPAllow, ls.Access.IPDeny, ls.Access.IPAllowFiles, ls.Access.IPDenyFiles); err != nil {
-		return fmt.Errorf("compiling [access]: %w", err)
+		return nil, fmt.Errorf("compiling [access]: %w", err)
 	}
 	for i, pat := range ls.Access.UserAgentDeny {
 		re, err := regexp.Compile(pat)
 		if err != nil {
-			return fmt.Errorf("compiling access.user_agent_deny[%d]: %w", i, err)
+			return nil, fmt.Errorf("compiling access.user_agent_deny[%d]: %w", i, err)
 		}
 		s.uaDeny = append(s.uaDeny, re)
 	}
@@ -321,7 +349,7 @@ func (e *Engine) Update(cfg *config.Config) error {
 	for i, lc := range ls.Limits {
 		r, err := compileRule(lc, replicas)
 		if err != nil {
-			return fmt.Errorf("compiling limits[%d] %q: %w", i, lc.Name, err)
+			return nil, fmt.Errorf("compiling limits[%d] %q: %w", i, lc.Name, err)
 		}
 		id := r.redisPrefix + "/" + strconv.Itoa(maxKeys)
 		r.mem = keep(id)
@@ -340,7 +368,7 @@ func (e *Engine) Update(cfg *config.Config) error {
 		p := &plan{route: name, rejected: make(map[string]prometheus.Counter, len(reasons))}
 		ra := access[i]
 		if p.access, err = compileIPRules(dir, ra.IPAllow, ra.IPDeny, ra.IPAllowFiles, ra.IPDenyFiles); err != nil {
-			return fmt.Errorf("compiling route %q access: %w", name, err)
+			return nil, fmt.Errorf("compiling route %q access: %w", name, err)
 		}
 		for _, reason := range reasons {
 			p.rejected[reason] = e.m.Rejection(name, reason)
@@ -362,9 +390,7 @@ func (e *Engine) Update(cfg *config.Config) error {
 		}
 		s.routes[name] = p
 	}
-	e.state = state
-	e.snap.Store(s)
-	return nil
+	return &Prepared{e: e, snap: s, state: state}, nil
 }
 
 // compileRule turns one [[limits]] table into its arithmetic. Its identity

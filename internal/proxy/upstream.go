@@ -72,49 +72,79 @@ func NewRegistry() *Registry {
 	return &Registry{targets: map[string]*Target{}, options: map[string]TransportOptions{}}
 }
 
-// Target returns the target for (upstream, addr), creating it or replacing
-// its connection pool when the transport options changed.
-func (reg *Registry) Target(upstream, addr string, o TransportOptions) *Target {
+// Stage collects the targets of a config being compiled. Targets that
+// already exist are shared (their health and counters survive the reload);
+// new targets and new connection pools for changed transport options stay
+// private to the stage until Commit, so a config that fails to compile
+// changes nothing.
+type Stage struct {
+	reg     *Registry
+	targets map[string]*Target
+	options map[string]TransportOptions
+	pools   map[*Target]*connTransport // replacements for existing targets
+}
+
+// Stage starts collecting the targets of a new config.
+func (reg *Registry) Stage() *Stage {
+	return &Stage{reg: reg, targets: map[string]*Target{}, options: map[string]TransportOptions{}, pools: map[*Target]*connTransport{}}
+}
+
+// Target returns the target for (upstream, addr): the registry's, or a new
+// one that joins the registry on Commit.
+func (s *Stage) Target(upstream, addr string, o TransportOptions) *Target {
 	key := upstream + "\x00" + addr
-	reg.mu.Lock()
-	defer reg.mu.Unlock()
-	t, ok := reg.targets[key]
-	if !ok {
+	if t, ok := s.targets[key]; ok {
+		return t
+	}
+	s.reg.mu.Lock()
+	t, existing := s.reg.targets[key]
+	same := existing && s.reg.options[key] == o
+	s.reg.mu.Unlock()
+	switch {
+	case !existing:
 		t = &Target{Upstream: upstream, Addr: addr}
-		reg.targets[key] = t
+		t.transport.Store(newTargetTransport(t, o))
+	case !same:
+		s.pools[t] = newTargetTransport(t, o)
 	}
-	if old := t.transport.Load(); old == nil || reg.options[key] != o {
-		ct := newConnTransport(addr, o)
-		ct.inflight = &t.inflight
-		t.transport.Store(ct)
-		reg.options[key] = o
-		if old != nil {
-			old.closeIdle(false)
-		}
-	}
+	s.targets[key], s.options[key] = t, o
 	return t
 }
 
-// Retain drops the targets not in keep (after a reload), closing their idle
-// connections. In-flight requests on them finish normally.
-func (reg *Registry) Retain(keep []*Target) {
-	want := make(map[*Target]bool, len(keep))
-	for _, t := range keep {
-		want[t] = true
+func newTargetTransport(t *Target, o TransportOptions) *connTransport {
+	ct := newConnTransport(t.Addr, o)
+	ct.inflight = &t.inflight
+	return ct
+}
+
+// Commit makes the stage the registry's content: new targets join, changed
+// pools replace the old ones (whose idle connections close; requests in
+// flight on them finish), and targets the new config no longer names are
+// dropped.
+func (s *Stage) Commit() {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	for t, ct := range s.pools {
+		t.transport.Swap(ct).closeIdle(false)
 	}
-	reg.mu.Lock()
-	defer reg.mu.Unlock()
-	for key, t := range reg.targets {
-		if !want[t] {
-			delete(reg.targets, key)
-			delete(reg.options, key)
+	for key, t := range s.reg.targets {
+		if s.targets[key] != t {
 			t.transport.Load().closeIdle(true)
 		}
 	}
+	s.reg.targets, s.reg.options = s.targets, s.options
 }
 
 // Close closes every pooled connection.
-func (reg *Registry) Close() { reg.Retain(nil) }
+func (reg *Registry) Close() {
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	for _, t := range reg.targets {
+		t.transport.Load().closeIdle(true)
+	}
+	clear(reg.targets)
+	clear(reg.options)
+}
 
 // Balance names a load-balancing policy.
 type Balance int

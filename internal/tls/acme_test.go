@@ -260,7 +260,7 @@ func TestACMETLSALPN01(t *testing.T) {
 	})
 
 	t.Run("update adds and removes names live", func(t *testing.T) {
-		if err := m.Update(env.config("a.example.com", "c.example.com"), nil); err != nil {
+		if err := update(m, env.config("a.example.com", "c.example.com"), nil); err != nil {
 			t.Fatal(err)
 		}
 		waitReady(t, m, "c.example.com", 30*time.Second)
@@ -270,10 +270,10 @@ func TestACMETLSALPN01(t *testing.T) {
 		}
 		changed := env.config("a.example.com", "c.example.com")
 		changed.Email = "other@example.com"
-		if err := m.Update(changed, nil); !errors.Is(err, ErrNeedsRestart) {
+		if err := update(m, changed, nil); !errors.Is(err, ErrNeedsRestart) {
 			t.Errorf("changing the account email: %v, want ErrNeedsRestart", err)
 		}
-		if err := m.Update(env.config("a.example.com", "b.example.com"), nil); err != nil {
+		if err := update(m, env.config("a.example.com", "b.example.com"), nil); err != nil {
 			t.Fatal(err)
 		}
 		waitReady(t, m, "b.example.com", 30*time.Second)

@@ -148,10 +148,10 @@ func TestFilesUpdateList(t *testing.T) {
 	addr := serve(t, m.TLSConfig())
 
 	broken := config.CertificateFiles{Cert: filepath.Join(dir, "missing.crt"), Key: aKey}
-	if err := m.Update(config.TLS{Mode: "files", Certificates: []config.CertificateFiles{a, broken}}, nil); err == nil {
+	if err := update(m, config.TLS{Mode: "files", Certificates: []config.CertificateFiles{a, broken}}, nil); err == nil {
 		t.Fatal("Update accepted a missing certificate file")
 	}
-	if err := m.Update(config.TLS{Mode: "files", Certificates: []config.CertificateFiles{a, c}}, nil); err != nil {
+	if err := update(m, config.TLS{Mode: "files", Certificates: []config.CertificateFiles{a, c}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := handshake(t, addr, &stdtls.Config{RootCAs: roots, ServerName: "c.example.com"}); err != nil {

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"edge/internal/config"
 )
 
 // serve runs a TLS listener on 127.0.0.1:0 with cfg that completes handshakes
@@ -209,4 +211,17 @@ func (r *logRecorder) drain() []string {
 			return msgs
 		}
 	}
+}
+
+// update is a reload's TLS step in one call: prepare, commit, and the
+// settings that need a restart as an error wrapping ErrNeedsRestart.
+func update(m *Manager, cfg config.TLS, hosts []string) error {
+	c, err := m.Prepare(cfg, hosts)
+	if err != nil {
+		return err
+	}
+	if err := c.Commit(); err != nil {
+		return err
+	}
+	return c.RestartNeeded()
 }

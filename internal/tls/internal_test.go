@@ -115,14 +115,14 @@ func TestInternalUpdateReissuesOnHostChange(t *testing.T) {
 	defer m.Close()
 	before := m.certs.Load().fallback
 
-	if err := m.Update(config.TLS{Mode: "internal"}, []string{"A.example.com."}); err != nil {
+	if err := update(m, config.TLS{Mode: "internal"}, []string{"A.example.com."}); err != nil {
 		t.Fatal(err)
 	}
 	if m.certs.Load().fallback != before {
 		t.Error("the same host set re-issued the leaf")
 	}
 
-	if err := m.Update(config.TLS{}, []string{"a.example.com", "b.example.com"}); err != nil {
+	if err := update(m, config.TLS{}, []string{"a.example.com", "b.example.com"}); err != nil {
 		t.Fatal(err)
 	}
 	leaf := m.certs.Load().fallback.Leaf
@@ -174,7 +174,7 @@ func TestUpdateModeChangeNeedsRestart(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := m.Update(tt.cfg, nil); !errors.Is(err, ErrNeedsRestart) {
+			if err := update(m, tt.cfg, nil); !errors.Is(err, ErrNeedsRestart) {
 				t.Fatalf("Update = %v, want ErrNeedsRestart", err)
 			}
 		})

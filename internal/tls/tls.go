@@ -360,74 +360,135 @@ func (m *Manager) CAPath() string {
 	return m.ca.path
 }
 
-// Update applies a new config to the running manager: the host set of the
-// internal certificate and the list of certificate files. A change of mode
-// or minimum version is reported with ErrNeedsRestart and not applied; the
-// rest of the change still is, unless the mode changed.
-func (m *Manager) Update(cfg config.TLS, hosts []string) error {
+// Change is a TLS configuration read and checked but not live yet:
+// certificate files loaded, an internal leaf issued. A reload prepares every
+// part of a config before committing any, so a failure in one leaves all of
+// them as they were; a Change that is never committed leaves nothing behind.
+type Change struct {
+	m *Manager
+	// restart lists changed settings that only a restart applies.
+	restart []error
+	// sameMode is false when tls.mode changed: nothing else is applied.
+	sameMode bool
+
+	extra     []string
+	leaf      *stdtls.Certificate // nil: the internal leaf stays
+	leafNames []string
+
+	pairs        []*filePair
+	filesChanged bool
+	domains      []string
+	defaultName  string
+}
+
+// RestartNeeded reports the changed settings that take effect only on a
+// restart (wrapping ErrNeedsRestart), or nil.
+func (c *Change) RestartNeeded() error { return errors.Join(c.restart...) }
+
+// Prepare reads and checks cfg for a reload: an unreadable certificate, a
+// leaf that cannot be issued or a default_name no certificate covers is an
+// error, and the running TLS settings stay.
+func (m *Manager) Prepare(cfg config.TLS, hosts []string) (*Change, error) {
+	c := &Change{m: m}
 	mode := cfg.Mode
 	if mode == "" {
 		mode = "internal"
 	}
 	if mode != m.mode {
-		return fmt.Errorf("tls.mode changed from %q to %q: %w", m.mode, mode, ErrNeedsRestart)
+		c.restart = append(c.restart, fmt.Errorf("tls.mode changed from %q to %q: %w", m.mode, mode, ErrNeedsRestart))
+		return c, nil
 	}
-	var errs []error
+	c.sameMode = true
 	if m.acme != nil {
 		if err := m.acme.restartNeeded(cfg); err != nil {
-			errs = append(errs, err)
+			c.restart = append(c.restart, err)
 		}
 	}
-	if v, err := parseMinVersion(cfg.MinVersion); err != nil {
-		errs = append(errs, err)
-	} else if v != m.minVersion {
-		errs = append(errs, fmt.Errorf("tls.min_version changed: %w", ErrNeedsRestart))
+	v, err := parseMinVersion(cfg.MinVersion)
+	if err != nil {
+		return nil, err
+	}
+	if v != m.minVersion {
+		c.restart = append(c.restart, fmt.Errorf("tls.min_version changed: %w", ErrNeedsRestart))
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	switch m.mode {
-	case "internal":
-		m.extra = slices.Clone(cfg.Hosts)
-		if names := leafNames(hosts, m.extra); !slices.Equal(names, m.leafNames) {
-			if err := m.issueLeafLocked(names); err != nil {
-				errs = append(errs, err)
+	if m.mode == "internal" {
+		c.extra = slices.Clone(cfg.Hosts)
+		if names := leafNames(hosts, c.extra); !slices.Equal(names, m.leafNames) {
+			leaf, err := m.ca.issue(names, m.now())
+			if err != nil {
+				return nil, fmt.Errorf("issuing the internal certificate: %w", err)
 			}
+			c.leaf, c.leafNames = leaf, names
 		}
-	case "files", "acme":
-		if err := m.updateFilesLocked(cfg.Certificates); err != nil {
-			errs = append(errs, err)
-		}
-		if m.acme != nil {
-			m.updateDomainsLocked(cfg.Domains)
-		}
-		m.defaultName = normalizeName(cfg.DefaultName)
-		m.rebuildLocked()
-		if err := m.checkDefaultNameLocked(); err != nil {
-			errs = append(errs, err)
-		}
+		return c, nil
 	}
-	return errors.Join(errs...)
+	c.pairs = m.pairs
+	if !slices.Equal(cfg.Certificates, m.currentFiles()) {
+		if len(cfg.Certificates) == 0 && m.mode == "files" {
+			return nil, errors.New("tls.mode \"files\" needs at least one [[tls.certificates]] entry; keeping the current certificates")
+		}
+		if c.pairs, err = loadPairs(cfg.Certificates); err != nil {
+			return nil, fmt.Errorf("keeping the current certificates: %w", err)
+		}
+		c.filesChanged = true
+	}
+	c.domains = cfg.Domains
+	c.defaultName = normalizeName(cfg.DefaultName)
+	if c.defaultName != "" && !c.covers(c.defaultName) {
+		return nil, fmt.Errorf("tls.default_name %q is covered by no certificate; name one of tls.domains or a name in [[tls.certificates]]", c.defaultName)
+	}
+	return c, nil
 }
 
-// updateFilesLocked switches to a new list of pairs; if any new pair cannot
-// be loaded the old list stays. m.mu must be held.
-func (m *Manager) updateFilesLocked(list []config.CertificateFiles) error {
-	if slices.Equal(list, m.currentFiles()) {
+// covers reports whether the changed config has a certificate for name: an
+// ACME domain (ordered if not yet held) or a certificate file.
+func (c *Change) covers(name string) bool {
+	if c.m.acme != nil && slices.ContainsFunc(c.domains, func(d string) bool { return normalizeName(d) == name }) {
+		return true
+	}
+	set := newCertSet()
+	for _, p := range c.pairs {
+		set.add(p.cert, certNames(p.cert.Leaf))
+	}
+	return set.match(name) != nil
+}
+
+// Commit makes the change live. Its error is only about watching the new
+// certificate files' directories for renewals: the certificates themselves
+// are in use.
+func (c *Change) Commit() error {
+	m := c.m
+	if !c.sameMode {
 		return nil
 	}
-	if len(list) == 0 && m.mode == "files" {
-		return errors.New("tls.mode \"files\" needs at least one [[tls.certificates]] entry; keeping the current certificates")
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.mode == "internal" {
+		m.extra = c.extra
+		if c.leaf != nil {
+			m.leaf, m.leafNames = c.leaf, c.leafNames
+			m.rebuildLocked()
+			m.logger.Info("issued internal certificate", "names", c.leafNames, "not_after", c.leaf.Leaf.NotAfter)
+		}
+		return nil
 	}
-	pairs, err := loadPairs(list)
-	if err != nil {
-		return fmt.Errorf("keeping the current certificates: %w", err)
+	if c.filesChanged {
+		m.pairs = c.pairs
+		for _, p := range c.pairs {
+			m.warnExpired(p)
+		}
 	}
-	m.pairs = pairs
-	for _, p := range pairs {
-		m.warnExpired(p)
+	if m.acme != nil {
+		m.updateDomainsLocked(c.domains)
 	}
+	m.defaultName = c.defaultName
 	m.rebuildLocked()
-	return m.syncWatchLocked()
+	if c.filesChanged {
+		return m.syncWatchLocked()
+	}
+	return nil
 }
 
 func (m *Manager) currentFiles() []config.CertificateFiles {
