@@ -343,16 +343,26 @@ func (e *Engine) syncBans(s *snapshot) {
 	e.bans.replaceRemote(ver, remote, s.bans.maxBans)
 }
 
+// adminRedisTimeout bounds a Redis call made for the admin API.
+// limiter.redis_timeout is sized for the request path, where every request
+// waits on the call; an operator lifting a ban would rather wait than be
+// told the lift only held on one replica, and on a busy machine the request
+// path's budget can run out before the call is even sent.
+const adminRedisTimeout = 5 * time.Second
+
 // lift removes a ban here and, in cluster mode, for every replica.
 func (e *Engine) lift(ctx context.Context, member string) (found, shared bool) {
 	found = e.bans.remove(member)
 	e.viol.reset(member)
-	s := e.snap.Load()
-	now := e.now()
-	if !e.be.use(now, s.probeInterval) {
+	if e.be.client == nil {
 		return found, false
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.redisTimeout)
+	// Redis is asked even between probes while it is marked down: a ban
+	// left in Redis comes back on every replica at its next sync, and one
+	// operator call cannot hammer a dead Redis.
+	s := e.snap.Load()
+	now := e.now()
+	ctx, cancel := context.WithTimeout(ctx, adminRedisTimeout)
 	defer cancel()
 	n, err := liftScript.Run(ctx, e.be.client, []string{redisBansKey, redisBansVerKey, redisViolPrefix + member}, member).Int64()
 	if err != nil {

@@ -83,7 +83,10 @@ func TestE2ESlowConnectionsDoNotStarveOthers(t *testing.T) {
 		extra     = 10  // connections each attacker tries beyond the cap
 	)
 	u := startUpstream(t)
-	e := testpeer.StartEdge(t, "redirect_http = false", appConfig(u, fmt.Sprintf(`
+	// read_header_timeout far beyond the test: the slow connections stay
+	// held however long a loaded machine takes, and an ordinary request
+	// starved by them would wait minutes, not the moment it takes here.
+	e := testpeer.StartEdge(t, "redirect_http = false\nread_header_timeout = \"10m\"", appConfig(u, fmt.Sprintf(`
 [access]
 max_conns_per_ip = %d
 `, perIP)))
@@ -97,7 +100,7 @@ max_conns_per_ip = %d
 	slow.trickle(200*time.Millisecond, stop, &trickling)
 	defer trickling.Wait()
 	defer close(stop)
-	eventually(t, 10*time.Second, "edge to accept the slow connections", func() bool {
+	eventually(t, 30*time.Second, "edge to accept the slow connections", func() bool {
 		return metric(t, e, "edge_listener_connections_open") >= attackers*perIP
 	})
 
@@ -106,7 +109,7 @@ max_conns_per_ip = %d
 	for i := range attackers {
 		refused = append(refused, slow.open(t, fmt.Sprintf("127.0.0.%d", i+2), e.HTTP, extra)...)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for _, c := range refused {
 		_ = c.SetReadDeadline(deadline)
 		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
@@ -118,9 +121,11 @@ max_conns_per_ip = %d
 	}
 
 	// Meanwhile ordinary clients, over HTTPS and plain HTTP, from the
-	// attackers' neighbour addresses, are served promptly.
+	// attackers' neighbour addresses, are served. The clients' timeouts
+	// are generous for a loaded machine and still far below how long a
+	// request the slow connections starved would wait.
 	https := e.Client(t, false)
-	plain := &http.Client{Timeout: 2 * time.Second}
+	plain := &http.Client{Timeout: 30 * time.Second}
 	fresh := e.ClientFrom(t, "127.0.0.7")
 	for i := range 10 {
 		for name, try := range map[string]func() (answer, error){
@@ -130,13 +135,9 @@ max_conns_per_ip = %d
 			},
 			"https fresh": func() (answer, error) { return tryRequest(fresh, e.URL("api.example.com", "/"), nil) },
 		} {
-			start := time.Now()
 			a, err := try()
 			if err != nil || a.status != 200 {
 				t.Fatalf("%s request %d during the attack: %v %d", name, i, err, a.status)
-			}
-			if d := time.Since(start); d > time.Second {
-				t.Errorf("%s request %d took %s during the attack", name, i, d)
 			}
 		}
 	}
@@ -151,7 +152,7 @@ max_conns_per_ip = %d
 		if _, err := c.Write([]byte("\r\n")); err != nil {
 			t.Fatal(err)
 		}
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 		status, err := bufio.NewReader(c).ReadString('\n')
 		if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
 			t.Errorf("slow connection from 127.0.0.%d: %q %v", i+2, status, err)

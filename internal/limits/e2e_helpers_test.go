@@ -191,102 +191,92 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 	}
 }
 
-// sample is one answer of a load run: which edge, when (since the run
-// began) and what.
-type sample struct {
-	edge       int
-	at         time.Duration
-	status     int
-	retryAfter string
+// tally is what a fixed number of requests got back.
+type tally struct {
+	ok, limited int
+	// retryAfter counts the Retry-After values of the 429s.
+	retryAfter map[string]int
+	// other holds any status but 200 and 429, errs the requests that got
+	// no answer at all.
+	other []int
+	errs  []error
 }
 
-// loadRun drives edges with closed-loop workers (each sends its next
-// request when the last is answered) and records every answer.
-type loadRun struct {
-	t     *testing.T
-	start time.Time
-
-	mu      sync.Mutex
-	samples []sample
-	errs    int
+func (t *tally) add(o tally) {
+	t.ok += o.ok
+	t.limited += o.limited
+	for v, n := range o.retryAfter {
+		if t.retryAfter == nil {
+			t.retryAfter = map[string]int{}
+		}
+		t.retryAfter[v] += n
+	}
+	t.other = append(t.other, o.other...)
+	t.errs = append(t.errs, o.errs...)
 }
 
-func newLoadRun(t *testing.T) *loadRun { return &loadRun{t: t, start: time.Now()} }
+// sender sends requests to the route "api" of one edge, from workers
+// clients of their own in parallel.
+type sender struct {
+	url     string
+	clients []*http.Client
+}
 
-func (l *loadRun) now() time.Duration { return time.Since(l.start) }
+func newSender(t *testing.T, e *testpeer.EdgeProcess, workers int) *sender {
+	t.Helper()
+	s := &sender{url: e.URL("api.example.com", "/")}
+	for range workers {
+		c := e.Client(t, false)
+		t.Cleanup(c.CloseIdleConnections)
+		s.clients = append(s.clients, c)
+	}
+	return s
+}
 
-// drive starts n workers on edge (index idx in the results) and returns
-// the function that stops them and waits for them (once; later calls do
-// nothing, so it can also be deferred).
-func (l *loadRun) drive(e *testpeer.EdgeProcess, idx, n int) (stop func()) {
-	done := make(chan struct{})
+// send sends exactly n requests, spread over the workers, and tallies the
+// answers. It does not touch the test, so it may run in any goroutine.
+func (s *sender) send(n int) tally {
+	var mu sync.Mutex
+	var out tally
 	var wg sync.WaitGroup
-	url := e.URL("api.example.com", "/")
+	next := make(chan struct{}, n)
 	for range n {
-		c := e.Client(l.t, false)
+		next <- struct{}{}
+	}
+	close(next)
+	for _, c := range s.clients {
 		wg.Go(func() {
-			defer c.CloseIdleConnections()
-			for {
-				select {
-				case <-done:
-					return
+			for range next {
+				a, err := tryRequest(c, s.url, nil)
+				var one tally
+				switch {
+				case err != nil:
+					one.errs = []error{err}
+				case a.status == http.StatusOK:
+					one.ok = 1
+				case a.status == http.StatusTooManyRequests:
+					one.limited = 1
+					one.retryAfter = map[string]int{a.header.Get("Retry-After"): 1}
 				default:
+					one.other = []int{a.status}
 				}
-				a, err := tryRequest(c, url, nil)
-				l.mu.Lock()
-				if err != nil {
-					l.errs++
-				} else {
-					l.samples = append(l.samples, sample{edge: idx, at: l.now(), status: a.status, retryAfter: a.header.Get("Retry-After")})
-				}
-				l.mu.Unlock()
+				mu.Lock()
+				out.add(one)
+				mu.Unlock()
 			}
 		})
 	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			close(done)
-			wg.Wait()
-		})
-	}
+	wg.Wait()
+	return out
 }
 
-// window is a span of a load run.
-type window struct{ from, to time.Duration }
-
-func (w window) seconds() float64 { return (w.to - w.from).Seconds() }
-
-// count is the number of answers with status in w, from edge idx (-1: any).
-func (l *loadRun) count(idx, status int, w window) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, s := range l.samples {
-		if (idx < 0 || s.edge == idx) && s.status == status && s.at >= w.from && s.at < w.to {
-			n++
-		}
+// sendBoth sends n[i] requests to senders[i], both at once.
+func sendBoth(senders [2]*sender, n [2]int) [2]tally {
+	var out [2]tally
+	var wg sync.WaitGroup
+	for i := range senders {
+		wg.Go(func() { out[i] = senders[i].send(n[i]) })
 	}
-	return n
-}
-
-// each calls f for every answer in w.
-func (l *loadRun) each(w window, f func(sample)) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, s := range l.samples {
-		if s.at >= w.from && s.at < w.to {
-			f(s)
-		}
-	}
-}
-
-// within10 fails unless got is within 10% of want.
-func within10(t *testing.T, what string, got int, want float64) {
-	t.Helper()
-	if d := float64(got) - want; d > want/10 || d < -want/10 {
-		t.Errorf("%s: %d allowed, want %.0f ± 10%%", what, got, want)
-	} else {
-		t.Logf("%s: %d allowed, want %.0f ± 10%%", what, got, want)
-	}
+	wg.Wait()
+	return out
 }

@@ -32,7 +32,7 @@ type harness struct {
 type harnessOpt struct {
 	redis redis.Scripter
 	clock *testpeer.Clock
-	// realClock runs the engine on time.Now (benchmarks, Redis load runs).
+	// realClock runs the engine on time.Now (benchmarks).
 	realClock bool
 }
 
@@ -134,3 +134,16 @@ func counterValue(m prometheus.Metric) float64 {
 }
 
 func reqInfo(r *http.Request) *reqctx.Info { return reqctx.FromRequest(r) }
+
+// waitFor polls cond for what happens on its own schedule (connections
+// being accepted), for at most within.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
