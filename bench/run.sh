@@ -3,6 +3,12 @@
 # shared harness (../shared/bench). Usage: bench/run.sh   (knobs as in the
 # harness README: ROUNDS, DURATION, PROTOS, TARGETS, UPSTREAM_KEEPALIVE...)
 # Results land in bench/results/<timestamp>/ (summary.txt).
+#
+# edge is measured with its checks on, as it runs in production: the route
+# needs a session token (auth = "token") and has a per-openid and a per-IP
+# limit, generous enough never to refuse. The token, minted with the
+# config's session secret, goes to edge only (GATEWAY_HEADERS); nginx and
+# caddy proxy plainly. EDGE_PLAIN=1 measures edge without the checks.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -12,7 +18,15 @@ shared=${SHARED_BENCH:-$repo/../shared/bench}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r "$shared" "$work/bench"
-(cd "$repo" && go build -trimpath -o "$work/edge" ./cmd/edge)
+(cd "$repo" && go build -trimpath -o "$work/edge" ./cmd/edge && go build -o "$work/mint-token" ./bench/mint-token)
+
+if [[ ${EDGE_PLAIN:-0} != 1 ]]; then
+  EDGE_SESSION_SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
+  export EDGE_SESSION_SECRET
+  token=$("$work/mint-token" -secret "$EDGE_SESSION_SECRET" -appid wxbench -openid o-bench-user)
+  export GATEWAY_HEADERS="Authorization: Bearer $token"
+fi
+export PROTOS=${PROTOS:-"h1 h1s h2 tls"}
 
 export EDGE_BIN="$work/edge"
 export GATEWAY_HTTP=${GATEWAY_HTTP:-127.0.0.1:7080}
