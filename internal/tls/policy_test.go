@@ -1,8 +1,12 @@
 package tls
 
 import (
+	"context"
 	stdtls "crypto/tls"
+	"io"
+	"net"
 	"testing"
+	"time"
 
 	"edge/internal/config"
 )
@@ -91,5 +95,63 @@ func TestTLSConfigIsFresh(t *testing.T) {
 	}
 	if b.SessionTicketsDisabled {
 		t.Error("session tickets are off")
+	}
+}
+
+// TestKeyExchangeAndResumption: a client offering Go's default key shares
+// (the post-quantum hybrid first, then X25519) gets X25519, a client that
+// offers only P-256 still connects, and a returning client resumes its
+// session instead of a full handshake.
+func TestKeyExchangeAndResumption(t *testing.T) {
+	m, err := New(config.TLS{}, t.TempDir(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	addr := serve(t, m.TLSConfig())
+	for _, tt := range []struct {
+		name   string
+		offers []stdtls.CurveID
+		want   stdtls.CurveID
+	}{
+		{"Go's default offer", nil, stdtls.X25519},
+		{"hybrid and X25519", []stdtls.CurveID{stdtls.X25519MLKEM768, stdtls.X25519}, stdtls.X25519},
+		{"P-256 only", []stdtls.CurveID{stdtls.CurveP256}, stdtls.CurveP256},
+		{"hybrid preferred by the client", []stdtls.CurveID{stdtls.X25519MLKEM768, stdtls.CurveP256}, stdtls.CurveP256},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := handshake(t, addr, &stdtls.Config{InsecureSkipVerify: true, ServerName: "localhost", CurvePreferences: tt.offers})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.CurveID != tt.want {
+				t.Fatalf("key exchange %s, want %s", st.CurveID, tt.want)
+			}
+		})
+	}
+	// TLS 1.3 tickets arrive after the handshake: the client sends a byte,
+	// the test server reads it and closes, and reading to that end lets the
+	// client take the ticket in.
+	connect := func(cfg *stdtls.Config) stdtls.ConnectionState {
+		t.Helper()
+		d := stdtls.Dialer{Config: cfg, NetDialer: &net.Dialer{Timeout: 5 * time.Second}}
+		c, err := d.DialContext(context.Background(), "tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte{0}); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, c)
+		return c.(*stdtls.Conn).ConnectionState()
+	}
+	for _, version := range []uint16{stdtls.VersionTLS12, stdtls.VersionTLS13} {
+		cfg := &stdtls.Config{InsecureSkipVerify: true, ServerName: "localhost", MaxVersion: version, ClientSessionCache: stdtls.NewLRUClientSessionCache(4)}
+		connect(cfg)
+		if st := connect(cfg); !st.DidResume {
+			t.Errorf("%s: the second connection did a full handshake; session tickets must let it resume", stdtls.VersionName(version))
+		}
 	}
 }
