@@ -173,7 +173,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	addrs.HTTPS = httpsLn.Addr().String()
 	s.gw.httpsPort.Store(edgetls.PortOf(addrs.HTTPS))
-	httpsLn = s.gw.features.limits.Listener(httpsLn)
+	httpsLn = s.gw.features.limits.Listener(edgetls.QuickAckListener(httpsLn))
 	tlsConfig := s.tlsm.TLSConfig()
 	tlsConfig.VerifyConnection = func(stdtls.ConnectionState) error {
 		s.metrics.TLSHandshake(true)
