@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,11 +28,24 @@ var page = "<!doctype html><title>edge</title><p>" + strings.Repeat("mini-progra
 
 // TestConformance starts one edge in internal mode (the development CA)
 // with HSTS and a gzip route proxied to a real upstream, then runs testssl
-// and h2spec against its HTTPS listener side by side. The route proxies, so
-// edge itself reads request bodies: a route that answers without reading
-// one (respond) also fails h2spec http2/8.1.2.6/2, since its answer is
+// and h2spec against its HTTPS listener side by side, next to the same
+// testssl run against a deliberately weak server that must fail the judge
+// (edge's own policy cannot be made weak). The route proxies, so edge
+// itself reads request bodies: a route that answers without reading one
+// (respond) also fails h2spec http2/8.1.2.6/2, since its answer is
 // complete before the mismatching DATA frames arrive.
 func TestConformance(t *testing.T) {
+	// The three tool runs start from goroutines (t.Run allows that) rather
+	// than as t.Parallel subtests: -parallel defaults to GOMAXPROCS, two on
+	// the project's machines, so one run would queue behind another
+	// although all three mostly wait on the network. The weak control, the
+	// longest, needs no edge and so overlaps edge's start-up. The deferred
+	// Wait also covers a failed start-up: every t.Run must return before
+	// this test does.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { t.Run("testssl-weak", testsslWeak) })
+
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write([]byte(page))
@@ -57,14 +71,8 @@ gzip = true
 `, up.Listener.Addr().String()))
 	ca := filepath.Join(e.Dir, "state", "internal", "ca.crt")
 
-	t.Run("testssl", func(t *testing.T) {
-		t.Parallel()
-		testssl(t, e.HTTPS, ca)
-	})
-	t.Run("h2spec", func(t *testing.T) {
-		t.Parallel()
-		h2spec(t, e.HTTPS)
-	})
+	wg.Go(func() { t.Run("testssl", func(t *testing.T) { testssl(t, e.HTTPS, ca) }) })
+	wg.Go(func() { t.Run("h2spec", func(t *testing.T) { h2spec(t, e.HTTPS) }) })
 }
 
 // run executes a tool in dir; its combined output is returned for failure
