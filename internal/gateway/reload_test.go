@@ -85,9 +85,12 @@ upstream = "app"
 
 	// inRegistry tells whether the registry holds addr: a stage hands out
 	// the registry's own target for a key it has, a fresh one otherwise.
+	lookup := func(addr string) *proxy.Target {
+		return srv.gw.registry.Stage().Target("app", addr, proxy.TransportOptions{})
+	}
 	inRegistry := func(addr string) bool {
-		var o proxy.TransportOptions
-		return srv.gw.registry.Stage().Target("app", addr, o) == srv.gw.registry.Stage().Target("app", addr, o)
+		first := lookup(addr)
+		return first == lookup(addr)
 	}
 	get := func() {
 		t.Helper()
