@@ -36,6 +36,10 @@ func newFeatures(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*fea
 			// The URL may hold a password: never echo it.
 			return nil, fmt.Errorf("cluster.redis: not a valid redis:// or rediss:// URL")
 		}
+		// Without it go-redis ignores deadlines and waits out its own read
+		// timeout (5 s), or as long as a frozen Redis sleeps: the limiter's
+		// redis_timeout, and every caller's deadline, must bound the call.
+		opts.ContextTimeoutEnabled = true
 		f.redis = redis.NewClient(opts)
 	}
 	var scripter redis.Scripter
