@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"edge/internal/logsample"
 	"edge/internal/reqctx"
 )
 
@@ -31,7 +32,22 @@ type Target struct {
 	mu         sync.Mutex
 	failCount  int
 	failWindow time.Time // start of the current passive-failure window
+
+	// warnings bound the lines a failing target writes, whatever the
+	// number of requests that meet the failure; kept across reloads like
+	// the rest of the target.
+	warnings [nWarnings]logsample.Sampler
 }
+
+// warning is a kind of line every request that meets a failing target
+// would otherwise write.
+type warning int
+
+const (
+	warnUpstreamError warning = iota
+	warnBodyBroken
+	nWarnings
+)
 
 // Available reports whether the target may receive requests now.
 func (t *Target) Available(now time.Time) bool {
@@ -41,6 +57,9 @@ func (t *Target) Available(now time.Time) bool {
 // InFlight is the number of requests the target is answering.
 func (t *Target) InFlight() int64 { return t.inflight.Load() }
 
+// recordFailure counts one failure; tookOut is true only when it takes an
+// available target out. A target already out that fails again (tried because
+// no other was available) has its cooldown renewed, and that is no news.
 func (t *Target) recordFailure(now time.Time, p PassiveOptions) (tookOut bool) {
 	if p.MaxFails <= 0 {
 		return false
@@ -56,8 +75,9 @@ func (t *Target) recordFailure(now time.Time, p PassiveOptions) (tookOut bool) {
 		return false
 	}
 	t.failCount = 0
+	wasOut := now.UnixNano() < t.downUntil.Load()
 	t.downUntil.Store(now.Add(p.Cooldown).UnixNano())
-	return true
+	return !wasOut
 }
 
 // Registry keeps Targets across snapshots, keyed by upstream name and address.
@@ -171,6 +191,18 @@ func (u *Upstream) Targets() []*Target {
 		ts[i] = m.t
 	}
 	return ts
+}
+
+// allowWarning reports whether a line of kind w about the target at addr
+// may be written now, and how many like it were left out before it. A
+// request outside edge's chain names no target; its lines are not sampled.
+func (u *Upstream) allowWarning(addr string, w warning, now time.Time) (bool, int64) {
+	for _, m := range u.members {
+		if m.t.Addr == addr {
+			return m.t.warnings[w].Allow(now)
+		}
+	}
+	return true, 0
 }
 
 // Name is the upstream's name.
