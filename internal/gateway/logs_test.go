@@ -10,11 +10,14 @@ import (
 	"time"
 
 	"edge/internal/logsample"
+	"edge/internal/testpeer"
 )
 
 // logRecord is one line of the JSON error log.
 type logRecord struct {
+	Level      string `json:"level"`
 	Msg        string `json:"msg"`
+	Detail     string `json:"detail"`
 	Suppressed *int64 `json:"suppressed"`
 }
 
@@ -141,5 +144,52 @@ upstream = "broken"
 	out := withMsg(records(t, e.stderr.String()), "upstream target taken out after repeated failures")
 	if len(out) != 1 {
 		t.Fatalf("%d 'taken out' lines for one target that stayed out, want 1", len(out))
+	}
+}
+
+// TestRedisClientLinesInTheErrorLog: go-redis' own lines (here: a failed
+// dial to a Redis that is not there) are records of edge's error log, not
+// plain text in the middle of its JSON.
+func TestRedisClientLinesInTheErrorLog(t *testing.T) {
+	app := startBackend(t, "app", nil)
+	e := testpeer.StartEdge(t, "", fmt.Sprintf(`
+[cluster]
+redis = "redis://%s/0"
+
+[[upstreams]]
+name = "app"
+targets = [%q]
+
+[[routes]]
+name = "api"
+hosts = ["api.example.com"]
+path = "/"
+upstream = "app"
+
+[[limits]]
+name = "per_ip"
+key = "ip"
+rate = "100/s"
+routes = ["api"]
+`, deadAddr(t), app.addr))
+	resp, err := e.Client(t, false).Get(e.URL("api.example.com", "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("limited route with Redis away (policy local): %d", resp.StatusCode)
+	}
+	// go-redis dials in the background and logs once its attempts are
+	// over, after the request's own deadline.
+	eventually(t, 10*time.Second, func() bool { return strings.Contains(e.Stderr(), "failed to dial") }, "go-redis' dial failure")
+	var dial []logRecord
+	for _, r := range records(t, e.Stderr()) {
+		if r.Msg == "redis client" && strings.Contains(r.Detail, "failed to dial") {
+			dial = append(dial, r)
+		}
+	}
+	if len(dial) == 0 || dial[0].Level != "WARN" || dial[0].Suppressed == nil {
+		t.Fatalf("no WARN record of go-redis' failed dial, with its suppressed count:\n%s", e.Stderr())
 	}
 }
