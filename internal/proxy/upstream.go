@@ -32,6 +32,12 @@ type Target struct {
 	mu         sync.Mutex
 	failCount  int
 	failWindow time.Time // start of the current passive-failure window
+	// checkOK and checkBad are the active check's run of consecutive
+	// results. They live here, not in the checker, because every reload
+	// starts a new checker: a count that restarted with it would never
+	// reach the threshold while reloads come faster than interval ×
+	// threshold, and a target that is down would never come back.
+	checkOK, checkBad int
 
 	// warnings bound the lines a failing target writes, whatever the
 	// number of requests that meet the failure; kept across reloads like
@@ -78,6 +84,29 @@ func (t *Target) recordFailure(now time.Time, p PassiveOptions) (tookOut bool) {
 	wasOut := now.UnixNano() < t.downUntil.Load()
 	t.downUntil.Store(now.Add(p.Cooldown).UnixNano())
 	return !wasOut
+}
+
+// recordCheck counts one active check result; changed is true when it
+// brings the target back or takes it out.
+func (t *Target) recordCheck(ok bool, o HealthOptions) (changed bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ok {
+		t.checkOK++
+		t.checkBad = 0
+		if t.activeDown.Load() && t.checkOK >= o.HealthyThreshold {
+			t.activeDown.Store(false)
+			return true
+		}
+		return false
+	}
+	t.checkBad++
+	t.checkOK = 0
+	if !t.activeDown.Load() && t.checkBad >= o.UnhealthyThreshold {
+		t.activeDown.Store(true)
+		return true
+	}
+	return false
 }
 
 // Registry keeps Targets across snapshots, keyed by upstream name and address.
