@@ -70,3 +70,51 @@ set_request_headers = { "X-Gen" = "%d" }
 		t.Fatal("b is marked up but gets no traffic")
 	}
 }
+
+// TestHealthCheckRemovedByReloadLetsTargetsBackIn: a target the active check
+// took out is no longer held out once a reload removes the check; nothing
+// would ever bring it back otherwise.
+func TestHealthCheckRemovedByReloadLetsTargetsBackIn(t *testing.T) {
+	a := startBackend(t, "a", nil)
+	b := startBackend(t, "b", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/check" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	cfg := func(check string) string {
+		return fmt.Sprintf(`
+[[upstreams]]
+name = "app"
+targets = [%q, %q]
+retries = 0
+%s
+[upstreams.passive_health]
+max_fails = 0
+[[routes]]
+name = "app"
+path = "/"
+upstream = "app"
+`, a.addr, b.addr, check)
+	}
+	e := startEdge(t, cfg(`[upstreams.health_check]
+path = "/check"
+interval = "1s"
+unhealthy_threshold = 1`))
+	eventually(t, 5*time.Second, func() bool {
+		return strings.Contains(e.metric(t, "edge_upstream_target_healthy"), fmt.Sprintf(`target=%q,upstream="app"} 0`, b.addr))
+	}, "b marked down")
+
+	e.writeConfig(cfg(""))
+	if res, err := e.srv.Reload(TriggerAdmin); err != nil || res == ReloadFailed {
+		t.Fatalf("reload: %s %v", res, err)
+	}
+	fromB := 0
+	for range 10 {
+		if resp, _ := e.get(t, "api.example.com", "/x"); resp.Header.Get("X-Backend") == "b" {
+			fromB++
+		}
+	}
+	if fromB == 0 {
+		t.Fatal("the health check is gone, yet b still gets no traffic")
+	}
+}

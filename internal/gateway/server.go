@@ -107,6 +107,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.gw.tlsm = s.tlsm
 	s.gw.snap.Store(snap)
+	snap.start()
 	s.metrics.ReloadResult(true, time.Now())
 	return s, nil
 }
@@ -276,9 +277,13 @@ func (s *Server) serve(srv *http.Server, ln net.Listener, tls bool) {
 }
 
 func (s *Server) close() {
+	// Under the reload lock: a reload starts its snapshot's health checks
+	// after publishing it, and they must not start while being stopped.
+	s.reloadMu.Lock()
 	if snap := s.gw.snap.Load(); snap != nil {
 		snap.stop()
 	}
+	s.reloadMu.Unlock()
 	s.gw.registry.Close()
 	s.tlsm.Close()
 	s.gw.features.close()
@@ -446,6 +451,7 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 	}
 	old := s.gw.snap.Swap(snap)
 	old.stop()
+	snap.start()
 	var keep []*proxy.Target
 	for _, u := range snap.upstreamList {
 		keep = append(keep, u.Targets()...)

@@ -43,8 +43,10 @@ type snapshot struct {
 	hsts   []string
 	port80 port80
 
-	// stop ends this snapshot's background work (health checks).
-	stop context.CancelFunc
+	// start begins this snapshot's background work (health checks) once it
+	// serves and its predecessor's work has ended, so that no target is
+	// checked by two snapshots at once; stop ends the work and waits for it.
+	start, stop func()
 }
 
 // route is one compiled [[routes]] entry.
@@ -66,7 +68,6 @@ func (g *Gateway) compile(cfg *config.Config) (*snapshot, error) {
 		notFound:       g.metrics.Route(""),
 		trustedProxies: cfg.Server.TrustedProxies,
 		accessLog:      cfg.Log.Access == nil || *cfg.Log.Access,
-		stop:           cancel,
 	}
 	upstreams := make(map[string]*proxy.Upstream, len(cfg.Upstreams))
 	for _, uc := range cfg.Upstreams {
@@ -103,8 +104,16 @@ func (g *Gateway) compile(cfg *config.Config) (*snapshot, error) {
 		s.routes = append(s.routes, rt)
 	}
 	s.router = proxy.NewRouter(specs)
-	for _, u := range s.upstreamList {
-		u.Start(ctx, g.healthChanged)
+	s.start = func() {
+		for _, u := range s.upstreamList {
+			u.Start(ctx, g.healthChanged)
+		}
+	}
+	s.stop = func() {
+		cancel()
+		for _, u := range s.upstreamList {
+			u.Stop()
+		}
 	}
 	return s, nil
 }

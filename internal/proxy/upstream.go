@@ -109,6 +109,15 @@ func (t *Target) recordCheck(ok bool, o HealthOptions) (changed bool) {
 	return false
 }
 
+// forgetChecks puts the target back in service as far as the active check
+// is concerned, for an upstream that no longer has one.
+func (t *Target) forgetChecks() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.checkOK, t.checkBad = 0, 0
+	t.activeDown.Store(false)
+}
+
 // Registry keeps Targets across snapshots, keyed by upstream name and address.
 type Registry struct {
 	mu      sync.Mutex
@@ -282,9 +291,18 @@ func smoothWeightedOrder(ms []member) []uint16 {
 	return order
 }
 
-// Start runs the active health check until ctx ends or Stop is called.
+// Start runs the active health check until ctx ends or Stop is called. The
+// previous snapshot's check of the same targets must have stopped. Without
+// a check, what an earlier one decided no longer holds: nothing would ever
+// bring a target it took out back.
 func (u *Upstream) Start(ctx context.Context, onChange func(t *Target, healthy bool)) {
-	if u.opts.Health.Path == "" || len(u.members) == 0 {
+	if u.opts.Health.Path == "" {
+		for _, m := range u.members {
+			m.t.forgetChecks()
+		}
+		return
+	}
+	if len(u.members) == 0 {
 		return
 	}
 	u.checker = newHealthChecker(u.opts.Health, u.Targets(), onChange)
