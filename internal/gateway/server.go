@@ -449,6 +449,10 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 		s.reloadFailed(trigger, fmt.Errorf("applying limits: %w", err), now)
 		return ReloadFailed, err
 	}
+	// Nothing can fail from here on; the metric says so before the new
+	// config answers, so nobody sees it serve while the metric still
+	// reports the previous failure.
+	s.metrics.ReloadResult(true, now)
 	old := s.gw.snap.Swap(snap)
 	old.stop()
 	snap.start()
@@ -459,7 +463,6 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 	s.gw.registry.Retain(keep)
 	s.cfg, s.cfgHash = cfg, hash
 	setLevel(s.level, cfg.Log.Level)
-	s.metrics.ReloadResult(true, now)
 	s.log.Info("config reloaded", "trigger", trigger, "routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
 	return ReloadApplied, nil
 }
