@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -12,6 +14,7 @@ import (
 	"edge/internal/config"
 	"edge/internal/identity"
 	"edge/internal/limits"
+	"edge/internal/logsample"
 	"edge/internal/metrics"
 	edgetls "edge/internal/tls"
 )
@@ -36,7 +39,13 @@ func newFeatures(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*fea
 			// The URL may hold a password: never echo it.
 			return nil, fmt.Errorf("cluster.redis: not a valid redis:// or rediss:// URL")
 		}
+		// Without it go-redis ignores deadlines and waits out its own read
+		// timeout (5 s), or as long as a frozen Redis sleeps: the limiter's
+		// redis_timeout, and every caller's deadline, must bound the call.
+		opts.ContextTimeoutEnabled = true
 		f.redis = redis.NewClient(opts)
+		// go-redis has one logger per process, and edge one Redis client.
+		redis.SetLogger(&redisLog{log: log})
 	}
 	var scripter redis.Scripter
 	var cmdable redis.Cmdable
@@ -51,6 +60,28 @@ func newFeatures(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*fea
 	}
 	f.nonces = identity.NewNonceStore(cmdable, cfg.Sessions.NonceCacheSize)
 	return f, nil
+}
+
+// redisLog makes go-redis' own lines (a dial that failed, a connection it
+// dropped) records of the error log, sampled per kind: a Redis that is away
+// would otherwise add one per call. Its kinds are go-redis' format strings,
+// a fixed set, so the samplers are bounded.
+type redisLog struct {
+	log      *slog.Logger
+	samplers sync.Map // format → *logsample.Sampler
+}
+
+func (l *redisLog) Printf(ctx context.Context, format string, v ...any) {
+	s, ok := l.samplers.Load(format)
+	if !ok {
+		s, _ = l.samplers.LoadOrStore(format, new(logsample.Sampler))
+	}
+	allow, suppressed := s.(*logsample.Sampler).Allow(time.Now())
+	if !allow {
+		return
+	}
+	l.log.LogAttrs(ctx, slog.LevelWarn, "redis client",
+		slog.String("detail", fmt.Sprintf(format, v...)), logsample.Suppressed(suppressed))
 }
 
 func (f *features) tlsOptions(m *metrics.Metrics) []edgetls.Option {

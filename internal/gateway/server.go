@@ -277,9 +277,13 @@ func (s *Server) serve(srv *http.Server, ln net.Listener, tls bool) {
 }
 
 func (s *Server) close() {
+	// Under the reload lock: a reload starts its snapshot's health checks
+	// after publishing it, and they must not start while being stopped.
+	s.reloadMu.Lock()
 	if snap := s.gw.snap.Load(); snap != nil {
 		snap.stop()
 	}
+	s.reloadMu.Unlock()
 	s.gw.registry.Close()
 	s.tlsm.Close()
 	s.gw.features.close()
@@ -458,12 +462,17 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 	if err := tlsChange.Commit(); err != nil {
 		s.log.Warn("certificate files are in use but will not be reloaded when they change", "error", err.Error())
 	}
+	// Nothing can fail from here on; the metric says so before the new
+	// config answers, so nobody sees it serve while the metric still
+	// reports the previous failure.
+	s.metrics.ReloadResult(true, now)
 	old := s.gw.snap.Swap(snap)
-	snap.start(s.gw.healthChanged)
+	// The old snapshot's health checks end before the new ones begin, so
+	// no target is checked by two snapshots at once.
 	old.stop()
+	snap.start(s.gw.healthChanged)
 	s.cfg, s.cfgHash = cfg, hash
 	setLevel(s.level, cfg.Log.Level)
-	s.metrics.ReloadResult(true, now)
 	s.log.Info("config reloaded", "trigger", trigger, "routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
 	return ReloadApplied, nil
 }

@@ -48,7 +48,8 @@ type snapshot struct {
 	cancel context.CancelFunc
 }
 
-// start begins the snapshot's background work, once it is live.
+// start begins the snapshot's background work once it serves and its
+// predecessor's has ended.
 func (s *snapshot) start(onChange func(*proxy.Target, bool)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -57,10 +58,14 @@ func (s *snapshot) start(onChange func(*proxy.Target, bool)) {
 	}
 }
 
-// stop ends the background work of a snapshot that has been replaced.
+// stop ends the background work of a snapshot that has been replaced and
+// waits for it.
 func (s *snapshot) stop() {
 	if s.cancel != nil {
 		s.cancel()
+	}
+	for _, u := range s.upstreamList {
+		u.Stop()
 	}
 }
 

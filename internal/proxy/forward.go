@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
@@ -63,8 +62,7 @@ func (p *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, errClientWrite) {
 			return
 		}
-		p.opts.Logger.LogAttrs(r.Context(), slog.LevelWarn, "upstream body broken off",
-			slog.String("route", p.opts.Route), slog.String("error", err.Error()))
+		p.warn(r, reqctx.FromRequest(r), warnBodyBroken, "upstream body broken off", err)
 		// The status line is gone: all that is left is to end the
 		// connection so the client sees an incomplete answer, not a short one.
 		panic(http.ErrAbortHandler)

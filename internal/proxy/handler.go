@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"edge/internal/apierror"
+	"edge/internal/logsample"
 	"edge/internal/reqctx"
 )
 
@@ -210,15 +211,27 @@ func (p *proxyHandler) errorHandler(w http.ResponseWriter, r *http.Request, err 
 }
 
 func (p *proxyHandler) logUpstreamError(r *http.Request, info *reqctx.Info, err error) {
+	p.warn(r, info, warnUpstreamError, "upstream error", err)
+}
+
+// warn writes a line about the request's target through the target's
+// sampler: a target that fails every request writes one line a second, not
+// one per request.
+func (p *proxyHandler) warn(r *http.Request, info *reqctx.Info, w warning, msg string, err error) {
 	target := ""
 	if info != nil {
 		target = info.Target
 	}
-	p.opts.Logger.LogAttrs(r.Context(), slog.LevelWarn, "upstream error",
+	ok, suppressed := p.opts.Upstream.allowWarning(target, w, time.Now())
+	if !ok {
+		return
+	}
+	p.opts.Logger.LogAttrs(r.Context(), slog.LevelWarn, msg,
 		slog.String("route", p.opts.Route),
 		slog.String("upstream", p.opts.Upstream.opts.Name),
 		slog.String("target", target),
-		slog.String("error", err.Error()))
+		slog.String("error", err.Error()),
+		logsample.Suppressed(suppressed))
 }
 
 type bufferPool struct{}

@@ -31,16 +31,14 @@ func (o HealthOptions) expected(code int) bool {
 }
 
 // healthChecker probes every target of one upstream each interval. It
-// belongs to one snapshot's Upstream; the health it records lives in the
-// shared Targets, so it survives the checker being replaced on reload.
+// belongs to one snapshot's Upstream; the health it records, and the run of
+// results that leads to it, live in the shared Targets, so they survive the
+// checker being replaced on reload.
 type healthChecker struct {
 	opts     HealthOptions
 	targets  []*Target
 	onChange func(t *Target, healthy bool)
 	client   *http.Client
-
-	// consecutive results, owned by the checker goroutine
-	ok, bad []int
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -58,8 +56,6 @@ func newHealthChecker(o HealthOptions, targets []*Target, onChange func(*Target,
 			Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		ok:  make([]int, len(targets)),
-		bad: make([]int, len(targets)),
 	}
 }
 
@@ -101,7 +97,9 @@ func (h *healthChecker) round(ctx context.Context) {
 		return
 	}
 	for i, t := range h.targets {
-		h.record(i, t, results[i])
+		if t.recordCheck(results[i], h.opts) && h.onChange != nil {
+			h.onChange(t, results[i])
+		}
 	}
 }
 
@@ -118,26 +116,4 @@ func (h *healthChecker) probe(ctx context.Context, t *Target) bool {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	return h.opts.expected(resp.StatusCode)
-}
-
-func (h *healthChecker) record(i int, t *Target, ok bool) {
-	if ok {
-		h.ok[i]++
-		h.bad[i] = 0
-		if t.activeDown.Load() && h.ok[i] >= h.opts.HealthyThreshold {
-			t.activeDown.Store(false)
-			if h.onChange != nil {
-				h.onChange(t, true)
-			}
-		}
-		return
-	}
-	h.bad[i]++
-	h.ok[i] = 0
-	if !t.activeDown.Load() && h.bad[i] >= h.opts.UnhealthyThreshold {
-		t.activeDown.Store(true)
-		if h.onChange != nil {
-			h.onChange(t, false)
-		}
-	}
 }

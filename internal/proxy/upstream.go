@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"edge/internal/logsample"
 	"edge/internal/reqctx"
 )
 
@@ -31,7 +32,28 @@ type Target struct {
 	mu         sync.Mutex
 	failCount  int
 	failWindow time.Time // start of the current passive-failure window
+	// checkOK and checkBad are the active check's run of consecutive
+	// results. They live here, not in the checker, because every reload
+	// starts a new checker: a count that restarted with it would never
+	// reach the threshold while reloads come faster than interval ×
+	// threshold, and a target that is down would never come back.
+	checkOK, checkBad int
+
+	// warnings bound the lines a failing target writes, whatever the
+	// number of requests that meet the failure; kept across reloads like
+	// the rest of the target.
+	warnings [nWarnings]logsample.Sampler
 }
+
+// warning is a kind of line every request that meets a failing target
+// would otherwise write.
+type warning int
+
+const (
+	warnUpstreamError warning = iota
+	warnBodyBroken
+	nWarnings
+)
 
 // Available reports whether the target may receive requests now.
 func (t *Target) Available(now time.Time) bool {
@@ -41,6 +63,9 @@ func (t *Target) Available(now time.Time) bool {
 // InFlight is the number of requests the target is answering.
 func (t *Target) InFlight() int64 { return t.inflight.Load() }
 
+// recordFailure counts one failure; tookOut is true only when it takes an
+// available target out. A target already out that fails again (tried because
+// no other was available) has its cooldown renewed, and that is no news.
 func (t *Target) recordFailure(now time.Time, p PassiveOptions) (tookOut bool) {
 	if p.MaxFails <= 0 {
 		return false
@@ -56,8 +81,41 @@ func (t *Target) recordFailure(now time.Time, p PassiveOptions) (tookOut bool) {
 		return false
 	}
 	t.failCount = 0
+	wasOut := now.UnixNano() < t.downUntil.Load()
 	t.downUntil.Store(now.Add(p.Cooldown).UnixNano())
-	return true
+	return !wasOut
+}
+
+// recordCheck counts one active check result; changed is true when it
+// brings the target back or takes it out.
+func (t *Target) recordCheck(ok bool, o HealthOptions) (changed bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ok {
+		t.checkOK++
+		t.checkBad = 0
+		if t.activeDown.Load() && t.checkOK >= o.HealthyThreshold {
+			t.activeDown.Store(false)
+			return true
+		}
+		return false
+	}
+	t.checkBad++
+	t.checkOK = 0
+	if !t.activeDown.Load() && t.checkBad >= o.UnhealthyThreshold {
+		t.activeDown.Store(true)
+		return true
+	}
+	return false
+}
+
+// forgetChecks puts the target back in service as far as the active check
+// is concerned, for an upstream that no longer has one.
+func (t *Target) forgetChecks() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.checkOK, t.checkBad = 0, 0
+	t.activeDown.Store(false)
 }
 
 // Registry keeps Targets across snapshots, keyed by upstream name and address.
@@ -203,6 +261,18 @@ func (u *Upstream) Targets() []*Target {
 	return ts
 }
 
+// allowWarning reports whether a line of kind w about the target at addr
+// may be written now, and how many like it were left out before it. A
+// request outside edge's chain names no target; its lines are not sampled.
+func (u *Upstream) allowWarning(addr string, w warning, now time.Time) (bool, int64) {
+	for _, m := range u.members {
+		if m.t.Addr == addr {
+			return m.t.warnings[w].Allow(now)
+		}
+	}
+	return true, 0
+}
+
 // Name is the upstream's name.
 func (u *Upstream) Name() string { return u.opts.Name }
 
@@ -251,9 +321,18 @@ func smoothWeightedOrder(ms []member) []uint16 {
 	return order
 }
 
-// Start runs the active health check until ctx ends or Stop is called.
+// Start runs the active health check until ctx ends or Stop is called. The
+// previous snapshot's check of the same targets must have stopped. Without
+// a check, what an earlier one decided no longer holds: nothing would ever
+// bring a target it took out back.
 func (u *Upstream) Start(ctx context.Context, onChange func(t *Target, healthy bool)) {
-	if u.opts.Health.Path == "" || len(u.members) == 0 {
+	if u.opts.Health.Path == "" {
+		for _, m := range u.members {
+			m.t.forgetChecks()
+		}
+		return
+	}
+	if len(u.members) == 0 {
 		return
 	}
 	u.checker = newHealthChecker(u.opts.Health, u.Targets(), onChange)

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -139,6 +140,24 @@ func (r *RedisServer) Stop() {
 		_ = r.cmd.Process.Kill()
 		_ = r.cmd.Wait()
 		r.cmd = nil
+	}
+}
+
+// Pause stops the server without closing anything (SIGSTOP), as a Redis
+// stuck in a long command or a frozen VM looks to its clients: connections
+// still open, nothing answered.
+func (r *RedisServer) Pause() {
+	r.t.Helper()
+	if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		r.t.Fatalf("pausing redis-server: %v", err)
+	}
+}
+
+// Resume lets a paused server go on (SIGCONT).
+func (r *RedisServer) Resume() {
+	r.t.Helper()
+	if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		r.t.Fatalf("resuming redis-server: %v", err)
 	}
 }
 
