@@ -122,10 +122,11 @@ func violationKind(code apierror.Code) string {
 // count towards bans.
 func (g *Gateway) identityService(cfg *config.Config) (*identity.Service, error) {
 	return identity.New(cfg, identity.Options{
-		Nonces:  g.features.nonces,
-		Redis:   g.redisCmdable(),
-		Metrics: g.metrics.Identity,
-		Log:     g.log,
+		Nonces:       g.features.nonces,
+		Redis:        g.redisCmdable(),
+		RedisTimeout: cfg.LimitSections.Limiter.RedisTimeout.Std(),
+		Metrics:      g.metrics.Identity,
+		Log:          g.log,
 		OnReject: func(r *http.Request, code apierror.Code) {
 			if kind := violationKind(code); kind != "" {
 				g.features.limits.ReportViolation(r, kind)

@@ -6,6 +6,7 @@
 package identity
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,10 @@ type Options struct {
 	Nonces NonceStore
 	// Redis keeps the token revocation list; nil: no revocation.
 	Redis redis.Cmdable
+	// RedisTimeout bounds each Redis call of a request (the revocation
+	// check, the shared nonce store): a Redis that stops answering costs a
+	// request at most this, then the local fallback applies. 0: unbounded.
+	RedisTimeout time.Duration
 	// Client calls code2Session and login hooks; nil: a client that follows
 	// no redirects. Each call is bounded by the app's login_timeout.
 	Client *http.Client
@@ -56,6 +61,14 @@ type Service struct {
 
 type app struct {
 	cfg config.App
+}
+
+// redisContext bounds one Redis call made for req by RedisTimeout.
+func (s *Service) redisContext(req *http.Request) (context.Context, context.CancelFunc) {
+	if s.opts.Redis == nil || s.opts.RedisTimeout <= 0 {
+		return req.Context(), func() {}
+	}
+	return context.WithTimeout(req.Context(), s.opts.RedisTimeout)
 }
 
 // NewNonceStore returns the store a process keeps across reloads: in Redis

@@ -276,7 +276,9 @@ func (r *route) session(req *http.Request) (Session, apierror.Code, string) {
 	case r.app != nil && sess.AppID != r.app.cfg.AppID:
 		return sess, apierror.AuthMissing, "the token belongs to another app"
 	}
-	revoked, err := r.svc.sealer.Revoked(req.Context(), &sess)
+	ctx, cancel := r.svc.redisContext(req)
+	revoked, err := r.svc.sealer.Revoked(ctx, &sess)
+	cancel()
 	if err != nil {
 		r.svc.opts.Log.WarnContext(req.Context(), "token revocation list unavailable; accepting the token", "err", err)
 	}
@@ -323,7 +325,9 @@ func (s *Service) verifySignature(req *http.Request, sess *Session, allowUnsigne
 	if p.unsigned && !allowUnsigned {
 		return apierror.BadSignature, "this route requires the body's hash; UNSIGNED-PAYLOAD is not allowed"
 	}
-	fresh, err := s.opts.Nonces.Record(req.Context(), nonceKey(sess.ID, p.nonce), now, 2*s.skew)
+	ctx, cancel := s.redisContext(req)
+	fresh, err := s.opts.Nonces.Record(ctx, nonceKey(sess.ID, p.nonce), now, 2*s.skew)
+	cancel()
 	if err != nil {
 		s.opts.Log.WarnContext(req.Context(), "shared nonce store unavailable; checked this replica only", "err", err)
 	}
