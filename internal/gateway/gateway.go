@@ -98,8 +98,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	rt := s.route(r, info)
 	if rt == nil {
-		info.Reason = "no_route"
-		apierror.Write(sw, r, apierror.NotFound, "no route for this host and path")
+		if info.Reason == reasonAmbiguousPath {
+			apierror.Write(sw, r, apierror.BadRequest, "the path holds ';', '\\' or a control character, which servers read differently")
+		} else {
+			apierror.Write(sw, r, apierror.NotFound, "no route for this host and path")
+		}
 		s.notFound.Observe(r.Method, sw.status, time.Since(start))
 	} else {
 		info.Route = rt.name
