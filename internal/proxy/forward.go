@@ -160,11 +160,12 @@ func (o *outRequest) writeRequest(bw *bufio.Writer) error {
 }
 
 // writeTarget writes the request-target: the client's own bytes unless edge
-// changed the path (cleaning dot segments, strip_prefix).
+// changed the path (cleaning dot segments, strip_prefix) or the query (a
+// callback verifier drops it).
 func (o *outRequest) writeTarget(bw *bufio.Writer) {
 	r := o.r
 	if o.p.opts.StripPrefix == "" && r.URL.RawPath == "" && r.RequestURI != "" && !strings.Contains(r.RequestURI, "://") &&
-		pathOf(r.RequestURI) == r.URL.EscapedPath() {
+		sameTarget(r) {
 		bw.WriteString(r.RequestURI)
 		return
 	}
@@ -182,11 +183,11 @@ func (o *outRequest) writeTarget(bw *bufio.Writer) {
 	}
 }
 
-func pathOf(uri string) string {
-	if i := strings.IndexByte(uri, '?'); i >= 0 {
-		return uri[:i]
-	}
-	return uri
+// sameTarget reports whether the client's request-target still says what
+// r.URL says.
+func sameTarget(r *http.Request) bool {
+	path, query, hasQuery := strings.Cut(r.RequestURI, "?")
+	return path == r.URL.EscapedPath() && query == r.URL.RawQuery && hasQuery == (query != "" || r.URL.ForceQuery)
 }
 
 // writeBody frames the body as the client did: a known length, or chunks
