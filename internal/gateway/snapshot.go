@@ -354,8 +354,10 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 }
 
 const (
-	reasonNoRoute       = "no_route"
-	reasonAmbiguousPath = "ambiguous_path"
-	reasonBodyTooLarge  = "body_too_large"
-	reasonBodyTimeout   = "client_body_timeout"
+	reasonNoRoute         = "no_route"
+	reasonAmbiguousPath   = "ambiguous_path"
+	reasonUpstreamAborted = "upstream_aborted"
+	reasonPanic           = "panic"
+	reasonBodyTooLarge    = "body_too_large"
+	reasonBodyTimeout     = "client_body_timeout"
 )

@@ -150,9 +150,11 @@ func (p *proxyHandler) modifyResponse(resp *http.Response) error {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// ReverseProxy splices the connection inside ServeHTTP, which
 		// returns when the WebSocket closes.
-		if info := reqctx.FromRequest(resp.Request); info != nil && p.opts.WebSocketsOpen != nil {
+		if info := reqctx.FromRequest(resp.Request); info != nil {
 			info.Upgraded = true
-			p.opts.WebSocketsOpen.Inc()
+			if p.opts.WebSocketsOpen != nil {
+				p.opts.WebSocketsOpen.Inc()
+			}
 		}
 	}
 	return nil
