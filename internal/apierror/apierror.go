@@ -16,6 +16,9 @@ type Code int
 
 // The codes of spec/edge-signature.md section 3.
 const (
+	// BadRequest: a request edge will not guess the meaning of (a path
+	// other servers read differently, a malformed login body, bad framing).
+	BadRequest        Code = 40001
 	AuthMissing       Code = 40101 // Authorization missing, token malformed or forged
 	TokenExpired      Code = 40102
 	BadSignature      Code = 40103 // signature header missing/malformed/mismatch, unsigned payload refused

@@ -97,29 +97,72 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(reqctx.With(r.Context(), info))
 
 	rt := s.route(r, info)
+	defer g.record(s, rt, r, info, sw, start)
 	if rt == nil {
-		info.Reason = "no_route"
-		apierror.Write(sw, r, apierror.NotFound, "no route for this host and path")
-		s.notFound.Observe(r.Method, sw.status, time.Since(start))
-	} else {
-		info.Route = rt.name
-		sw.headerRules = rt.responseHeaders
-		rt.serve(sw, r, info)
-		if sw.status == 0 {
-			sw.status = http.StatusOK
+		if info.Reason == reasonAmbiguousPath {
+			apierror.Write(sw, r, apierror.BadRequest, "the path holds ';', '\\' or a control character, which servers read differently")
+		} else {
+			apierror.Write(sw, r, apierror.NotFound, "no route for this host and path")
 		}
-		rt.metrics.Observe(r.Method, sw.status, time.Since(start))
+		return
+	}
+	info.Route = rt.name
+	sw.headerRules = rt.responseHeaders
+	rt.serve(sw, r, info)
+}
+
+// record counts the request in the metrics and writes its access log line,
+// with the status the client saw. It runs deferred so that an answer
+// aborted by a panic is recorded too: http.ErrAbortHandler from the proxy
+// when the upstream broke off in the middle of a body. The panic then goes
+// on to net/http, which closes the connection.
+func (g *Gateway) record(s *snapshot, rt *route, r *http.Request, info *reqctx.Info, sw *statusWriter, start time.Time) {
+	p := recover()
+	if p == http.ErrAbortHandler {
+		info.Reason = reasonUpstreamAborted
+	} else if p != nil {
+		info.Reason = reasonPanic
+	}
+	status := observedStatus(sw.status, info)
+	elapsed := time.Since(start)
+	if rt == nil {
+		s.notFound.Observe(r.Method, status, elapsed)
+	} else {
+		rt.metrics.Observe(r.Method, status, elapsed)
 		if info.Target != "" {
-			code := sw.status
-			if info.Reason != "" { // edge answered for an upstream that did not
+			code := status
+			if info.Reason != "" { // edge answered for an upstream that did not, or the upstream broke off
 				code = 0
 			}
 			rt.metrics.ObserveUpstream(info.Target, code, info.UpstreamDuration)
 		}
 	}
 	if s.accessLog {
-		g.access.write(r, info, sw.status, sw.bytes, time.Since(start))
+		g.access.write(r, info, status, sw.bytes, elapsed)
 	}
+	if p != nil {
+		panic(p)
+	}
+}
+
+// observedStatus is the status the client saw: the one written, or
+//   - 101 when the proxy switched protocols: ReverseProxy writes the 101
+//     onto the hijacked connection, past the ResponseWriter;
+//   - for an answer aborted before its status went out, which the client
+//     never got: 502 as nginx logs it (500 after a panic of a bug);
+//   - otherwise 200, which net/http sends when a handler writes nothing.
+func observedStatus(written int, info *reqctx.Info) int {
+	switch {
+	case written != 0:
+		return written
+	case info.Upgraded:
+		return http.StatusSwitchingProtocols
+	case info.Reason == reasonUpstreamAborted:
+		return http.StatusBadGateway
+	case info.Reason == reasonPanic:
+		return http.StatusInternalServerError
+	}
+	return http.StatusOK
 }
 
 // requestID keeps a well-formed client X-Request-Id (so a trace crosses

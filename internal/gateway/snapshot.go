@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/textproto"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -290,20 +289,18 @@ func respondHandler(rc config.Respond) http.Handler {
 
 // route finds the route for r. It cleans the path first (dot segments,
 // repeated slashes) so that "/public/../admin" is matched, and forwarded, as
-// "/admin": a route's rules cannot be sidestepped by path tricks.
+// "/admin", and refuses paths that other servers read differently: a
+// route's rules cannot be sidestepped by path tricks. No route: nil, with
+// the reason in info.
 func (s *snapshot) route(r *http.Request, info *reqctx.Info) *route {
-	p := r.URL.Path
-	if p == "" {
-		p = "/"
+	p, ok := proxy.CleanPath(r.URL.Path)
+	if !ok {
+		info.Reason = reasonAmbiguousPath
+		return nil
 	}
-	if needsClean(p) {
-		clean := path.Clean(p)
-		if strings.HasSuffix(p, "/") && clean != "/" {
-			clean += "/"
-		}
-		r.URL.Path = clean
+	if p != r.URL.Path {
+		r.URL.Path = p
 		r.URL.RawPath = ""
-		p = clean
 	}
 	if len(s.logins) > 0 {
 		if rt := s.logins[p]; rt != nil {
@@ -312,21 +309,10 @@ func (s *snapshot) route(r *http.Request, info *reqctx.Info) *route {
 	}
 	i := s.router.Match(r.Host, p, r.Method)
 	if i < 0 {
+		info.Reason = reasonNoRoute
 		return nil
 	}
 	return s.routes[i]
-}
-
-func needsClean(p string) bool {
-	if p[0] != '/' {
-		return true
-	}
-	for i := 0; i < len(p)-1; i++ {
-		if p[i] == '/' && (p[i+1] == '/' || p[i+1] == '.') {
-			return true
-		}
-	}
-	return false
 }
 
 // serve enforces the body limit and runs the route's chain.
@@ -384,6 +370,10 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 }
 
 const (
-	reasonBodyTooLarge = "body_too_large"
-	reasonBodyTimeout  = "client_body_timeout"
+	reasonNoRoute         = "no_route"
+	reasonAmbiguousPath   = "ambiguous_path"
+	reasonUpstreamAborted = "upstream_aborted"
+	reasonPanic           = "panic"
+	reasonBodyTooLarge    = "body_too_large"
+	reasonBodyTimeout     = "client_body_timeout"
 )

@@ -121,6 +121,8 @@ type echo struct {
 	Body          string   `json:"body"`
 	FileSHA256    string   `json:"file_sha256,omitempty"`
 	FormKind      string   `json:"form_kind,omitempty"`
+	// Trailer is the request's trailer section, read after the body.
+	Trailer map[string]string `json:"trailer,omitempty"`
 }
 
 // identityHeaders are the three headers edge injects.
@@ -141,6 +143,18 @@ func echoOf(r *http.Request, body []byte) echo {
 		for _, v := range vs {
 			if strings.Contains(v, "forged") {
 				e.Forged = append(e.Forged, k+": "+v)
+			}
+		}
+	}
+	for k, vs := range r.Trailer {
+		for _, v := range vs {
+			if e.Trailer == nil {
+				e.Trailer = map[string]string{}
+			}
+			e.Trailer[k] = v
+			norm := strings.ToLower(strings.ReplaceAll(k, "_", "-"))
+			if strings.HasPrefix(norm, "x-wx-") || strings.HasPrefix(norm, "x-edge-") || strings.Contains(v, "forged") {
+				e.Forged = append(e.Forged, "trailer "+k+": "+v)
 			}
 		}
 	}

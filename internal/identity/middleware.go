@@ -15,6 +15,7 @@ import (
 
 	"edge/internal/apierror"
 	"edge/internal/config"
+	"edge/internal/httphdr"
 	"edge/internal/reqctx"
 )
 
@@ -34,42 +35,15 @@ const defaultMaxBody = 1 << 20
 const maxTrustedValue = 128
 
 // StripClientIdentity removes every header a client could use to claim an
-// identity or forge edge's own signature headers: any X-WX-* and X-Edge-*,
-// in any letter case and with '_' for '-' (X_WX_OPENID reaches PHP and
-// several Node frameworks as the same variable as X-WX-OPENID). The gateway
-// calls it on every route, including those without an auth policy; the
-// route middleware calls it too.
+// identity or forge edge's own signature headers (httphdr.EdgeOwned). Every
+// route's middleware calls it, including those without an auth policy, so
+// such a header further down the chain is always edge's own.
 func StripClientIdentity(h http.Header) {
 	for k := range h {
-		if isIdentityHeader(k) {
+		if httphdr.EdgeOwned(k) {
 			delete(h, k)
 		}
 	}
-}
-
-func isIdentityHeader(k string) bool {
-	return hasSepPrefixFold(k, "x-wx-") || hasSepPrefixFold(k, "x-edge-")
-}
-
-// hasSepPrefixFold is a case-insensitive prefix test where '_' in k matches
-// '-' in the lowercase prefix.
-func hasSepPrefixFold(k, prefix string) bool {
-	if len(k) < len(prefix) {
-		return false
-	}
-	for i := 0; i < len(prefix); i++ {
-		c := k[i]
-		switch {
-		case c == '_':
-			c = '-'
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		}
-		if c != prefix[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // route is the compiled auth policy of one route.

@@ -64,7 +64,7 @@ func New(version string) *Metrics {
 		}),
 		upstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_upstream_requests_total",
-			Help: "Requests sent to upstream targets, by route, target and status code (\"error\" when no answer came).",
+			Help: "Requests sent to upstream targets, by route, target and status code (\"error\" when no answer came or it broke off).",
 		}, []string{"route", "target", "code"}),
 		upstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "edge_upstream_response_duration_seconds",

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"edge/internal/httphdr"
 	"edge/internal/reqctx"
 )
 
@@ -38,7 +39,7 @@ func (p *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	conn := resp.Header["Connection"]
 	for k, vs := range resp.Header {
-		if hopHeader(k) || k == "X-Request-Id" || (conn != nil && listedInConnection(conn, k)) {
+		if !passResponseHeader(k, conn) {
 			continue
 		}
 		if prior := h[k]; prior != nil {
@@ -118,32 +119,6 @@ func isEventStream(h http.Header) bool {
 	return len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream")
 }
 
-// hopHeader reports the headers that describe one connection, not the
-// message (RFC 9110 section 7.6.1), in canonical form.
-func hopHeader(k string) bool {
-	switch k {
-	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-		"Te", "Trailer", "Transfer-Encoding", "Upgrade":
-		return true
-	}
-	return false
-}
-
-// listedInConnection reports whether the Connection header names k, which
-// makes k hop-by-hop too.
-func listedInConnection(conn []string, k string) bool {
-	for _, v := range conn {
-		for v != "" {
-			var tok string
-			tok, v, _ = strings.Cut(v, ",")
-			if strings.EqualFold(strings.TrimSpace(tok), k) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // outRequest writes the upstream request for an inbound one.
 type outRequest struct {
 	r    *http.Request
@@ -152,16 +127,6 @@ type outRequest struct {
 }
 
 var outRequests = sync.Pool{New: func() any { return new(outRequest) }}
-
-// forwardedHeader is replaced by edge, never passed on from the client.
-func forwardedHeader(k string) bool {
-	switch k {
-	case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "X-Real-Ip", "X-Request-Id",
-		"Host", "Content-Length":
-		return true
-	}
-	return false
-}
 
 func (o *outRequest) writeRequest(bw *bufio.Writer) error {
 	r, p := o.r, o.p
@@ -173,31 +138,32 @@ func (o *outRequest) writeRequest(bw *bufio.Writer) error {
 	bw.WriteString("\r\n")
 
 	conn := r.Header["Connection"]
-	rules := &p.opts.RequestHeaders
 	for k, vs := range r.Header {
-		if hopHeader(k) || forwardedHeader(k) || rules.touches(k) || (conn != nil && listedInConnection(conn, k)) {
+		if !p.passRequestHeader(k, conn) {
 			continue
 		}
 		for _, v := range vs {
 			writeHeader(bw, k, v)
 		}
 	}
-	if te := r.Header["Te"]; te != nil && containsToken(te, "trailers") {
+	if te := r.Header["Te"]; te != nil && httphdr.HasToken(te, "trailers") {
 		bw.WriteString("Te: trailers\r\n")
 	}
-	o.writeForwarding(bw)
-	for _, kv := range rules.Set {
+	f := forwardingOf(r, o.info)
+	f.write(bw)
+	for _, kv := range p.opts.RequestHeaders.Set {
 		writeHeader(bw, kv.Name, kv.Value)
 	}
 	return o.writeBody(bw)
 }
 
 // writeTarget writes the request-target: the client's own bytes unless edge
-// changed the path (cleaning dot segments, strip_prefix).
+// changed the path (cleaning dot segments, strip_prefix) or the query (a
+// callback verifier drops it).
 func (o *outRequest) writeTarget(bw *bufio.Writer) {
 	r := o.r
 	if o.p.opts.StripPrefix == "" && r.URL.RawPath == "" && r.RequestURI != "" && !strings.Contains(r.RequestURI, "://") &&
-		pathOf(r.RequestURI) == r.URL.EscapedPath() {
+		sameTarget(r) {
 		bw.WriteString(r.RequestURI)
 		return
 	}
@@ -215,43 +181,11 @@ func (o *outRequest) writeTarget(bw *bufio.Writer) {
 	}
 }
 
-func pathOf(uri string) string {
-	if i := strings.IndexByte(uri, '?'); i >= 0 {
-		return uri[:i]
-	}
-	return uri
-}
-
-func (o *outRequest) writeForwarding(bw *bufio.Writer) {
-	r, info := o.r, o.info
-	peer := peerHost(r.RemoteAddr)
-	bw.WriteString("X-Forwarded-For: ")
-	if info != nil && info.PeerTrusted {
-		for _, prior := range r.Header["X-Forwarded-For"] {
-			bw.WriteString(prior)
-			bw.WriteString(", ")
-		}
-	}
-	bw.WriteString(peer)
-	bw.WriteString("\r\n")
-	proto, host := scheme(r), r.Host
-	if info != nil && info.PeerTrusted {
-		if v := r.Header["X-Forwarded-Proto"]; len(v) > 0 && v[0] != "" {
-			proto = v[0]
-		}
-		if v := r.Header["X-Forwarded-Host"]; len(v) > 0 && v[0] != "" {
-			host = v[0]
-		}
-	}
-	writeHeader(bw, "X-Forwarded-Proto", proto)
-	writeHeader(bw, "X-Forwarded-Host", host)
-	if info != nil {
-		var ip [64]byte
-		bw.WriteString("X-Real-Ip: ")
-		bw.Write(info.ClientIP.AppendTo(ip[:0]))
-		bw.WriteString("\r\n")
-		writeHeader(bw, "X-Request-Id", info.RequestID)
-	}
+// sameTarget reports whether the client's request-target still says what
+// r.URL says.
+func sameTarget(r *http.Request) bool {
+	path, query, hasQuery := strings.Cut(r.RequestURI, "?")
+	return path == r.URL.EscapedPath() && query == r.URL.RawQuery && hasQuery == (query != "" || r.URL.ForceQuery)
 }
 
 // writeBody frames the body as the client did: a known length, or chunks
@@ -282,6 +216,9 @@ func (o *outRequest) writeBody(bw *bufio.Writer) error {
 			return err
 		}
 		for k, vs := range r.Trailer {
+			if !o.p.passRequestTrailer(k) {
+				continue
+			}
 			for _, v := range vs {
 				writeHeader(bw, k, v)
 			}
@@ -296,39 +233,4 @@ func (o *outRequest) writeBody(bw *bufio.Writer) error {
 		_, err := bw.WriteString("\r\n")
 		return err
 	}
-}
-
-func writeHeader(bw *bufio.Writer, k, v string) {
-	bw.WriteString(k)
-	bw.WriteString(": ")
-	bw.WriteString(v)
-	bw.WriteString("\r\n")
-}
-
-func containsToken(vs []string, token string) bool {
-	for _, v := range vs {
-		for v != "" {
-			var tok string
-			tok, v, _ = strings.Cut(v, ",")
-			if strings.EqualFold(strings.TrimSpace(tok), token) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// touches reports whether the route's header rules set or remove k.
-func (h *HeaderRules) touches(k string) bool {
-	for _, name := range h.Remove {
-		if name == k {
-			return true
-		}
-	}
-	for _, kv := range h.Set {
-		if kv.Name == k {
-			return true
-		}
-	}
-	return false
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
@@ -105,52 +104,35 @@ func (p *proxyHandler) rewrite(pr *httputil.ProxyRequest) {
 			out.URL.RawPath = stripPrefix(in.URL.RawPath, p.opts.StripPrefix)
 		}
 	}
-	info := reqctx.From(in.Context())
+	// ReverseProxy has removed the hop-by-hop headers by its own rules
+	// (under which Connection could remove edge's identity headers) and put
+	// back those of the upgrade. The rest is rebuilt by edge's rules.
 	h := out.Header
-	peer := peerHost(in.RemoteAddr)
-	if info != nil && info.PeerTrusted {
-		if prior := in.Header["X-Forwarded-For"]; len(prior) > 0 {
-			h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + peer}
-		} else {
-			h["X-Forwarded-For"] = []string{peer}
+	connection, upgrade, te := h["Connection"], h["Upgrade"], h["Te"]
+	clear(h)
+	conn := in.Header["Connection"]
+	for k, vs := range in.Header {
+		if p.passRequestHeader(k, conn) {
+			h[k] = vs
 		}
-		h["X-Forwarded-Proto"] = firstOr(in.Header["X-Forwarded-Proto"], scheme(in))
-		h["X-Forwarded-Host"] = firstOr(in.Header["X-Forwarded-Host"], in.Host)
-	} else {
-		h["X-Forwarded-For"] = []string{peer}
-		h["X-Forwarded-Proto"] = []string{scheme(in)}
-		h["X-Forwarded-Host"] = []string{in.Host}
 	}
-	delete(h, "Forwarded")
-	if info != nil {
-		h["X-Real-Ip"] = []string{info.ClientIP.String()}
-		h["X-Request-Id"] = []string{info.RequestID}
-	} else {
-		delete(h, "X-Real-Ip")
+	if connection != nil {
+		h["Connection"] = connection
+	}
+	if upgrade != nil {
+		h["Upgrade"] = upgrade
+	}
+	if te != nil {
+		h["Te"] = te
+	}
+	f := forwardingOf(in, reqctx.From(in.Context()))
+	f.set(h)
+	for k := range out.Trailer {
+		if !p.passRequestTrailer(k) {
+			delete(out.Trailer, k)
+		}
 	}
 	p.opts.RequestHeaders.Apply(h)
-}
-
-func firstOr(vs []string, def string) []string {
-	if len(vs) > 0 && vs[0] != "" {
-		return vs[:1:1]
-	}
-	return []string{def}
-}
-
-func scheme(r *http.Request) string {
-	if r.TLS != nil {
-		return "https"
-	}
-	return "http"
-}
-
-func peerHost(remoteAddr string) string {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		return remoteAddr
-	}
-	return host
 }
 
 // stripPrefix removes the route prefix; what remains always starts with "/".
@@ -169,9 +151,11 @@ func (p *proxyHandler) modifyResponse(resp *http.Response) error {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// ReverseProxy splices the connection inside ServeHTTP, which
 		// returns when the WebSocket closes.
-		if info := reqctx.FromRequest(resp.Request); info != nil && p.opts.WebSocketsOpen != nil {
+		if info := reqctx.FromRequest(resp.Request); info != nil {
 			info.Upgraded = true
-			p.opts.WebSocketsOpen.Inc()
+			if p.opts.WebSocketsOpen != nil {
+				p.opts.WebSocketsOpen.Inc()
+			}
 		}
 	}
 	return nil

@@ -6,6 +6,7 @@
 package proxy
 
 import (
+	"path"
 	"sort"
 	"strings"
 )
@@ -201,4 +202,42 @@ func canonicalHost(h string) string {
 		}
 	}
 	return h
+}
+
+// CleanPath returns the decoded request path as edge routes and forwards it:
+// dot segments resolved and repeated slashes merged, so that
+// "/public/../admin" is "/admin" to edge and to the upstream alike. ok is
+// false for a path whose meaning depends on the server reading it, which
+// must be refused rather than guessed at:
+//
+//   - ';' (also as %3B): Tomcat and Spring drop ";params" from every segment,
+//     so "/public/..;/api/x" is "/api/x" to them and a file below /public to
+//     edge, and "/api;x/y" is "/api/y" to them and outside /api to edge;
+//   - '\' (also as %5C): a path separator on Windows servers and to some
+//     frameworks, an ordinary byte to edge;
+//   - NUL and the other control bytes: truncated or split by some servers
+//     and file APIs, and a way to smuggle line breaks into logs.
+//
+// It does not allocate unless the path needs cleaning.
+func CleanPath(p string) (clean string, ok bool) {
+	if p == "" {
+		return "/", true
+	}
+	dirty := p[0] != '/'
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c < 0x20 || c == 0x7f || c == ';' || c == '\\':
+			return "", false
+		case c == '/' && i+1 < len(p) && (p[i+1] == '/' || p[i+1] == '.'):
+			dirty = true
+		}
+	}
+	if !dirty {
+		return p, true
+	}
+	clean = path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	return clean, true
 }
