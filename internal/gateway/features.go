@@ -48,9 +48,9 @@ func newFeatures(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*fea
 		redis.SetLogger(&redisLog{log: log})
 	}
 	var scripter redis.Scripter
-	var cmdable redis.Cmdable
+	var identityRedis identity.Redis
 	if f.redis != nil {
-		scripter, cmdable = f.redis, f.redis
+		scripter, identityRedis = f.redis, f.redis
 	}
 	var err error
 	f.limits, err = limits.New(cfg, limits.Options{Redis: scripter, Metrics: m.Limits, Logger: log})
@@ -58,7 +58,7 @@ func newFeatures(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*fea
 		f.close()
 		return nil, fmt.Errorf("limits: %w", err)
 	}
-	f.nonces = identity.NewNonceStore(cmdable, cfg.Sessions.NonceCacheSize)
+	f.nonces = identity.NewNonceStore(identityRedis, cfg.Sessions.NonceCacheSize)
 	return f, nil
 }
 
@@ -123,7 +123,7 @@ func violationKind(code apierror.Code) string {
 func (g *Gateway) identityService(cfg *config.Config) (*identity.Service, error) {
 	return identity.New(cfg, identity.Options{
 		Nonces:       g.features.nonces,
-		Redis:        g.redisCmdable(),
+		Redis:        g.identityRedis(),
 		RedisTimeout: cfg.LimitSections.Limiter.RedisTimeout.Std(),
 		Metrics:      g.metrics.Identity,
 		Log:          g.log,
@@ -135,7 +135,9 @@ func (g *Gateway) identityService(cfg *config.Config) (*identity.Service, error)
 	})
 }
 
-func (g *Gateway) redisCmdable() redis.Cmdable {
+// identityRedis is the shared Redis as identity sees it; a nil interface,
+// not a typed nil pointer, when there is none.
+func (g *Gateway) identityRedis() identity.Redis {
 	if g.features.redis == nil {
 		return nil
 	}

@@ -29,7 +29,7 @@ type Options struct {
 	// the Service a private in-memory store.
 	Nonces NonceStore
 	// Redis keeps the token revocation list; nil: no revocation.
-	Redis redis.Cmdable
+	Redis Redis
 	// RedisTimeout bounds each Redis call of a request (the revocation
 	// check, the shared nonce store): a Redis that stops answering costs a
 	// request at most this, then the local fallback applies. 0: unbounded.
@@ -63,6 +63,14 @@ type app struct {
 	cfg config.App
 }
 
+// Redis is what identity asks of Redis: the shared nonce store (SetNX) and
+// the revocation list (Set, Exists). A *redis.Client is one.
+type Redis interface {
+	SetNX(ctx context.Context, key string, value any, expiration time.Duration) *redis.BoolCmd
+	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd
+	Exists(ctx context.Context, keys ...string) *redis.IntCmd
+}
+
 // redisContext bounds one Redis call made for req by RedisTimeout.
 func (s *Service) redisContext(req *http.Request) (context.Context, context.CancelFunc) {
 	if s.opts.Redis == nil || s.opts.RedisTimeout <= 0 {
@@ -74,7 +82,7 @@ func (s *Service) redisContext(req *http.Request) (context.Context, context.Canc
 // NewNonceStore returns the store a process keeps across reloads: in Redis
 // when rdb is set, so replicas share it, otherwise in memory with cap
 // entries (sessions.nonce_cache_size).
-func NewNonceStore(rdb redis.Cmdable, cap int) NonceStore {
+func NewNonceStore(rdb Redis, cap int) NonceStore {
 	if rdb != nil {
 		return NewRedisNonces(rdb, cap)
 	}

@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"sync"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // NonceKey identifies one nonce of one token: a truncated SHA-256 of the
@@ -122,13 +120,13 @@ func (m *MemoryNonces) grow() {
 // answer, it falls back to its in-memory store (replays to the same replica
 // are still caught) and returns the error for the log and metrics.
 type RedisNonces struct {
-	rdb      redis.Cmdable
+	rdb      Redis
 	fallback *MemoryNonces
 }
 
 // NewRedisNonces returns a store in rdb with an in-memory fallback of cap
 // entries.
-func NewRedisNonces(rdb redis.Cmdable, cap int) *RedisNonces {
+func NewRedisNonces(rdb Redis, cap int) *RedisNonces {
 	return &RedisNonces{rdb: rdb, fallback: NewMemoryNonces(cap)}
 }
 

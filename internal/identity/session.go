@@ -14,8 +14,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // A token is base64url (no padding) of
@@ -93,7 +91,7 @@ type Sealer struct {
 	ttl  time.Duration
 	now  func() time.Time
 	// revoked, when set, lists revoked token ids in Redis.
-	revoked redis.Cmdable
+	revoked Redis
 }
 
 // MinSecretLen is the shortest accepted session secret.
@@ -102,7 +100,7 @@ const MinSecretLen = 32
 // NewSealer derives one AES-256-GCM key per secret (the first seals, all
 // open) and issues tokens valid for ttl. rdb, when not nil, keeps the
 // revocation list; now is the clock (nil: time.Now).
-func NewSealer(secrets [][]byte, ttl time.Duration, rdb redis.Cmdable, now func() time.Time) (*Sealer, error) {
+func NewSealer(secrets [][]byte, ttl time.Duration, rdb Redis, now func() time.Time) (*Sealer, error) {
 	if len(secrets) == 0 {
 		return nil, errors.New("no session secret configured")
 	}

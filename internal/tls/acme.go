@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 
@@ -110,7 +109,7 @@ type caProblem struct {
 	text string
 }
 
-func (m *Manager) startACME(cfg config.TLS, stateDir string, rc redis.UniversalClient, deferStart bool) error {
+func (m *Manager) startACME(cfg config.TLS, stateDir string, rc Redis, deferStart bool) error {
 	if stateDir == "" {
 		return errors.New("tls.mode \"acme\" needs server.state_dir to keep its certificates")
 	}

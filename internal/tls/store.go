@@ -23,10 +23,21 @@ const (
 	challengeTTL = time.Hour
 )
 
+// Redis is what the certificate store asks of Redis: the cache (Get, Set,
+// Del), the issuance lock (SetNX) and its release script. A *redis.Client
+// or a cluster client is one.
+type Redis interface {
+	redis.Scripter
+	Get(ctx context.Context, key string) *redis.StringCmd
+	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd
+	Del(ctx context.Context, keys ...string) *redis.IntCmd
+	SetNX(ctx context.Context, key string, value any, expiration time.Duration) *redis.BoolCmd
+}
+
 // redisCache is an autocert.Cache on Redis, so every replica sees the
 // certificates, the account key and the challenge tokens any of them wrote.
 type redisCache struct {
-	c redis.UniversalClient
+	c Redis
 }
 
 var _ autocert.Cache = (*redisCache)(nil)
@@ -126,7 +137,7 @@ return 0`)
 // name. Without Redis there is one replica and autocert already orders
 // once per name, so every acquire succeeds.
 type issueLock struct {
-	c   redis.UniversalClient
+	c   Redis
 	ttl time.Duration
 }
 

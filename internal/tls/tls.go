@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
-	"github.com/redis/go-redis/v9"
 
 	"edge/internal/config"
 )
@@ -53,7 +52,7 @@ func (nopRecorder) Forget(string)               {}
 type Option func(*options)
 
 type options struct {
-	redis      redis.UniversalClient
+	redis      Redis
 	recorder   Recorder
 	deferStart bool
 }
@@ -65,7 +64,7 @@ func WithDeferredOrders() Option { return func(o *options) { o.deferStart = true
 
 // WithRedis shares the ACME certificate store and the issuance lock with
 // the other replicas through Redis ([cluster] redis).
-func WithRedis(c redis.UniversalClient) Option { return func(o *options) { o.redis = c } }
+func WithRedis(c Redis) Option { return func(o *options) { o.redis = c } }
 
 // WithRecorder reports certificate expiry and ACME orders, usually to
 // *metrics.TLS.
