@@ -188,6 +188,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		MaxHeaderBytes:    int(sc.MaxHeaderBytes),
 		ErrorLog:          log.New(handshakeErrorLog{m: s.metrics, log: s.log}, "", 0),
 	}
+	if err := guardHTTP2(front, s.metrics, s.log); err != nil {
+		closeAll()
+		return fmt.Errorf("setting up HTTP/2: %w", err)
+	}
 	servers = append(servers, front)
 
 	var plain *http.Server
