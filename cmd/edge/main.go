@@ -54,7 +54,8 @@ Usage:
   edge version                  print the version
 
 The config path is -config, else $EDGE_CONFIG, else ./edge.toml.
-Signals: SIGHUP reloads the config; SIGTERM or SIGINT drain and stop.
+Signals: SIGHUP reloads the config; SIGTERM or SIGINT drain and stop (a
+second one stops at once).
 Run "edge <command> -h" for a command's flags.
 `
 
@@ -129,13 +130,42 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	srv, err := gateway.New(gateway.Options{ConfigPath: path, Version: buildVersion(), Stdout: stdout, Stderr: stderr})
+	abort, stopWatching := secondStopSignal()
+	defer stopWatching()
+	srv, err := gateway.New(gateway.Options{ConfigPath: path, Version: buildVersion(), Stdout: stdout, Stderr: stderr, Abort: abort})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		fmt.Fprintln(stderr, "edge: not started")
 		return errReported
 	}
 	return srv.Serve(ctx)
+}
+
+// secondStopSignal returns a channel closed when SIGTERM or SIGINT arrives
+// for the second time. The first ends main's context, which starts the
+// drain; every signal reaches both registrations, so counting here needs
+// no coordination with main.
+func secondStopSignal() (<-chan struct{}, func()) {
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+	abort, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		for n := 1; ; n++ {
+			select {
+			case <-done:
+				return
+			case <-ch:
+				if n == 2 {
+					close(abort)
+					return
+				}
+			}
+		}
+	}()
+	return abort, func() {
+		signal.Stop(ch)
+		close(done)
+	}
 }
 
 func buildVersion() string {

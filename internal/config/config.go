@@ -51,6 +51,10 @@ type Server struct {
 	IdleTimeout       Duration `toml:"idle_timeout"`        // default 75s (nginx keepalive_timeout)
 	MaxHeaderBytes    ByteSize `toml:"max_header_bytes"`    // default 64KiB
 	ShutdownGrace     Duration `toml:"shutdown_grace"`      // default 30s
+	// ShutdownDelay is how long, after SIGTERM, /readyz answers 503 while
+	// the listeners still accept and serve, so a load balancer that polls
+	// readiness stops sending before they close. Default 0.
+	ShutdownDelay Duration `toml:"shutdown_delay"`
 
 	// TrustedProxies are the peers whose X-Forwarded-For / X-Real-IP are
 	// believed. A bare IP means a single address.

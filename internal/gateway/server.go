@@ -43,6 +43,9 @@ type Options struct {
 	// Listening, when set, is called once every listener is up, with their
 	// actual addresses (tests listen on port 0).
 	Listening func(Addrs)
+	// Abort, when closed during the shutdown, ends it at once: every
+	// connection is closed (a second SIGTERM).
+	Abort <-chan struct{}
 }
 
 // Addrs are the bound listener addresses; empty when a listener is off.
@@ -144,8 +147,8 @@ func tlsHosts(cfg *config.Config) []string {
 	return hosts
 }
 
-// Serve listens and serves until ctx is done, then drains in-flight requests
-// for up to server.shutdown_grace and returns nil.
+// Serve listens and serves until ctx is done, then shuts down (see
+// shutdown) and returns nil.
 func (s *Server) Serve(ctx context.Context) error {
 	sc := s.cfg.Server
 	var servers []*http.Server
@@ -221,7 +224,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		addrs.Admin = ln.Addr().String()
 		admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-		servers = append(servers, admin)
 		go s.serve(admin, ln, false)
 	}
 	go s.serve(front, httpsLn, true)
@@ -247,21 +249,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 
 	<-ctx.Done()
-	s.ready.Store(false)
-	grace := s.currentConfig().Server.ShutdownGrace.Std()
-	s.log.Info("shutting down: draining in-flight requests", "grace", grace.String())
-	drainCtx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, srv := range servers {
-		wg.Go(func() {
-			if err := srv.Shutdown(drainCtx); err != nil {
-				s.log.Warn("grace period over: closing the remaining connections")
-				srv.Close()
-			}
-		})
-	}
-	wg.Wait()
+	s.shutdown(servers, admin)
 	s.close()
 	s.log.Info("edge stopped")
 	return nil
