@@ -110,7 +110,7 @@ func configFlag(name string, args []string, stderr io.Writer, help string) (stri
 
 func runValidate(args []string, stdout, stderr io.Writer) error {
 	path, err := configFlag("validate", args, stderr,
-		"Checks the config file: syntax, unknown keys, types, values and references.\nExit 0 and one line when it is valid; exit 1 and every problem otherwise.")
+		"Checks the config file: syntax, unknown keys, types, values and references.\nExit 0 and one line when it is valid (dangerous settings are printed as warnings);\nexit 1 and every problem otherwise.")
 	if err != nil {
 		return err
 	}
@@ -119,6 +119,9 @@ func runValidate(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, err)
 		fmt.Fprintf(stderr, "edge: configuration file %s test failed\n", path)
 		return errReported
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(stderr, "edge: warning:", w.In(path))
 	}
 	fmt.Fprintf(stdout, "edge: configuration file %s is valid (%d routes, %d upstreams)\n", path, len(cfg.Routes), len(cfg.Upstreams))
 	return nil

@@ -240,6 +240,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	go s.watchSignals(watchCtx, signals)
 
 	s.ready.Store(true)
+	for _, w := range s.cfg.Warnings {
+		s.log.Warn("dangerous setting", "warning", w.In(s.opts.ConfigPath))
+	}
 	if p := s.tlsm.CAPath(); p != "" {
 		s.log.Info("internal TLS: trust this CA to avoid browser warnings", "ca", p)
 	}
@@ -297,7 +300,7 @@ func (s *Server) adminHandler() http.Handler {
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	// Profiles, as Caddy's admin endpoint offers: the admin listener is
-	// loopback-only by default.
+	// loopback-only by default, and guarded (adminGuard).
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
@@ -315,7 +318,7 @@ func (s *Server) adminHandler() http.Handler {
 		}
 		_ = json.NewEncoder(w).Encode(body)
 	})
-	return mux
+	return s.adminGuard(mux)
 }
 
 // revokeSession logs a user out everywhere: POST {"token": "..."}. The
