@@ -98,13 +98,16 @@ func waitForLog(t *testing.T, e *testpeer.EdgeProcess, line string) {
 	}
 }
 
-// TestDrainAnswersReadyz503: while an in-flight request drains, the admin
-// listener stays up so a load balancer polling /readyz sees 503 (and
-// /healthz still 200), instead of a refused connection it may retry.
+// TestDrainAnswersReadyz503: while in-flight requests (HTTP/1.1 and
+// HTTP/2) drain, the admin listener stays up so a load balancer polling
+// /readyz sees 503 (and /healthz still 200), instead of a refused
+// connection it may retry.
 func TestDrainAnswersReadyz503(t *testing.T) {
 	upAddr, started, release := heldUpstream(t)
 	e := testpeer.StartEdge(t, "", heldConfig(upAddr))
 	done := getAsync(e.Client(t, false), e.URL("localhost", "/held"))
+	doneH2 := getAsync(e.Client(t, true), e.URL("localhost", "/held"))
+	<-started
 	<-started
 	e.Signal(syscall.SIGTERM)
 	waitForLog(t, e, "shutting down: draining in-flight requests")
@@ -117,6 +120,9 @@ func TestDrainAnswersReadyz503(t *testing.T) {
 	close(release)
 	if res := <-done; res.err != nil || res.body != "finished" {
 		t.Fatalf("in-flight request: %q %v", res.body, res.err)
+	}
+	if res := <-doneH2; res.err != nil || res.body != "finished" {
+		t.Fatalf("in-flight HTTP/2 request: %q %v", res.body, res.err)
 	}
 	if err := e.Wait(10 * time.Second); err != nil {
 		t.Fatalf("edge did not exit 0 after the drain: %v", err)
