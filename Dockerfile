@@ -8,8 +8,9 @@
 #     -v $PWD/edge.toml:/etc/edge/edge.toml:ro -v edge-state:/var/lib/edge edge
 #
 # The config must set state_dir = "/var/lib/edge" and keep the admin listener
-# on port 9180 with loopback included ("127.0.0.1:9180", or ":9180" when
-# Prometheus scrapes it over a container network): the health check calls it.
+# on port 9180 with loopback included ("127.0.0.1:9180", or ":9180" with an
+# admin_token when Prometheus scrapes it over a container network): the
+# health check calls /healthz, which needs no token.
 
 FROM golang:1.26-bookworm AS build
 RUN apt-get update \

@@ -54,7 +54,8 @@ Usage:
   edge version                  print the version
 
 The config path is -config, else $EDGE_CONFIG, else ./edge.toml.
-Signals: SIGHUP reloads the config; SIGTERM or SIGINT drain and stop.
+Signals: SIGHUP reloads the config; SIGTERM or SIGINT drain and stop (a
+second one stops at once).
 Run "edge <command> -h" for a command's flags.
 `
 
@@ -109,7 +110,7 @@ func configFlag(name string, args []string, stderr io.Writer, help string) (stri
 
 func runValidate(args []string, stdout, stderr io.Writer) error {
 	path, err := configFlag("validate", args, stderr,
-		"Checks the config file: syntax, unknown keys, types, values and references.\nExit 0 and one line when it is valid; exit 1 and every problem otherwise.")
+		"Checks the config file: syntax, unknown keys, types, values and references.\nExit 0 and one line when it is valid (dangerous settings are printed as warnings);\nexit 1 and every problem otherwise.")
 	if err != nil {
 		return err
 	}
@@ -118,6 +119,9 @@ func runValidate(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, err)
 		fmt.Fprintf(stderr, "edge: configuration file %s test failed\n", path)
 		return errReported
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(stderr, "edge: warning:", w.In(path))
 	}
 	fmt.Fprintf(stdout, "edge: configuration file %s is valid (%d routes, %d upstreams)\n", path, len(cfg.Routes), len(cfg.Upstreams))
 	return nil
@@ -129,13 +133,42 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	srv, err := gateway.New(gateway.Options{ConfigPath: path, Version: buildVersion(), Stdout: stdout, Stderr: stderr})
+	abort, stopWatching := secondStopSignal()
+	defer stopWatching()
+	srv, err := gateway.New(gateway.Options{ConfigPath: path, Version: buildVersion(), Stdout: stdout, Stderr: stderr, Abort: abort})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		fmt.Fprintln(stderr, "edge: not started")
 		return errReported
 	}
 	return srv.Serve(ctx)
+}
+
+// secondStopSignal returns a channel closed when SIGTERM or SIGINT arrives
+// for the second time. The first ends main's context, which starts the
+// drain; every signal reaches both registrations, so counting here needs
+// no coordination with main.
+func secondStopSignal() (<-chan struct{}, func()) {
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+	abort, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		for n := 1; ; n++ {
+			select {
+			case <-done:
+				return
+			case <-ch:
+				if n == 2 {
+					close(abort)
+					return
+				}
+			}
+		}
+	}()
+	return abort, func() {
+		signal.Stop(ch)
+		close(done)
+	}
 }
 
 func buildVersion() string {

@@ -34,19 +34,30 @@ func (e *Error) Error() string {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
-		b.WriteString(e.File)
-		if p.Line > 0 {
-			b.WriteByte(':')
-			b.WriteString(strconv.Itoa(p.Line))
-		}
-		b.WriteString(": ")
-		if p.Key != "" {
-			b.WriteString(p.Key)
-			b.WriteString(": ")
-		}
-		b.WriteString(p.Msg)
+		p.write(&b, e.File)
 	}
 	return b.String()
+}
+
+// In writes the problem as FILE:LINE: KEY: MSG.
+func (p Problem) In(file string) string {
+	var b strings.Builder
+	p.write(&b, file)
+	return b.String()
+}
+
+func (p Problem) write(b *strings.Builder, file string) {
+	b.WriteString(file)
+	if p.Line > 0 {
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(p.Line))
+	}
+	b.WriteString(": ")
+	if p.Key != "" {
+		b.WriteString(p.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(p.Msg)
 }
 
 // checker is the problem collector shared by the decoder, the core
@@ -65,6 +76,7 @@ type checker struct {
 	// not pile a second, confusing problem on a value that never arrived.
 	failed   map[string]bool
 	problems []Problem
+	warnings []Problem
 }
 
 // add records a problem at key. The message says what is wrong and how to
@@ -76,6 +88,12 @@ func (c *checker) add(key, format string, args ...any) {
 		}
 	}
 	c.problems = append(c.problems, Problem{Key: key, Line: c.line(key), Msg: fmt.Sprintf(format, args...)})
+}
+
+// warn records a setting that is valid but dangerous; it does not fail
+// the config.
+func (c *checker) warn(key, format string, args ...any) {
+	c.warnings = append(c.warnings, Problem{Key: key, Line: c.line(key), Msg: fmt.Sprintf(format, args...)})
 }
 
 // line returns the line where key was written or, for a key left to its

@@ -24,6 +24,9 @@ type Config struct {
 	// Path is the file the config was read from (not a TOML key); relative
 	// paths inside the config are resolved against its directory.
 	Path string `toml:"-"`
+	// Warnings are valid but dangerous settings (not TOML keys): edge
+	// validate prints them, edge run logs them.
+	Warnings []Problem `toml:"-"`
 }
 
 // Server holds the listeners and connection-level limits.
@@ -41,6 +44,14 @@ type Server struct {
 	// ListenAdmin serves /metrics, /healthz, /readyz and POST /reload.
 	// Default "127.0.0.1:9180"; "off" disables it.
 	ListenAdmin string `toml:"listen_admin"`
+	// AdminToken, when set, must come as "Authorization: Bearer <token>" on
+	// every admin request but /healthz, /readyz and /metrics. Required when
+	// ListenAdmin is not on loopback.
+	AdminToken Secret `toml:"admin_token"`
+	// AdminHosts are the names the admin listener answers in the Host
+	// header besides IP literals and localhost: a browser page that
+	// rebinds its own name to the admin address sends that name.
+	AdminHosts []string `toml:"admin_hosts"`
 	// StateDir keeps certificates and other state. Default: "edge-state"
 	// beside the config file.
 	StateDir string `toml:"state_dir"`
@@ -51,6 +62,10 @@ type Server struct {
 	IdleTimeout       Duration `toml:"idle_timeout"`        // default 75s (nginx keepalive_timeout)
 	MaxHeaderBytes    ByteSize `toml:"max_header_bytes"`    // default 64KiB
 	ShutdownGrace     Duration `toml:"shutdown_grace"`      // default 30s
+	// ShutdownDelay is how long, after SIGTERM, /readyz answers 503 while
+	// the listeners still accept and serve, so a load balancer that polls
+	// readiness stops sending before they close. Default 0.
+	ShutdownDelay Duration `toml:"shutdown_delay"`
 
 	// TrustedProxies are the peers whose X-Forwarded-For / X-Real-IP are
 	// believed. A bare IP means a single address.

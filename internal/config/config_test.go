@@ -96,7 +96,8 @@ func TestExampleConfigValidates(t *testing.T) {
 	// The example shows every default; it must agree with Defaults().
 	def := Defaults()
 	if cfg.Server.ReadHeaderTimeout != def.Server.ReadHeaderTimeout || cfg.Server.MaxHeaderBytes != def.Server.MaxHeaderBytes ||
-		cfg.Server.IdleTimeout != def.Server.IdleTimeout || cfg.Server.ShutdownGrace != def.Server.ShutdownGrace {
+		cfg.Server.IdleTimeout != def.Server.IdleTimeout || cfg.Server.ShutdownGrace != def.Server.ShutdownGrace ||
+		cfg.Server.ShutdownDelay != def.Server.ShutdownDelay {
 		t.Errorf("example server timeouts differ from Defaults(): %+v vs %+v", cfg.Server, def.Server)
 	}
 }
@@ -128,6 +129,7 @@ func TestDefaults(t *testing.T) {
 		{"idle_timeout", d.Server.IdleTimeout.Std(), 75 * time.Second},
 		{"max_header_bytes", d.Server.MaxHeaderBytes, ByteSize(64 << 10)},
 		{"shutdown_grace", d.Server.ShutdownGrace.Std(), 30 * time.Second},
+		{"shutdown_delay", d.Server.ShutdownDelay.Std(), time.Duration(0)},
 		{"tls.mode", d.TLS.Mode, "internal"},
 		{"tls.min_version", d.TLS.MinVersion, "1.2"},
 		{"log.level", d.Log.Level, "info"},
@@ -374,6 +376,7 @@ func TestRestartNeeded(t *testing.T) {
 		{"live settings", func(c *Config) {
 			c.Log.Level = "debug"
 			c.Server.ShutdownGrace = 1
+			c.Server.ShutdownDelay = 1
 			c.TLS.MinVersion = "1.3"
 			c.Routes = append(c.Routes, Route{Name: "x"})
 		}, nil},

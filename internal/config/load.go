@@ -46,6 +46,7 @@ func Parse(data []byte, path string) (*Config, error) {
 		})
 		return nil, &Error{File: path, Problems: c.problems}
 	}
+	cfg.Warnings = c.warnings
 	return cfg, nil
 }
 

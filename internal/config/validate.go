@@ -28,7 +28,7 @@ func (cfg *Config) validate(c *checker) {
 func (s *Server) validate(c *checker) {
 	checkListen(c, "server.listen_https", s.ListenHTTPS, false)
 	checkListen(c, "server.listen_http", s.ListenHTTP, true)
-	checkListen(c, "server.listen_admin", s.ListenAdmin, true)
+	adminOK := checkListen(c, "server.listen_admin", s.ListenAdmin, true)
 	// Port 0 asks the kernel for a free port, so equal ":0" addresses differ.
 	if s.ListenHTTP != "off" && s.ListenHTTP == s.ListenHTTPS && !ephemeral(s.ListenHTTP) {
 		c.add("server.listen_http", "%q is also server.listen_https; each listener needs its own address", s.ListenHTTP)
@@ -46,10 +46,61 @@ func (s *Server) validate(c *checker) {
 	if s.MaxHeaderBytes == 0 {
 		c.add("server.max_header_bytes", `must be more than 0; the default is "64KB"`)
 	}
+	s.validateAdmin(c, adminOK)
+	for i, p := range s.TrustedProxies {
+		if p.Bits() == 0 {
+			c.warn(indexKey("server.trusted_proxies", i), "%s trusts every peer: any client can set X-Forwarded-For and choose the IP that rate limits, bans and IP lists see; list your load balancers' addresses instead", p)
+		}
+	}
+}
+
+// validateAdmin checks the admin listener's guard: a token that cannot be
+// guessed, demanded when the listener is reachable from other machines
+// (listenOK: its address is valid), and the host names it answers.
+func (s *Server) validateAdmin(c *checker, listenOK bool) {
+	if tok := s.AdminToken.Value(); tok != "" {
+		if len(tok) < 16 {
+			c.add("server.admin_token", "is shorter than 16 characters and can be guessed; generate one with `openssl rand -hex 32`")
+		}
+		if !validBearer(tok) {
+			c.add("server.admin_token", "must be one word of letters, digits and -._~+/= (it is sent as \"Authorization: Bearer <token>\"); generate one with `openssl rand -hex 32`")
+		}
+	} else if listenOK && s.ListenAdmin != "off" && !onLoopback(s.ListenAdmin) {
+		c.add("server.listen_admin", `%q is not on loopback: anyone who reaches it could reload edge, lift bans or read profiles; set server.admin_token = "${EDGE_ADMIN_TOKEN}" (callers send "Authorization: Bearer <token>"), or listen on "127.0.0.1:9180"`, s.ListenAdmin)
+	}
+	for i, h := range s.AdminHosts {
+		if !validHostName(h) {
+			c.add(indexKey("server.admin_hosts", i), `%q is not a host name; write a lowercase name like "edge-admin.internal" (IP addresses and localhost are always answered)`, h)
+		}
+	}
+}
+
+// validBearer reports whether s can be sent as a bearer token: token68
+// characters (RFC 9110 section 11.2), the alphabets of hex and base64.
+func validBearer(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~+/=", c) >= 0) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// onLoopback reports whether a valid listen address accepts only local
+// connections.
+func onLoopback(addr string) bool {
+	host, _, _ := net.SplitHostPort(addr)
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // checkListen checks a listener address; "off" disables the optional ones.
-func checkListen(c *checker, key, addr string, offOK bool) {
+// It reports whether the address is valid.
+func checkListen(c *checker, key, addr string, offOK bool) bool {
 	example := `write it like ":443" or "127.0.0.1:8443"`
 	if offOK {
 		example += `, or "off" to disable this listener`
@@ -58,19 +109,23 @@ func checkListen(c *checker, key, addr string, offOK bool) {
 		if !offOK {
 			c.add(key, `cannot be "off": HTTPS is edge's front door; %s`, example)
 		}
-		return
+		return offOK
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		c.add(key, "%q is not host:port; %s", addr, example)
-		return
+		return false
 	}
+	ok := true
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		c.add(key, "%q has port %q; the port must be a number from 1 to 65535", addr, port)
+		ok = false
 	}
 	if host != "" && !validHostName(host) && !validIP(host) {
 		c.add(key, "%q has host %q, which is neither an IP address nor a host name; leave it empty (\":443\") to listen on every address", addr, host)
+		ok = false
 	}
+	return ok
 }
 
 func (t *TLS) validate(c *checker) {

@@ -28,6 +28,11 @@ func newConnTracker(m *metrics.Metrics, listener string) *connTracker {
 }
 
 func (c *connTracker) state(conn net.Conn, st http.ConnState) {
+	// The HTTP/2 server reports the guarded connection, net/http its
+	// *tls.Conn: one key for both.
+	if g, ok := conn.(*resetGuard); ok {
+		conn = g.Conn
+	}
 	switch st {
 	case http.StateActive:
 		if _, seen := c.open.Load(conn); seen {

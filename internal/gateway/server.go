@@ -42,6 +42,9 @@ type Options struct {
 	// Listening, when set, is called once every listener is up, with their
 	// actual addresses (tests listen on port 0).
 	Listening func(Addrs)
+	// Abort, when closed during the shutdown, ends it at once: every
+	// connection is closed (a second SIGTERM).
+	Abort <-chan struct{}
 }
 
 // Addrs are the bound listener addresses; empty when a listener is off.
@@ -145,8 +148,8 @@ func tlsHosts(cfg *config.Config) []string {
 	return hosts
 }
 
-// Serve listens and serves until ctx is done, then drains in-flight requests
-// for up to server.shutdown_grace and returns nil.
+// Serve listens and serves until ctx is done, then shuts down (see
+// shutdown) and returns nil.
 func (s *Server) Serve(ctx context.Context) error {
 	sc := s.cfg.Server
 	var servers []*http.Server
@@ -189,6 +192,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		MaxHeaderBytes:    int(sc.MaxHeaderBytes),
 		ErrorLog:          log.New(handshakeErrorLog{m: s.metrics, log: s.log}, "", 0),
 	}
+	if err := guardHTTP2(front, s.metrics, s.log); err != nil {
+		closeAll()
+		return fmt.Errorf("setting up HTTP/2: %w", err)
+	}
 	servers = append(servers, front)
 
 	var plain *http.Server
@@ -218,7 +225,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		addrs.Admin = ln.Addr().String()
 		admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-		servers = append(servers, admin)
 		go s.serve(admin, ln, false)
 	}
 	go s.serve(front, httpsLn, true)
@@ -235,6 +241,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	go s.watchSignals(watchCtx, signals)
 
 	s.ready.Store(true)
+	for _, w := range s.cfg.Warnings {
+		s.log.Warn("dangerous setting", "warning", w.In(s.opts.ConfigPath))
+	}
 	if p := s.tlsm.CAPath(); p != "" {
 		s.log.Info("internal TLS: trust this CA to avoid browser warnings", "ca", p)
 	}
@@ -244,21 +253,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 
 	<-ctx.Done()
-	s.ready.Store(false)
-	grace := s.currentConfig().Server.ShutdownGrace.Std()
-	s.log.Info("shutting down: draining in-flight requests", "grace", grace.String())
-	drainCtx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, srv := range servers {
-		wg.Go(func() {
-			if err := srv.Shutdown(drainCtx); err != nil {
-				s.log.Warn("grace period over: closing the remaining connections")
-				srv.Close()
-			}
-		})
-	}
-	wg.Wait()
+	s.shutdown(servers, admin)
 	s.close()
 	s.log.Info("edge stopped")
 	return nil
@@ -310,7 +305,7 @@ func (s *Server) adminHandler() http.Handler {
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	// Profiles, as Caddy's admin endpoint offers: the admin listener is
-	// loopback-only by default.
+	// loopback-only by default, and guarded (adminGuard).
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
@@ -328,7 +323,7 @@ func (s *Server) adminHandler() http.Handler {
 		}
 		_ = json.NewEncoder(w).Encode(body)
 	})
-	return mux
+	return s.adminGuard(mux)
 }
 
 // revokeSession logs a user out everywhere: POST {"token": "..."}. The

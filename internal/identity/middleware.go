@@ -226,8 +226,9 @@ func reasonWord(code apierror.Code) string {
 	return "auth_failed"
 }
 
-// bearer returns the token of a single "Authorization: Bearer <token>".
-func bearer(h http.Header) (string, bool) {
+// Bearer returns the token of a single "Authorization: Bearer <token>": the
+// one reading of the header for routes and the admin listener alike.
+func Bearer(h http.Header) (string, bool) {
 	v := h[hdrAuth]
 	if len(v) != 1 || len(v[0]) < 7 || !strings.EqualFold(v[0][:7], "bearer ") {
 		return "", false
@@ -237,7 +238,7 @@ func bearer(h http.Header) (string, bool) {
 }
 
 func (r *route) session(req *http.Request) (Session, apierror.Code, string) {
-	tok, ok := bearer(req.Header)
+	tok, ok := Bearer(req.Header)
 	if !ok {
 		return Session{}, apierror.AuthMissing, "send Authorization: Bearer <token> from the login"
 	}
@@ -408,7 +409,7 @@ func validTrustedValue(s string) bool {
 }
 
 func (r *route) jwtIdentity(req *http.Request) (string, apierror.Code, string) {
-	tok, ok := bearer(req.Header)
+	tok, ok := Bearer(req.Header)
 	if !ok {
 		return "", apierror.AuthMissing, "send Authorization: Bearer <token>"
 	}

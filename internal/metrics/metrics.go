@@ -28,6 +28,7 @@ type Metrics struct {
 	connectionsOpen *prometheus.GaugeVec
 	websocketsOpen  prometheus.Gauge
 	tlsHandshakes   *prometheus.CounterVec
+	h2ResetCloses   prometheus.Counter
 
 	reloads              *prometheus.CounterVec
 	lastReloadSuccessful prometheus.Gauge
@@ -83,6 +84,10 @@ func New(version string) *Metrics {
 			Name: "edge_tls_handshakes_total",
 			Help: "TLS handshakes on the HTTPS listener by result (ok, error).",
 		}, []string{"result"}),
+		h2ResetCloses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_http2_rapid_reset_closes_total",
+			Help: "HTTP/2 connections closed (GOAWAY ENHANCE_YOUR_CALM) because the client cancelled too many streams in a short time (rapid reset).",
+		}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_config_reloads_total",
 			Help: "Config reload attempts by result (success, failure).",
@@ -113,7 +118,7 @@ func New(version string) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo, m.requests, m.requestDuration, m.inFlight, m.upstreamRequests,
-		m.upstreamDuration, m.connectionsOpen, m.websocketsOpen, m.tlsHandshakes, m.reloads, m.lastReloadSuccessful, m.lastReloadSuccessTS,
+		m.upstreamDuration, m.connectionsOpen, m.websocketsOpen, m.tlsHandshakes, m.h2ResetCloses, m.reloads, m.lastReloadSuccessful, m.lastReloadSuccessTS,
 		m.lastReloadAttemptTS,
 	)
 	// A registration error here is a programming error (two collectors with
@@ -154,6 +159,10 @@ func (m *Metrics) TLSHandshake(ok bool) {
 	}
 	m.tlsHandshakes.WithLabelValues("error").Inc()
 }
+
+// HTTP2RapidResetClose counts one connection closed for cancelling too
+// many streams.
+func (m *Metrics) HTTP2RapidResetClose() { m.h2ResetCloses.Inc() }
 
 // ReloadResult records a config load attempt.
 func (m *Metrics) ReloadResult(ok bool, at time.Time) {

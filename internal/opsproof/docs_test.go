@@ -79,7 +79,14 @@ func exampleConfigPath(t *testing.T, rel string, withCerts bool) string {
 	return copied
 }
 
+// exampleEnv is the environment the examples read: docker-compose.yml
+// hands EDGE_ADMIN_TOKEN to deploy/edge/edge.toml.
+func exampleEnv(t *testing.T) {
+	t.Setenv("EDGE_ADMIN_TOKEN", "0123456789abcdef0123456789abcdef")
+}
+
 func TestExampleConfigsLoad(t *testing.T) {
+	exampleEnv(t)
 	for _, ex := range exampleConfigs {
 		t.Run(ex.path, func(t *testing.T) {
 			if _, err := config.Load(exampleConfigPath(t, ex.path, ex.withCerts)); err != nil {
@@ -93,6 +100,7 @@ func TestExampleConfigsLoad(t *testing.T) {
 // on the same files, as the guide tells operators to.
 func TestExampleConfigsEdgeValidate(t *testing.T) {
 	bin := testpeer.EdgeBinary(t)
+	exampleEnv(t)
 	for _, ex := range exampleConfigs {
 		t.Run(ex.path, func(t *testing.T) {
 			out := runTool(t, testpeer.RepoRoot(t), bin, "validate", "-config", exampleConfigPath(t, ex.path, ex.withCerts))

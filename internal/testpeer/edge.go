@@ -84,16 +84,19 @@ func (l *SyncBuffer) String() string {
 }
 
 // EdgeConfigHead is the [server] and [log] part StartEdge writes before the
-// test's own TOML: free loopback ports, the state dir inside Dir, debug logs.
-// Tests must not repeat [server]; extra [server] keys go in serverExtra. A
-// body with its own [log] table replaces the default one.
+// test's own TOML: free loopback ports, the state dir inside Dir, a 10 s
+// shutdown_grace unless serverExtra sets one, debug logs. Tests must not
+// repeat [server]; extra [server] keys go in serverExtra. A body with its own
+// [log] table replaces the default one.
 func EdgeConfigHead(https, http, admin, stateDir, serverExtra string) string {
+	if !strings.Contains(serverExtra, "shutdown_grace") {
+		serverExtra = "shutdown_grace = \"10s\"\n" + serverExtra
+	}
 	return fmt.Sprintf(`[server]
 listen_https = %q
 listen_http = %q
 listen_admin = %q
 state_dir = %q
-shutdown_grace = "10s"
 %s
 `, https, http, admin, stateDir, serverExtra)
 }
