@@ -1,11 +1,9 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	stdtls "crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,20 +11,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
+	"edge/internal/admin"
 	"edge/internal/config"
 	"edge/internal/identity"
 	"edge/internal/metrics"
@@ -291,294 +284,21 @@ func (s *Server) currentConfig() *config.Config {
 	return s.cfg
 }
 
+// adminAPI is the Server as the admin API sees it.
+type adminAPI struct{ s *Server }
+
+func (a adminAPI) Ready() bool              { return a.s.ready.Load() }
+func (a adminAPI) Reload() (string, error)  { return a.s.Reload(TriggerAdmin) }
+func (a adminAPI) Server() *config.Server   { return &a.s.gw.snap.Load().cfg.Server }
+func (a adminAPI) Sealer() *identity.Sealer { return a.s.gw.snap.Load().identity.Sealer() }
+
 func (s *Server) adminHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "ok\n")
+	return admin.Handler(admin.Options{
+		Gateway:  adminAPI{s},
+		Registry: s.metrics.Registry,
+		Bans:     s.gw.features.limits.AdminHandler(),
+		Log:      s.log,
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !s.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ready\n")
-	})
-	// Profiles, as Caddy's admin endpoint offers: the admin listener is
-	// loopback-only by default, and guarded (adminGuard).
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	bans := s.gw.features.limits.AdminHandler()
-	mux.Handle("/bans", bans)
-	mux.Handle("/bans/", bans)
-	mux.HandleFunc("POST /sessions/revoke", s.revokeSession)
-	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
-		result, err := s.Reload(TriggerAdmin)
-		w.Header().Set("Content-Type", "application/json")
-		body := map[string]any{"result": result}
-		if err != nil {
-			body["problems"] = problemLines(err)
-			w.WriteHeader(http.StatusUnprocessableEntity)
-		}
-		_ = json.NewEncoder(w).Encode(body)
-	})
-	return s.adminGuard(mux)
-}
-
-// revokeSession logs a user out everywhere: POST {"token": "..."}. The
-// token is put on the revocation list in Redis until it would have expired
-// ([cluster] redis is required: without a shared store a token stays valid
-// until it expires).
-func (s *Server) revokeSession(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Token string `json:"token"`
-	}
-	if err := json.NewDecoder(io.LimitReader(r.Body, 16<<10)).Decode(&req); err != nil || req.Token == "" {
-		http.Error(w, `send {"token": "<the session token>"}`, http.StatusBadRequest)
-		return
-	}
-	sealer := s.gw.snap.Load().identity.Sealer()
-	if sealer == nil {
-		http.Error(w, "no [sessions] configured", http.StatusConflict)
-		return
-	}
-	sess, err := sealer.Open(req.Token)
-	switch {
-	case errors.Is(err, identity.ErrTokenExpired):
-		_, _ = io.WriteString(w, `{"result":"already expired"}`+"\n")
-		return
-	case err != nil:
-		http.Error(w, "not a token of this gateway", http.StatusBadRequest)
-		return
-	}
-	if err := sealer.Revoke(r.Context(), sess); err != nil {
-		http.Error(w, err.Error(), http.StatusConflict)
-		return
-	}
-	s.log.Info("session revoked", "appid", sess.AppID, "openid", sess.OpenID)
-	_, _ = io.WriteString(w, `{"result":"revoked"}`+"\n")
-}
-
-func problemLines(err error) []string {
-	return strings.Split(err.Error(), "\n")
-}
-
-// Reload triggers.
-const (
-	TriggerFileChange = "file change"
-	TriggerSIGHUP     = "SIGHUP"
-	TriggerAdmin      = "admin"
-)
-
-// Reload outcomes.
-const (
-	ReloadApplied   = "reloaded"
-	ReloadUnchanged = "unchanged"
-	ReloadFailed    = "failed"
-)
-
-// Reload reads the config file again and, if it is valid, swaps in a new
-// snapshot. On any problem the current snapshot keeps serving. SIGHUP and
-// POST /reload always recompile (files the config names may have changed).
-func (s *Server) Reload(trigger string) (string, error) {
-	return s.reload(trigger, nil)
-}
-
-// reload reads the config file and applies it. settled, from the file
-// watcher, is what the file held once it stopped changing; if the file no
-// longer holds it, a newer write is on its way (and its own event), so
-// nothing is applied: an older version must never replace a newer one. A
-// file-change trigger with the running config's bytes compiles nothing,
-// but it does mean the file and the running config agree again, which is
-// what edge_config_last_reload_successful reports (saving back the running
-// config after a rejected edit clears the alert).
-func (s *Server) reload(trigger string, settled []byte) (string, error) {
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
-	now := time.Now()
-	data, err := os.ReadFile(s.opts.ConfigPath)
-	if err != nil {
-		err = fmt.Errorf("reading config: %w", err)
-		s.reloadFailed(trigger, err, now)
-		return ReloadFailed, err
-	}
-	if settled != nil && !bytes.Equal(data, settled) {
-		s.log.Debug("config file changed again; waiting for it to settle", "trigger", trigger)
-		return ReloadUnchanged, nil
-	}
-	hash := sha256.Sum256(data)
-	// Only the file watcher may skip identical bytes: an operator's SIGHUP or
-	// POST /reload also re-reads the files the config names (IP lists, JWKS,
-	// keys), which the watcher does not see change.
-	if hash == s.cfgHash && trigger == TriggerFileChange {
-		s.metrics.ConfigMatchesRunning()
-		s.log.Debug("config unchanged; nothing to reload", "trigger", trigger)
-		return ReloadUnchanged, nil
-	}
-	cfg, err := config.Parse(data, s.opts.ConfigPath)
-	if err != nil {
-		s.reloadFailed(trigger, err, now)
-		return ReloadFailed, err
-	}
-	for _, key := range config.RestartNeeded(s.cfg, cfg) {
-		s.log.Warn("config change needs a restart; keeping the running value", "key", key)
-	}
-	keepRestartOnly(s.cfg, cfg)
-
-	// Everything the config needs is read and compiled before any of it
-	// goes live (routes and upstream targets, limits with their IP list
-	// files, certificates), so a failure anywhere leaves all of it as it
-	// was; then everything switches at once.
-	targets := s.gw.registry.Stage()
-	snap, err := s.gw.compile(cfg, targets)
-	if err != nil {
-		s.reloadFailed(trigger, err, now)
-		return ReloadFailed, err
-	}
-	limitsPlan, err := s.gw.features.limits.Prepare(cfg)
-	if err != nil {
-		err = fmt.Errorf("limits: %w", err)
-		s.reloadFailed(trigger, err, now)
-		return ReloadFailed, err
-	}
-	tlsChange, err := s.tlsm.Prepare(cfg.TLS, tlsHosts(cfg))
-	if err != nil {
-		err = fmt.Errorf("TLS: %w", err)
-		s.reloadFailed(trigger, err, now)
-		return ReloadFailed, err
-	}
-	if err := tlsChange.RestartNeeded(); err != nil {
-		s.log.Warn("TLS change needs a restart; keeping the running TLS settings", "detail", err.Error())
-	}
-
-	targets.Commit()
-	limitsPlan.Commit()
-	if err := tlsChange.Commit(); err != nil {
-		s.log.Warn("certificate files are in use but will not be reloaded when they change", "error", err.Error())
-	}
-	// Nothing can fail from here on; the metric says so before the new
-	// config answers, so nobody sees it serve while the metric still
-	// reports the previous failure.
-	s.metrics.ReloadResult(true, now)
-	old := s.gw.snap.Swap(snap)
-	// The old snapshot's health checks end before the new ones begin, so
-	// no target is checked by two snapshots at once.
-	old.stop()
-	snap.start(s.gw.healthChanged)
-	s.cfg, s.cfgHash = cfg, hash
-	setLevel(s.level, cfg.Log.Level)
-	s.log.Info("config reloaded", "trigger", trigger, "routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
-	return ReloadApplied, nil
-}
-
-func (s *Server) readConfigFile() ([]byte, error) { return os.ReadFile(s.opts.ConfigPath) }
-
-func (s *Server) reloadFailed(trigger string, err error, now time.Time) {
-	s.metrics.ReloadResult(false, now)
-	for _, line := range problemLines(err) {
-		s.log.Error("config reload rejected; the previous config keeps serving", "trigger", trigger, "problem", line)
-	}
-}
-
-// keepRestartOnly copies into next the settings that only take effect on a
-// restart, so that the new snapshot never half-applies them.
-func keepRestartOnly(cur, next *config.Config) {
-	next.Server.ListenHTTPS = cur.Server.ListenHTTPS
-	next.Server.ListenHTTP = cur.Server.ListenHTTP
-	next.Server.ListenAdmin = cur.Server.ListenAdmin
-	next.Server.StateDir = cur.Server.StateDir
-	next.Server.ReadHeaderTimeout = cur.Server.ReadHeaderTimeout
-	next.Server.WriteTimeout = cur.Server.WriteTimeout
-	next.Server.IdleTimeout = cur.Server.IdleTimeout
-	next.Server.MaxHeaderBytes = cur.Server.MaxHeaderBytes
-	next.TLS.Mode = cur.TLS.Mode
-	next.Cluster = cur.Cluster
-}
-
-// newConfigWatcher watches the config file's directory, not the file, so
-// editors that save by renaming a temporary file (vim, sed -i, Kubernetes'
-// ..data swap) are seen. It is set up before edge says it is serving, so no
-// save after that is missed; nil when the file cannot be watched (reloads
-// then need SIGHUP or POST /reload).
-func (s *Server) newConfigWatcher() *fsnotify.Watcher {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		s.log.Warn("cannot watch the config file; reload with SIGHUP or POST /reload", "error", err.Error())
-		return nil
-	}
-	dir := filepath.Dir(s.opts.ConfigPath)
-	if err := w.Add(dir); err != nil {
-		w.Close()
-		s.log.Warn("cannot watch the config directory; reload with SIGHUP or POST /reload", "dir", dir, "error", err.Error())
-		return nil
-	}
-	return w
-}
-
-// watchConfig reloads when the config file changes. Events are debounced
-// because one save is several events, and the file is applied only once it
-// stopped changing.
-func (s *Server) watchConfig(ctx context.Context, w *fsnotify.Watcher) {
-	defer w.Close()
-	name := filepath.Base(s.opts.ConfigPath)
-	const debounce = 250 * time.Millisecond
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return
-		case ev, ok := <-w.Events:
-			if !ok {
-				return
-			}
-			base := filepath.Base(ev.Name)
-			if base == name || base == "..data" {
-				timer.Reset(debounce)
-			}
-		case err, ok := <-w.Errors:
-			if !ok {
-				return
-			}
-			s.log.Warn("config watcher error", "error", err.Error())
-		case <-timer.C:
-			data, err := readSettled(ctx, s.readConfigFile, settleInterval, settleTries)
-			switch {
-			case ctx.Err() != nil:
-				return
-			case errors.Is(err, errStillChanging):
-				// The writer is still at work; its next write is another
-				// event, which schedules another look.
-				s.log.Info("config file is still being written; waiting for it to settle", "path", s.opts.ConfigPath)
-			case err != nil:
-				_, _ = s.Reload(TriggerFileChange)
-			default:
-				// A non-nil slice marks the bytes as settled, even when
-				// the file is empty.
-				_, _ = s.reload(TriggerFileChange, append([]byte{}, data...))
-			}
-		}
-	}
-}
-
-// watchSignals: SIGHUP reloads the config, SIGUSR1 reopens the access log
-// file (after logrotate moved it away).
-func (s *Server) watchSignals(ctx context.Context, ch <-chan os.Signal) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case sig := <-ch:
-			if sig == syscall.SIGUSR1 {
-				s.access.reopen()
-				s.log.Info("access log reopened", "trigger", "SIGUSR1")
-				continue
-			}
-			_, _ = s.Reload(TriggerSIGHUP)
-		}
-	}
 }
 
 // Validate loads a config file and reports every problem, as `nginx -t`.

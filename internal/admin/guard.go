@@ -1,4 +1,4 @@
-package gateway
+package admin
 
 import (
 	"crypto/sha256"
@@ -13,7 +13,7 @@ import (
 	"edge/internal/identity"
 )
 
-// adminGuard stands before the admin API. A browser page the operator
+// guard stands before the admin API. A browser page the operator
 // visits can reach a loopback listener two ways: by pointing its own name
 // at 127.0.0.1 (DNS rebinding: the request is then same-origin, and its
 // Host is the page's name), or by a plain cross-origin POST to
@@ -22,11 +22,11 @@ import (
 // Sec-Fetch-Site / Origin headers. server.admin_token then keeps out
 // whoever else reaches the listener. The settings are read from the
 // current snapshot, so a reload applies them.
-func (s *Server) adminGuard(next http.Handler) http.Handler {
+func guard(g Gateway, next http.Handler) http.Handler {
 	crossOrigin := http.NewCrossOriginProtection()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sc := &s.gw.snap.Load().cfg.Server
-		if !adminHostAllowed(r.Host, sc.AdminHosts) {
+		sc := g.Server()
+		if !hostAllowed(r.Host, sc.AdminHosts) {
 			apierror.Write(w, r, apierror.Forbidden, "the admin listener does not answer this Host; add the name to server.admin_hosts")
 			return
 		}
@@ -34,7 +34,7 @@ func (s *Server) adminGuard(next http.Handler) http.Handler {
 			apierror.Write(w, r, apierror.Forbidden, "cross-origin request to the admin listener refused")
 			return
 		}
-		if !adminAuthorized(r, sc) {
+		if !authorized(r, sc) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="edge admin"`)
 			apierror.Write(w, r, apierror.AuthMissing, "send Authorization: Bearer <server.admin_token>")
 			return
@@ -43,10 +43,10 @@ func (s *Server) adminGuard(next http.Handler) http.Handler {
 	})
 }
 
-// adminHostAllowed: IP literals and localhost cannot be a rebound name;
+// hostAllowed: IP literals and localhost cannot be a rebound name;
 // other names only when the operator listed them. No Host at all (an
 // HTTP/1.0 health check) cannot come from a browser.
-func adminHostAllowed(hostport string, listed []string) bool {
+func hostAllowed(hostport string, listed []string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
@@ -66,10 +66,10 @@ func adminHostAllowed(hostport string, listed []string) bool {
 	return false
 }
 
-// adminAuthorized checks server.admin_token. Probes and the metrics scrape
+// authorized checks server.admin_token. Probes and the metrics scrape
 // stay open: load balancers and Prometheus poll them, often without a
 // way to send a token, and they change nothing and hold no client data.
-func adminAuthorized(r *http.Request, sc *config.Server) bool {
+func authorized(r *http.Request, sc *config.Server) bool {
 	want := sc.AdminToken.Value()
 	if want == "" {
 		return true

@@ -1,0 +1,111 @@
+// Package admin is the admin listener's API: metrics, health and
+// readiness, profiles, reload, bans and session revocation, behind the
+// guard that keeps browser pages and strangers out (guard.go).
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"edge/internal/config"
+	"edge/internal/identity"
+)
+
+// Gateway is what the admin API asks of the running gateway.
+type Gateway interface {
+	// Ready is false before the listeners are up and during the drain.
+	Ready() bool
+	// Reload reads and applies the config file (POST /reload).
+	Reload() (result string, err error)
+	// Server is the running config's [server] section (admin_hosts,
+	// admin_token), read per request so a reload applies it.
+	Server() *config.Server
+	// Sealer opens and revokes session tokens; nil without [sessions].
+	Sealer() *identity.Sealer
+}
+
+// Options are the parts the admin API serves.
+type Options struct {
+	Gateway  Gateway
+	Registry *prometheus.Registry
+	// Bans serves /bans and /bans/... (the limits engine's handler).
+	Bans http.Handler
+	Log  *slog.Logger
+}
+
+// Handler is the admin listener's handler.
+func Handler(o Options) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !o.Gateway.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	// Profiles, as Caddy's admin endpoint offers: the admin listener is
+	// loopback-only by default, and guarded.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.Handle("/bans", o.Bans)
+	mux.Handle("/bans/", o.Bans)
+	mux.HandleFunc("POST /sessions/revoke", func(w http.ResponseWriter, r *http.Request) { revokeSession(w, r, o) })
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+		result, err := o.Gateway.Reload()
+		w.Header().Set("Content-Type", "application/json")
+		body := map[string]any{"result": result}
+		if err != nil {
+			body["problems"] = strings.Split(err.Error(), "\n")
+			w.WriteHeader(http.StatusUnprocessableEntity)
+		}
+		_ = json.NewEncoder(w).Encode(body)
+	})
+	return guard(o.Gateway, mux)
+}
+
+// revokeSession logs a user out everywhere: POST {"token": "..."}. The
+// token is put on the revocation list in Redis until it would have expired
+// ([cluster] redis is required: without a shared store a token stays valid
+// until it expires).
+func revokeSession(w http.ResponseWriter, r *http.Request, o Options) {
+	var req struct {
+		Token string `json:"token"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 16<<10)).Decode(&req); err != nil || req.Token == "" {
+		http.Error(w, `send {"token": "<the session token>"}`, http.StatusBadRequest)
+		return
+	}
+	sealer := o.Gateway.Sealer()
+	if sealer == nil {
+		http.Error(w, "no [sessions] configured", http.StatusConflict)
+		return
+	}
+	sess, err := sealer.Open(req.Token)
+	switch {
+	case errors.Is(err, identity.ErrTokenExpired):
+		_, _ = io.WriteString(w, `{"result":"already expired"}`+"\n")
+		return
+	case err != nil:
+		http.Error(w, "not a token of this gateway", http.StatusBadRequest)
+		return
+	}
+	if err := sealer.Revoke(r.Context(), sess); err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	o.Log.Info("session revoked", "appid", sess.AppID, "openid", sess.OpenID)
+	_, _ = io.WriteString(w, `{"result":"revoked"}`+"\n")
+}
