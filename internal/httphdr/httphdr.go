@@ -4,7 +4,10 @@
 // comma-separated token list such as Connection or Te is read.
 package httphdr
 
-import "strings"
+import (
+	"iter"
+	"strings"
+)
 
 // EdgeOwned reports whether name is one of edge's own headers: any X-WX-*
 // (identity) or X-Edge-* (signature), in any letter case and with '_' for
@@ -36,16 +39,30 @@ func hasSepPrefixFold(s, prefix string) bool {
 	return true
 }
 
+// Elements yields the elements of a comma-separated list header (every
+// value of it, RFC 9110 5.6.1), trimmed of surrounding spaces, empty ones
+// skipped. It is the one reader of list headers: Connection, Te, Trailer,
+// Vary, Accept-Encoding.
+func Elements(values []string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, v := range values {
+			for v != "" {
+				var elem string
+				elem, v, _ = strings.Cut(v, ",")
+				if elem = strings.TrimSpace(elem); elem != "" && !yield(elem) {
+					return
+				}
+			}
+		}
+	}
+}
+
 // HasToken reports whether a comma-separated list header (every value of
 // it) names token, compared without regard to case or surrounding spaces.
 func HasToken(values []string, token string) bool {
-	for _, v := range values {
-		for v != "" {
-			var tok string
-			tok, v, _ = strings.Cut(v, ",")
-			if strings.EqualFold(strings.TrimSpace(tok), token) {
-				return true
-			}
+	for elem := range Elements(values) {
+		if strings.EqualFold(elem, token) {
+			return true
 		}
 	}
 	return false

@@ -1,6 +1,7 @@
 package httphdr
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -59,4 +60,18 @@ func FuzzHasToken(f *testing.F) {
 			t.Fatalf("HasToken(%q, %q) = %v, want %v", value, token, got, want)
 		}
 	})
+}
+
+func TestElements(t *testing.T) {
+	var got []string
+	for e := range Elements([]string{" gzip ;q=0.5, ,br", "", "x-gzip"}) {
+		got = append(got, e)
+	}
+	if want := []string{"gzip ;q=0.5", "br", "x-gzip"}; !slices.Equal(got, want) {
+		t.Fatalf("Elements = %q, want %q", got, want)
+	}
+	values := []string{"keep-alive, Upgrade"}
+	if n := testing.AllocsPerRun(100, func() { HasToken(values, "upgrade") }); n != 0 {
+		t.Fatalf("HasToken allocates %v times", n)
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"edge/internal/httphdr"
 )
 
 // GzipOptions configures response compression.
@@ -412,12 +414,9 @@ func gzipContentLength(hdr http.Header) (int64, bool) {
 }
 
 func gzipAddVary(hdr http.Header) {
-	for _, v := range hdr["Vary"] {
-		for part := range strings.SplitSeq(v, ",") {
-			part = strings.TrimSpace(part)
-			if part == "*" || strings.EqualFold(part, "Accept-Encoding") {
-				return
-			}
+	for part := range httphdr.Elements(hdr["Vary"]) {
+		if part == "*" || strings.EqualFold(part, "Accept-Encoding") {
+			return
 		}
 	}
 	hdr["Vary"] = append(hdr["Vary"], "Accept-Encoding")
@@ -428,25 +427,17 @@ func gzipAddVary(hdr http.Header) {
 // named. A malformed q counts as non-zero, as most servers treat it.
 func gzipAccepted(values []string) bool {
 	star, named := false, false
-	for _, v := range values {
-		for len(v) > 0 {
-			var elem string
-			if i := strings.IndexByte(v, ','); i >= 0 {
-				elem, v = v[:i], v[i+1:]
-			} else {
-				elem, v = v, ""
+	for elem := range httphdr.Elements(values) {
+		coding, params, _ := strings.Cut(elem, ";")
+		coding = strings.TrimSpace(coding)
+		switch {
+		case strings.EqualFold(coding, "gzip") || strings.EqualFold(coding, "x-gzip"):
+			if !gzipQZero(params) {
+				return true
 			}
-			coding, params, _ := strings.Cut(elem, ";")
-			coding = strings.TrimSpace(coding)
-			switch {
-			case strings.EqualFold(coding, "gzip") || strings.EqualFold(coding, "x-gzip"):
-				if !gzipQZero(params) {
-					return true
-				}
-				named = true
-			case coding == "*":
-				star = star || !gzipQZero(params)
-			}
+			named = true
+		case coding == "*":
+			star = star || !gzipQZero(params)
 		}
 	}
 	return star && !named
