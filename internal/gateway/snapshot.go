@@ -348,19 +348,24 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.ReadCloser.Read(p)
 	if err != nil {
-		if b.rc != nil {
+		var tooLarge *http.MaxBytesError
+		var ne net.Error
+		stalled := errors.As(err, &ne) && ne.Timeout()
+		if b.rc != nil && !stalled {
 			// The body is over: net/http's background read for the next
 			// request must not inherit the deadline (it would cancel this
 			// request's context when it fires).
 			_ = b.rc.SetReadDeadline(time.Time{})
-			b.rc = nil
 		}
-		var tooLarge *http.MaxBytesError
-		var ne net.Error
+		// A stalled body keeps its expired deadline: net/http then fails at
+		// once to read the rest before answering (or to drain it after),
+		// sends the 408 and closes the connection, instead of waiting for
+		// a client that stopped sending.
+		b.rc = nil
 		switch {
 		case errors.As(err, &tooLarge):
 			b.info.Reason = reasonBodyTooLarge
-		case errors.As(err, &ne) && ne.Timeout():
+		case stalled:
 			b.info.Reason = reasonBodyTimeout
 		}
 	}
