@@ -16,6 +16,7 @@ type Code int
 
 // The codes of spec/edge-signature.md section 3.
 const (
+	BadRequest        Code = 40001 // malformed request, such as a body with broken chunked framing
 	AuthMissing       Code = 40101 // Authorization missing, token malformed or forged
 	TokenExpired      Code = 40102
 	BadSignature      Code = 40103 // signature header missing/malformed/mismatch, unsigned payload refused

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httputil"
 	"strconv"
 	"strings"
 	"sync"
@@ -191,6 +190,11 @@ func (o *outRequest) writeRequest(bw *bufio.Writer) error {
 	for _, kv := range rules.Set {
 		writeHeader(bw, kv.Name, kv.Value)
 	}
+	o.writeFraming(bw)
+	bw.WriteString("\r\n")
+	if !o.hasBody() {
+		return nil
+	}
 	return o.writeBody(bw)
 }
 
@@ -256,47 +260,98 @@ func (o *outRequest) writeForwarding(bw *bufio.Writer) {
 	}
 }
 
-// writeBody frames the body as the client did: a known length, or chunks
-// (with the client's trailers) when it streamed.
-func (o *outRequest) writeBody(bw *bufio.Writer) error {
+// writeFraming frames the body as the client did: a known length, or
+// chunks (with the client's trailers) when it streamed.
+func (o *outRequest) writeFraming(bw *bufio.Writer) {
 	r := o.r
 	switch {
 	case r.ContentLength > 0:
 		var n [20]byte
 		bw.WriteString("Content-Length: ")
 		bw.Write(strconv.AppendInt(n[:0], r.ContentLength, 10))
-		bw.WriteString("\r\n\r\n")
-		copied, err := io.Copy(bw, io.LimitReader(r.Body, r.ContentLength))
-		if err != nil {
-			return err
-		}
-		if copied != r.ContentLength {
-			return io.ErrUnexpectedEOF
-		}
-		return nil
-	case r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody:
-		bw.WriteString("Transfer-Encoding: chunked\r\n\r\n")
-		cw := httputil.NewChunkedWriter(bw)
-		if _, err := io.Copy(cw, r.Body); err != nil {
-			return err
-		}
-		if err := cw.Close(); err != nil {
-			return err
-		}
-		for k, vs := range r.Trailer {
-			for _, v := range vs {
-				writeHeader(bw, k, v)
-			}
-		}
-		_, err := bw.WriteString("\r\n")
-		return err
+		bw.WriteString("\r\n")
+	case o.hasBody():
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	default:
 		switch r.Method {
 		case http.MethodPost, http.MethodPut, http.MethodPatch:
 			bw.WriteString("Content-Length: 0\r\n")
 		}
-		_, err := bw.WriteString("\r\n")
+	}
+}
+
+func (o *outRequest) hasBody() bool {
+	r := o.r
+	return r.ContentLength > 0 || r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody
+}
+
+func (o *outRequest) writeBody(bw *bufio.Writer) error {
+	r := o.r
+	if r.ContentLength > 0 {
+		return sendBody(bw, r.Body, r.ContentLength)
+	}
+	if err := sendChunked(bw, r.Body); err != nil {
 		return err
+	}
+	for k, vs := range r.Trailer {
+		for _, v := range vs {
+			writeHeader(bw, k, v)
+		}
+	}
+	_, err := bw.WriteString("\r\n")
+	return err
+}
+
+// sendBody copies a body of n bytes to the upstream. A failure to read the
+// client's body, or a body that ends short, is the client's fault and says
+// so; a failure to write is the upstream's.
+func sendBody(bw *bufio.Writer, body io.Reader, n int64) error {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	for n > 0 {
+		nr, err := body.Read(buf[:min(int64(len(buf)), n)])
+		if nr > 0 {
+			if _, werr := bw.Write(buf[:nr]); werr != nil {
+				return werr
+			}
+			n -= int64(nr)
+		}
+		if err == io.EOF && n > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil && err != io.EOF {
+			return &clientBodyError{err}
+		}
+	}
+	return nil
+}
+
+// sendChunked copies a streamed body to the upstream as chunks, each
+// flushed as it arrives, up to the last chunk (trailers are the caller's).
+func sendChunked(bw *bufio.Writer, body io.Reader) error {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	var size [16]byte
+	for {
+		nr, err := body.Read(buf)
+		if nr > 0 {
+			bw.Write(strconv.AppendInt(size[:0], int64(nr), 16))
+			bw.WriteString("\r\n")
+			bw.Write(buf[:nr])
+			bw.WriteString("\r\n")
+			if ferr := bw.Flush(); ferr != nil {
+				return ferr
+			}
+		}
+		if err == io.EOF {
+			_, werr := bw.WriteString("0\r\n")
+			return werr
+		}
+		if err != nil {
+			return &clientBodyError{err}
+		}
 	}
 }
 

@@ -3,12 +3,14 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"edge/internal/apierror"
@@ -183,6 +185,11 @@ func (p *proxyHandler) errorHandler(w http.ResponseWriter, r *http.Request, err 
 			info.Reason = reason
 		}
 	}
+	var cb *clientBodyError
+	if errors.As(err, &cb) && r.Context().Err() == nil {
+		answerClientBodyFault(w, r, info, cb.err)
+		return
+	}
 	var maxBytes *http.MaxBytesError
 	switch {
 	case errors.As(err, &maxBytes) || (info != nil && info.Reason == "body_too_large"):
@@ -206,6 +213,31 @@ func (p *proxyHandler) errorHandler(w http.ResponseWriter, r *http.Request, err 
 		setReason("upstream_down")
 		p.logUpstreamError(r, info, err)
 		apierror.Write(w, r, apierror.UpstreamDown, "upstream unreachable")
+	}
+}
+
+// answerClientBodyFault answers a client whose body could not be read: too
+// large 413, stalled 408, cut off 499 (the client closed its side: nobody
+// is there to read more than a status), malformed framing 400.
+func answerClientBodyFault(w http.ResponseWriter, r *http.Request, info *reqctx.Info, err error) {
+	var maxBytes *http.MaxBytesError
+	var ne net.Error
+	reason := "bad_body"
+	switch {
+	case errors.As(err, &maxBytes):
+		reason = "body_too_large"
+		apierror.Write(w, r, apierror.BodyTooLarge, "request body is larger than this route allows")
+	case errors.As(err, &ne) && ne.Timeout():
+		reason = "client_body_timeout"
+		apierror.Write(w, r, apierror.RequestTimeout, "the request body stopped arriving")
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+		reason = "client_closed"
+		w.WriteHeader(499)
+	default:
+		apierror.Write(w, r, apierror.BadRequest, "the request body is malformed")
+	}
+	if info != nil {
+		info.Reason = reason
 	}
 }
 

@@ -78,6 +78,20 @@ type dialError struct{ err error }
 func (e *dialError) Error() string { return "connecting to upstream: " + e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
+// notSentError marks a failure before any byte of the request was written
+// to the connection: the upstream cannot have seen the request.
+type notSentError struct{ err error }
+
+func (e *notSentError) Error() string { return e.err.Error() }
+func (e *notSentError) Unwrap() error { return e.err }
+
+// clientBodyError is a failure to read the client's body (too large,
+// stalled, cut off, malformed): the client's fault, never the target's.
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string { return "reading the client's body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
+
 // errHeaderTimeout is returned when the upstream does not answer within the
 // response-header timeout.
 var errHeaderTimeout = errors.New("upstream response header timeout")
@@ -190,10 +204,7 @@ func (pc *persistConn) closeConn() {
 	}
 }
 
-// RoundTrip sends req on a pooled or new connection. A request that failed on
-// a reused connection before any byte of the answer arrived is sent once more
-// on a fresh connection when it can be replayed: the upstream most likely
-// closed the idle connection as we picked it.
+// RoundTrip sends req on a pooled or new connection.
 func (t *connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.exchange(req, stdRequest{req})
 }
@@ -221,6 +232,9 @@ func (t *connTransport) exchange(req *http.Request, w requestWriter) (*http.Resp
 	return resp, err
 }
 
+// roundTripRetry sends a request that failed on a reused connection once
+// more, on a fresh one, when mayResend allows it: the upstream most likely
+// closed the idle connection as it was picked.
 func (t *connTransport) roundTripRetry(req *http.Request, w requestWriter) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		pc := t.getIdle(time.Now())
@@ -235,8 +249,7 @@ func (t *connTransport) roundTripRetry(req *http.Request, w requestWriter) (*htt
 			return resp, nil
 		}
 		pc.closeConn()
-		var ne *noResponseError
-		if attempt > 0 || !pc.reused || !errors.As(err, &ne) || !replayable(req) {
+		if attempt > 0 || !pc.reused || !mayResend(req, err) {
 			return nil, err
 		}
 		if req.GetBody != nil {
@@ -246,12 +259,6 @@ func (t *connTransport) roundTripRetry(req *http.Request, w requestWriter) (*htt
 		}
 	}
 }
-
-// noResponseError: the exchange failed before any byte of a response.
-type noResponseError struct{ err error }
-
-func (e *noResponseError) Error() string { return e.err.Error() }
-func (e *noResponseError) Unwrap() error { return e.err }
 
 func replayable(req *http.Request) bool {
 	if req.Body == nil || req.Body == http.NoBody {
@@ -276,11 +283,12 @@ func (pc *persistConn) roundTrip(req *http.Request, w requestWriter) (*http.Resp
 	// mobile upload may take minutes, but must not stall), then to the wait
 	// for the response headers.
 	d := pc.t.headerTimeout
+	pc.dw.written = 0
 	if err := w.writeRequest(pc.bw); err != nil {
-		return nil, pc.wrapErr(req, err, true)
+		return nil, pc.wrapErr(req, err)
 	}
 	if err := pc.bw.Flush(); err != nil {
-		return nil, pc.wrapErr(req, err, true)
+		return nil, pc.wrapErr(req, err)
 	}
 	if d > 0 {
 		_ = pc.conn.SetReadDeadline(time.Now().Add(d))
@@ -289,7 +297,7 @@ func (pc *persistConn) roundTrip(req *http.Request, w requestWriter) (*http.Resp
 	for {
 		r, err := http.ReadResponse(pc.br, req)
 		if err != nil {
-			return nil, pc.wrapErr(req, err, true)
+			return nil, pc.wrapErr(req, err)
 		}
 		// 100 Continue and 103 Early Hints precede the real answer.
 		if r.StatusCode >= 100 && r.StatusCode < 200 && r.StatusCode != http.StatusSwitchingProtocols {
@@ -329,16 +337,24 @@ func (pc *persistConn) roundTrip(req *http.Request, w requestWriter) (*http.Resp
 
 var aLongTimeAgo = time.Unix(1, 0)
 
-func (pc *persistConn) wrapErr(req *http.Request, err error, beforeResponse bool) error {
+// wrapErr says whose fault a failed exchange was.
+func (pc *persistConn) wrapErr(req *http.Request, err error) error {
 	if ctxErr := req.Context().Err(); ctxErr != nil {
 		return ctxErr
+	}
+	var cb *clientBodyError
+	if errors.As(err, &cb) {
+		return err
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return errHeaderTimeout
 	}
-	if beforeResponse && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
-		return &noResponseError{fmt.Errorf("upstream closed the connection: %w", err)}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		err = fmt.Errorf("upstream closed the connection: %w", err)
+	}
+	if pc.dw.written == 0 {
+		return &notSentError{err}
 	}
 	return err
 }
@@ -397,17 +413,21 @@ func (b *pooledBody) Close() error {
 	return nil
 }
 
-// deadlineWriter refreshes the write deadline before every write.
+// deadlineWriter refreshes the write deadline before every write and counts
+// what was written.
 type deadlineWriter struct {
 	conn    net.Conn
 	timeout time.Duration
+	written int64
 }
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {
 	if w.timeout > 0 {
 		_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
 	}
-	return w.conn.Write(p)
+	n, err := w.conn.Write(p)
+	w.written += int64(n)
+	return n, err
 }
 
 // upgradedConn is the body of a 101 answer: the raw connection, for

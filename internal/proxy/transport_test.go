@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -109,5 +110,61 @@ func TestTransportStopsAtConnectTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("connect timeout of 200ms took %s", d)
+	}
+}
+
+// TestResendAndBlamePolicy: a request is sent twice only when it may be
+// (idempotent, or an Idempotency-Key) and nothing of it can have reached
+// the upstream; a target is blamed only for its own faults.
+func TestResendAndBlamePolicy(t *testing.T) {
+	notSent := &notSentError{errors.New("connection reset")}
+	dialed := &dialError{errors.New("refused")}
+	read := errors.New("upstream closed the connection: EOF")
+	clientFault := &clientBodyError{errors.New("invalid byte in chunk length")}
+	body := func() io.ReadCloser { return io.NopCloser(strings.NewReader("x")) }
+	cases := []struct {
+		method string
+		key    bool
+		body   bool
+		err    error
+		resend bool
+	}{
+		{"GET", false, false, dialed, true},
+		{"GET", false, false, notSent, true},
+		{"GET", false, false, read, false},
+		{"PUT", false, true, dialed, true},
+		{"PUT", false, true, notSent, false}, // its body was read once already
+		{"POST", false, false, dialed, false},
+		{"POST", false, false, notSent, false},
+		{"POST", true, false, notSent, true},
+		{"POST", true, false, read, false},
+		{"PATCH", true, false, dialed, true},
+	}
+	for _, c := range cases {
+		req, _ := http.NewRequest(c.method, "http://upstream/", nil)
+		if c.body {
+			req.Body, req.GetBody = body(), nil
+		}
+		if c.key {
+			req.Header.Set("Idempotency-Key", "k1")
+		}
+		if got := mayResend(req, c.err); got != c.resend {
+			t.Errorf("%s key=%v body=%v after %v: resend %v, want %v", c.method, c.key, c.body, c.err, got, c.resend)
+		}
+	}
+
+	req, _ := http.NewRequest("POST", "http://upstream/", nil)
+	for _, c := range []struct {
+		err   error
+		blame bool
+	}{{dialed, true}, {notSent, true}, {read, true}, {errHeaderTimeout, true}, {clientFault, false}} {
+		if got := countsAgainstTarget(req, c.err); got != c.blame {
+			t.Errorf("%v counts against the target: %v, want %v", c.err, got, c.blame)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if countsAgainstTarget(req.WithContext(ctx), read) {
+		t.Error("a client that left counts against the target")
 	}
 }

@@ -245,6 +245,35 @@ func idempotent(method string) bool {
 	return false
 }
 
+// mayResend reports whether a request that failed with err may be sent
+// again, on a fresh connection or to another target: only when it is
+// idempotent by method or carries an Idempotency-Key, and only when nothing
+// of it can have reached the upstream (the connection failed, or not one
+// byte was written, and its body can be had again). An upstream that read a
+// request and then dropped the connection may have acted on it.
+func mayResend(req *http.Request, err error) bool {
+	if !idempotent(req.Method) && req.Header["Idempotency-Key"] == nil {
+		return false
+	}
+	var de *dialError
+	if errors.As(err, &de) {
+		return true
+	}
+	var ns *notSentError
+	return errors.As(err, &ns) && replayable(req)
+}
+
+// countsAgainstTarget reports whether a failed exchange was the target's
+// fault, for passive health. A client that left, or broke its own body
+// (too large, stalled, cut off, malformed), says nothing about the target.
+func countsAgainstTarget(req *http.Request, err error) bool {
+	if req.Context().Err() != nil {
+		return false
+	}
+	var cb *clientBodyError
+	return !errors.As(err, &cb)
+}
+
 // RoundTrip sends req to a target chosen by the balancer.
 func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	return u.exchange(req, stdRequest{req})
@@ -273,14 +302,13 @@ func (u *Upstream) exchange(req *http.Request, w requestWriter) (*http.Response,
 		if err == nil {
 			return resp, nil
 		}
-		if req.Context().Err() != nil {
+		if !countsAgainstTarget(req, err) {
 			return nil, err
 		}
 		if t.recordFailure(time.Now(), u.opts.Passive) && u.OnPassiveDown != nil {
 			u.OnPassiveDown(t)
 		}
-		var de *dialError
-		if attempt >= u.opts.Retries || !errors.As(err, &de) || !idempotent(req.Method) || bitsCount(tried) >= len(u.members) {
+		if attempt >= u.opts.Retries || !mayResend(req, err) || bitsCount(tried) >= len(u.members) {
 			return nil, err
 		}
 	}
