@@ -140,10 +140,11 @@ func (g *Gateway) buildUpstream(uc config.Upstream) *proxy.Upstream {
 		hashHeader = textproto.CanonicalMIMEHeaderKey(h)
 	}
 	u := proxy.NewUpstream(proxy.UpstreamOptions{
-		Name:       uc.Name,
-		Balance:    balances[uc.Balance],
-		HashHeader: hashHeader,
-		Retries:    uc.Retries,
+		Name:        uc.Name,
+		Balance:     balances[uc.Balance],
+		HashHeader:  hashHeader,
+		Retries:     uc.Retries,
+		ReadTimeout: uc.ReadTimeout.Std(),
 		Passive: proxy.PassiveOptions{
 			MaxFails: uc.Passive.MaxFails,
 			Window:   uc.Passive.Window.Std(),
@@ -197,6 +198,10 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 	if rc.StripPrefix {
 		strip = rc.Path
 	}
+	var readTimeout time.Duration
+	if rc.UpstreamReadTimeout != nil {
+		readTimeout = rc.UpstreamReadTimeout.Std()
+	}
 	var h http.Handler
 	switch {
 	case rc.Upstream != "":
@@ -206,6 +211,7 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 			StripPrefix:    strip,
 			RequestHeaders: headerRules(rc.SetRequestHeaders, rc.RemoveRequestHeaders),
 			WebSocket:      rc.WebSocket,
+			ReadTimeout:    readTimeout,
 			WebSocketsOpen: g.metrics.WebSocketsOpen(),
 			Logger:         g.log,
 		})

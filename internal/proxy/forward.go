@@ -22,9 +22,11 @@ import (
 // header serialisation. Upgrades still go through ReverseProxy.
 func (p *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	out := outRequests.Get().(*outRequest)
-	*out = outRequest{r: r, p: p, info: reqctx.FromRequest(r)}
-	resp, err := p.opts.Upstream.exchange(r, out)
-	outRequests.Put(out)
+	*out = outRequest{r: r, w: w, p: p, info: reqctx.FromRequest(r)}
+	// The body writer uses out until the response body is closed, which
+	// the deferred Close below does first.
+	defer outRequests.Put(out)
+	resp, err := p.opts.Upstream.exchange(r, out, p.opts.ReadTimeout)
 	if err != nil {
 		p.errorHandler(w, r, err)
 		return
@@ -33,6 +35,13 @@ func (p *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		p.errorHandler(w, r, errors.New("upstream switched protocols on a request that did not ask to"))
 		return
+	}
+	pb, _ := resp.Body.(*pooledBody)
+	if pb != nil && pb.sending() {
+		// The upstream answered before it had the whole body, which keeps
+		// going out: net/http must not read (and drop) the rest of the
+		// body itself when the answer's headers go out.
+		_ = http.NewResponseController(w).EnableFullDuplex()
 	}
 
 	h := w.Header()
@@ -58,15 +67,23 @@ func (p *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(resp.StatusCode)
 
 	stream := resp.ContentLength == -1 || isEventStream(resp.Header)
-	if err := copyBody(w, resp.Body, stream); err != nil {
+	if err := copyBody(w, resp.Body, pb, stream); err != nil {
 		if errors.Is(err, errClientWrite) {
 			return
 		}
-		p.opts.Logger.LogAttrs(r.Context(), slog.LevelWarn, "upstream body broken off",
-			slog.String("route", p.opts.Route), slog.String("error", err.Error()))
+		var cb *clientBodyError
+		if !errors.As(err, &cb) {
+			p.opts.Logger.LogAttrs(r.Context(), slog.LevelWarn, "upstream body broken off",
+				slog.String("route", p.opts.Route), slog.String("error", err.Error()))
+		}
 		// The status line is gone: all that is left is to end the
 		// connection so the client sees an incomplete answer, not a short one.
 		panic(http.ErrAbortHandler)
+	}
+	if pb != nil && pb.sending() {
+		// Closing waits for the body writer, which may wait for the client:
+		// let the answer go out first.
+		http.NewResponseController(w).Flush()
 	}
 	resp.Body.Close() // now, so resp.Trailer is filled in
 	if len(resp.Trailer) > 0 {
@@ -87,22 +104,21 @@ func (p *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 
 var errClientWrite = errors.New("writing to the client failed")
 
-func copyBody(w http.ResponseWriter, body io.Reader, stream bool) error {
+// copyBody passes the answer on as it arrives: whatever was read is flushed
+// before a read that may wait for the upstream, so nothing sits in a buffer
+// while the upstream pauses (a model's streamed answer, a stalled body).
+// For a body of known length, a read waits only when nothing more of it is
+// buffered from the upstream; a chunked one may wait on any chunk.
+func copyBody(w http.ResponseWriter, body io.Reader, pb *pooledBody, stream bool) error {
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	buf := *bp
-	var flusher http.Flusher
-	if stream {
-		flusher, _ = w.(http.Flusher)
-	}
+	flusher, _ := w.(http.Flusher)
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return errClientWrite
-			}
-			if flusher != nil {
-				flusher.Flush()
 			}
 		}
 		if err == io.EOF {
@@ -110,6 +126,9 @@ func copyBody(w http.ResponseWriter, body io.Reader, stream bool) error {
 		}
 		if err != nil {
 			return err
+		}
+		if n > 0 && flusher != nil && (stream || pb == nil || pb.pc.br.Buffered() == 0) {
+			flusher.Flush()
 		}
 	}
 }
@@ -145,9 +164,11 @@ func listedInConnection(conn []string, k string) bool {
 	return false
 }
 
-// outRequest writes the upstream request for an inbound one.
+// outRequest writes the upstream request for an inbound one, and passes
+// 1xx answers back to w.
 type outRequest struct {
 	r    *http.Request
+	w    http.ResponseWriter
 	p    *proxyHandler
 	info *reqctx.Info
 }
@@ -164,7 +185,7 @@ func forwardedHeader(k string) bool {
 	return false
 }
 
-func (o *outRequest) writeRequest(bw *bufio.Writer) error {
+func (o *outRequest) writeHead(bw *bufio.Writer) error {
 	r, p := o.r, o.p
 	bw.WriteString(r.Method)
 	bw.WriteByte(' ')
@@ -191,11 +212,8 @@ func (o *outRequest) writeRequest(bw *bufio.Writer) error {
 		writeHeader(bw, kv.Name, kv.Value)
 	}
 	o.writeFraming(bw)
-	bw.WriteString("\r\n")
-	if !o.hasBody() {
-		return nil
-	}
-	return o.writeBody(bw)
+	_, err := bw.WriteString("\r\n")
+	return err
 }
 
 // writeTarget writes the request-target: the client's own bytes unless edge
@@ -285,6 +303,10 @@ func (o *outRequest) hasBody() bool {
 	return r.ContentLength > 0 || r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody
 }
 
+func (o *outRequest) expectsContinue() bool {
+	return o.r.ProtoAtLeast(1, 1) && containsToken(o.r.Header["Expect"], "100-continue")
+}
+
 func (o *outRequest) writeBody(bw *bufio.Writer) error {
 	r := o.r
 	if r.ContentLength > 0 {
@@ -300,6 +322,28 @@ func (o *outRequest) writeBody(bw *bufio.Writer) error {
 	}
 	_, err := bw.WriteString("\r\n")
 	return err
+}
+
+// interim passes a 1xx answer on. The response's header map already holds
+// edge's headers for the final answer; the hint's are added for the 1xx
+// only, and a header edge set is not overridden.
+func (o *outRequest) interim(code int, hint http.Header) {
+	if !o.r.ProtoAtLeast(1, 1) {
+		return // HTTP/1.0 knows no 1xx
+	}
+	h := o.w.Header()
+	added := make([]string, 0, len(hint))
+	for k, vs := range hint {
+		if _, taken := h[k]; taken || hopHeader(k) {
+			continue
+		}
+		h[k] = vs
+		added = append(added, k)
+	}
+	o.w.WriteHeader(code)
+	for _, k := range added {
+		delete(h, k)
+	}
 }
 
 // sendBody copies a body of n bytes to the upstream. A failure to read the

@@ -47,6 +47,9 @@ type ProxyOptions struct {
 	StripPrefix    string // the route's prefix to remove, "" to keep the path
 	RequestHeaders HeaderRules
 	WebSocket      bool
+	// ReadTimeout overrides the upstream's read timeout for this route
+	// when not 0.
+	ReadTimeout time.Duration
 	// WebSocketsOpen counts upgraded connections while they last.
 	WebSocketsOpen interface {
 		Inc()
@@ -58,6 +61,9 @@ type ProxyOptions struct {
 // NewProxy returns the handler that forwards a route's requests to its
 // upstream with httputil.ReverseProxy (Rewrite, never Director).
 func NewProxy(o ProxyOptions) http.Handler {
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = o.Upstream.opts.ReadTimeout
+	}
 	p := &proxyHandler{opts: o}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
@@ -65,7 +71,9 @@ func NewProxy(o ProxyOptions) http.Handler {
 		BufferPool:     bufferPool{},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
-		ErrorLog:       slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
+		// What the upstream sent goes out at once, as on the forward path.
+		FlushInterval: -1,
+		ErrorLog:      slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
 	}
 	return p
 }
@@ -204,7 +212,7 @@ func (p *proxyHandler) errorHandler(w http.ResponseWriter, r *http.Request, err 
 		setReason("client_closed")
 		w.WriteHeader(499)
 		return
-	case errors.Is(err, errHeaderTimeout) || errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, errUpstreamTimeout) || errors.Is(err, context.DeadlineExceeded):
 		setReason("upstream_timeout")
 		p.logUpstreamError(r, info, err)
 		apierror.Write(w, r, apierror.UpstreamTimeout, "upstream timed out")

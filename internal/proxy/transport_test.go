@@ -38,7 +38,7 @@ func startUpstream(t *testing.T, idle time.Duration) (addr string, conns *atomic
 	return ln.Addr().String(), conns
 }
 
-func send(t *testing.T, tr http.RoundTripper, method, addr, body string) string {
+func send(t *testing.T, tr *connTransport, method, addr, body string, readTimeout time.Duration) string {
 	t.Helper()
 	req, _ := http.NewRequest(method, "http://"+addr+"/", strings.NewReader(body))
 	if body == "" {
@@ -46,7 +46,7 @@ func send(t *testing.T, tr http.RoundTripper, method, addr, body string) string 
 	}
 	// A server-side request has no GetBody: it cannot be replayed.
 	req.GetBody = nil
-	resp, err := tr.RoundTrip(req)
+	resp, err := tr.exchange(req, stdRequest{req}, readTimeout)
 	if err != nil {
 		t.Fatalf("%s: %v", method, err)
 	}
@@ -63,7 +63,7 @@ func TestTransportReusesConnections(t *testing.T) {
 	tr := newConnTransport(addr, TransportOptions{ConnectTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 4})
 	tr.inflight = new(atomic.Int64)
 	for i := 0; i < 20; i++ {
-		if got := send(t, tr, "POST", addr, "x"); got != "POST:x" {
+		if got := send(t, tr, "POST", addr, "x", 0); got != "POST:x" {
 			t.Fatalf("got %q", got)
 		}
 	}
@@ -77,20 +77,23 @@ func TestTransportReusesConnections(t *testing.T) {
 
 // TestTransportDropsConnectionsTheUpstreamClosed: a POST cannot be replayed,
 // so sending it on a connection the upstream already closed would fail it.
-// The pool must notice the close before reuse.
+// The pool must notice the close before reuse, also when the last read's
+// deadline (a read timeout shorter than the idle time) expired meanwhile.
 func TestTransportDropsConnectionsTheUpstreamClosed(t *testing.T) {
-	addr, conns := startUpstream(t, 200*time.Millisecond)
-	tr := newConnTransport(addr, TransportOptions{ConnectTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 4})
-	tr.inflight = new(atomic.Int64)
-	if got := send(t, tr, "POST", addr, "a"); got != "POST:a" {
-		t.Fatalf("got %q", got)
-	}
-	time.Sleep(staleCheckAfter + 300*time.Millisecond) // the upstream closes the idle connection meanwhile
-	if got := send(t, tr, "POST", addr, "b"); got != "POST:b" {
-		t.Fatalf("got %q", got)
-	}
-	if n := conns.Load(); n != 2 {
-		t.Fatalf("want a fresh connection after the upstream closed the idle one, got %d connections", n)
+	for _, readTimeout := range []time.Duration{0, time.Second} {
+		addr, conns := startUpstream(t, 200*time.Millisecond)
+		tr := newConnTransport(addr, TransportOptions{ConnectTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 4})
+		tr.inflight = new(atomic.Int64)
+		if got := send(t, tr, "POST", addr, "a", readTimeout); got != "POST:a" {
+			t.Fatalf("got %q", got)
+		}
+		time.Sleep(staleCheckAfter + 300*time.Millisecond) // the upstream closes the idle connection meanwhile
+		if got := send(t, tr, "POST", addr, "b", readTimeout); got != "POST:b" {
+			t.Fatalf("read timeout %s: got %q", readTimeout, got)
+		}
+		if n := conns.Load(); n != 2 {
+			t.Fatalf("read timeout %s: want a fresh connection after the upstream closed the idle one, got %d connections", readTimeout, n)
+		}
 	}
 }
 
@@ -157,7 +160,7 @@ func TestResendAndBlamePolicy(t *testing.T) {
 	for _, c := range []struct {
 		err   error
 		blame bool
-	}{{dialed, true}, {notSent, true}, {read, true}, {errHeaderTimeout, true}, {clientFault, false}} {
+	}{{dialed, true}, {notSent, true}, {read, true}, {errUpstreamTimeout, true}, {clientFault, false}} {
 		if got := countsAgainstTarget(req, c.err); got != c.blame {
 			t.Errorf("%v counts against the target: %v, want %v", c.err, got, c.blame)
 		}

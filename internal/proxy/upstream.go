@@ -141,8 +141,11 @@ type UpstreamOptions struct {
 	Balance    Balance
 	HashHeader string // for Hash: the header whose value is hashed; "" = client IP
 	Retries    int
-	Passive    PassiveOptions
-	Health     HealthOptions
+	// ReadTimeout is the longest pause between two reads of an answer
+	// (nginx proxy_read_timeout); routes may override it. 0: no limit.
+	ReadTimeout time.Duration
+	Passive     PassiveOptions
+	Health      HealthOptions
 }
 
 type member struct {
@@ -276,11 +279,12 @@ func countsAgainstTarget(req *http.Request, err error) bool {
 
 // RoundTrip sends req to a target chosen by the balancer.
 func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
-	return u.exchange(req, stdRequest{req})
+	return u.exchange(req, stdRequest{req}, u.opts.ReadTimeout)
 }
 
-// exchange is RoundTrip with the request written by w.
-func (u *Upstream) exchange(req *http.Request, w requestWriter) (*http.Response, error) {
+// exchange is RoundTrip with the request written by w and a read timeout
+// (the route's, or the upstream's).
+func (u *Upstream) exchange(req *http.Request, w requestWriter, readTimeout time.Duration) (*http.Response, error) {
 	if len(u.members) == 0 {
 		return nil, &dialError{errors.New("upstream has no targets")}
 	}
@@ -295,7 +299,7 @@ func (u *Upstream) exchange(req *http.Request, w requestWriter) (*http.Response,
 			info.Upstream = u.opts.Name
 			info.Target = t.Addr
 		}
-		resp, err := t.transport.Load().exchange(req, w)
+		resp, err := t.transport.Load().exchange(req, w, readTimeout)
 		if info != nil {
 			info.UpstreamDuration += time.Since(now)
 		}
