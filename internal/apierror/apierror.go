@@ -17,7 +17,8 @@ type Code int
 // The codes of spec/edge-signature.md section 3.
 const (
 	// BadRequest: a request edge will not guess the meaning of (a path
-	// other servers read differently, a malformed login body, bad framing).
+	// other servers read differently, a malformed login body, broken
+	// chunked framing).
 	BadRequest        Code = 40001
 	AuthMissing       Code = 40101 // Authorization missing, token malformed or forged
 	TokenExpired      Code = 40102

@@ -129,6 +129,11 @@ type Upstream struct {
 	Keepalive             int      `toml:"keepalive"`
 	ConnectTimeout        Duration `toml:"connect_timeout"`         // default 3s
 	ResponseHeaderTimeout Duration `toml:"response_header_timeout"` // default 60s
+	// ReadTimeout is the longest pause between two reads of an answer
+	// (nginx proxy_read_timeout). Default 60s. Named as the other keys of
+	// an upstream are; under [[routes]] it is upstream_read_timeout, since
+	// a route's read_timeout would read as the client's.
+	ReadTimeout Duration `toml:"read_timeout"`
 	// Retries is how many other targets an idempotent request may try when
 	// the connection to a target fails. Default 1; 0 disables.
 	Retries     int         `toml:"retries"`
@@ -185,9 +190,12 @@ type Route struct {
 	SetResponseHeaders    map[string]string `toml:"set_response_headers"`
 	RemoveResponseHeaders []string          `toml:"remove_response_headers"`
 
-	MaxBody   *ByteSize `toml:"max_body"`  // default 1MiB (nginx client_max_body_size)
-	WebSocket bool      `toml:"websocket"` // allow Upgrade: websocket
-	Gzip      bool      `toml:"gzip"`      // compress compressible responses
+	MaxBody *ByteSize `toml:"max_body"` // default 1MiB (nginx client_max_body_size)
+	// UpstreamReadTimeout overrides the upstream's read_timeout for this
+	// route (a streaming endpoint that pauses longer than the rest).
+	UpstreamReadTimeout *Duration `toml:"upstream_read_timeout"`
+	WebSocket           bool      `toml:"websocket"` // allow Upgrade: websocket
+	Gzip                bool      `toml:"gzip"`      // compress compressible responses
 
 	// Per-route keys of the identity, callback and limits features, inlined.
 	RouteAuth

@@ -47,6 +47,7 @@ func (u *Upstream) setDefaults() {
 	u.Keepalive = 64
 	u.ConnectTimeout = Duration(3 * time.Second)
 	u.ResponseHeaderTimeout = Duration(60 * time.Second)
+	u.ReadTimeout = Duration(60 * time.Second)
 	u.Retries = 1
 }
 

@@ -184,6 +184,15 @@ func TestProblems(t *testing.T) {
 				{"upstreams[0].keepalive", 4, "must be 0 or more, not -1"},
 				{"upstreams[0].retries", 5, "must be 0 or more, not -2; 0 disables retries"},
 			}},
+		{"read timeouts", withA(`read_timeout = "0s"`, `[[upstreams]]`, `name = "b"`, `targets = ["127.0.0.1:1"]`, `read_timeout = "soon"`,
+			`[[routes]]`, `name = "r"`, `upstream = "a"`, `upstream_read_timeout = "0s"`,
+			`[[routes]]`, `name = "s"`, `path = "/s"`, `respond = {}`, `upstream_read_timeout = "5m"`),
+			[]want{
+				{"upstreams[0].read_timeout", 4, `must be more than 0, like "60s"`},
+				{"upstreams[1].read_timeout", 8, `"soon" is not a duration`},
+				{"routes[0].upstream_read_timeout", 12, "must be more than 0"},
+				{"routes[1].upstream_read_timeout", 17, "only applies to routes with an upstream"},
+			}},
 		{"health check", withA(`[upstreams.health_check]`, `path = "healthz"`, `interval = "0s"`, `timeout = "0s"`,
 			`healthy_threshold = 0`, `unhealthy_threshold = 0`, `expect_status = [200, 99, 600]`),
 			[]want{

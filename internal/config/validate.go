@@ -236,6 +236,9 @@ func validateUpstreams(c *checker, ups []Upstream) {
 		if u.Keepalive < 0 {
 			c.add(key+".keepalive", "must be 0 or more, not %d; it is the number of idle connections kept per target (default 64)", u.Keepalive)
 		}
+		if u.ReadTimeout == 0 {
+			c.add(key+".read_timeout", `must be more than 0, like "60s"; it is the longest pause between two reads of an answer (nginx proxy_read_timeout), so raise it, like "1h", for streams that pause long`)
+		}
 		if u.Retries < 0 {
 			c.add(key+".retries", "must be 0 or more, not %d; 0 disables retries (default 1)", u.Retries)
 		}
@@ -421,6 +424,14 @@ func (r *Route) validate(c *checker, key string, upNames []string) {
 	}
 	if r.WebSocket && r.Upstream == "" {
 		c.add(key+".websocket", "only applies to routes with an upstream; remove it")
+	}
+	if r.UpstreamReadTimeout != nil {
+		switch {
+		case r.Upstream == "":
+			c.add(key+".upstream_read_timeout", "only applies to routes with an upstream; remove it")
+		case *r.UpstreamReadTimeout == 0:
+			c.add(key+".upstream_read_timeout", `must be more than 0, like "5m"; remove it to keep the upstream's read_timeout`)
+		}
 	}
 	if r.SPA && r.Static == "" {
 		c.add(key+".spa", "only applies to static routes; remove it")

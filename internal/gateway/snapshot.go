@@ -155,10 +155,11 @@ func (g *Gateway) buildUpstream(uc config.Upstream, stage *proxy.Stage) *proxy.U
 		hashHeader = textproto.CanonicalMIMEHeaderKey(h)
 	}
 	u := proxy.NewUpstream(proxy.UpstreamOptions{
-		Name:       uc.Name,
-		Balance:    balances[uc.Balance],
-		HashHeader: hashHeader,
-		Retries:    uc.Retries,
+		Name:        uc.Name,
+		Balance:     balances[uc.Balance],
+		HashHeader:  hashHeader,
+		Retries:     uc.Retries,
+		ReadTimeout: uc.ReadTimeout.Std(),
 		Passive: proxy.PassiveOptions{
 			MaxFails: uc.Passive.MaxFails,
 			Window:   uc.Passive.Window.Std(),
@@ -212,6 +213,10 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 	if rc.StripPrefix {
 		strip = rc.Path
 	}
+	var readTimeout time.Duration
+	if rc.UpstreamReadTimeout != nil {
+		readTimeout = rc.UpstreamReadTimeout.Std()
+	}
 	var h http.Handler
 	switch {
 	case rc.Upstream != "":
@@ -221,6 +226,7 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 			StripPrefix:    strip,
 			RequestHeaders: headerRules(rc.SetRequestHeaders, rc.RemoveRequestHeaders),
 			WebSocket:      rc.WebSocket,
+			ReadTimeout:    readTimeout,
 			WebSocketsOpen: g.metrics.WebSocketsOpen(),
 			Logger:         g.log,
 		})
@@ -350,19 +356,24 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.ReadCloser.Read(p)
 	if err != nil {
-		if b.rc != nil {
+		var tooLarge *http.MaxBytesError
+		var ne net.Error
+		stalled := errors.As(err, &ne) && ne.Timeout()
+		if b.rc != nil && !stalled {
 			// The body is over: net/http's background read for the next
 			// request must not inherit the deadline (it would cancel this
 			// request's context when it fires).
 			_ = b.rc.SetReadDeadline(time.Time{})
-			b.rc = nil
 		}
-		var tooLarge *http.MaxBytesError
-		var ne net.Error
+		// A stalled body keeps its expired deadline: net/http then fails at
+		// once to read the rest before answering (or to drain it after),
+		// sends the 408 and closes the connection, instead of waiting for
+		// a client that stopped sending.
+		b.rc = nil
 		switch {
 		case errors.As(err, &tooLarge):
 			b.info.Reason = reasonBodyTooLarge
-		case errors.As(err, &ne) && ne.Timeout():
+		case stalled:
 			b.info.Reason = reasonBodyTimeout
 		}
 	}

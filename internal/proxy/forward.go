@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httputil"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,9 +22,11 @@ import (
 // header serialisation. Upgrades still go through ReverseProxy.
 func (p *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	out := outRequests.Get().(*outRequest)
-	*out = outRequest{r: r, p: p, info: reqctx.FromRequest(r)}
-	resp, err := p.opts.Upstream.exchange(r, out)
-	outRequests.Put(out)
+	*out = outRequest{r: r, w: w, p: p, info: reqctx.FromRequest(r)}
+	// The body writer uses out until the response body is closed, which
+	// the deferred Close below does first.
+	defer outRequests.Put(out)
+	resp, err := p.opts.Upstream.exchange(r, out, p.opts.ReadTimeout)
 	if err != nil {
 		p.errorHandler(w, r, err)
 		return
@@ -34,6 +35,13 @@ func (p *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		p.errorHandler(w, r, errors.New("upstream switched protocols on a request that did not ask to"))
 		return
+	}
+	pb, _ := resp.Body.(*pooledBody)
+	if pb != nil && pb.sending() {
+		// The upstream answered before it had the whole body, which keeps
+		// going out: net/http must not read (and drop) the rest of the
+		// body itself when the answer's headers go out.
+		_ = http.NewResponseController(w).EnableFullDuplex()
 	}
 
 	h := w.Header()
@@ -59,14 +67,24 @@ func (p *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(resp.StatusCode)
 
 	stream := resp.ContentLength == -1 || isEventStream(resp.Header)
-	if err := copyBody(w, resp.Body, stream); err != nil {
+	if err := copyBody(w, resp.Body, pb, stream); err != nil {
 		if errors.Is(err, errClientWrite) {
 			return
 		}
-		p.warn(r, reqctx.FromRequest(r), warnBodyBroken, "upstream body broken off", err)
+		// A client that stopped sending is the client's business: the
+		// upstream is not to blame and nothing is worth a warning.
+		var cb *clientBodyError
+		if !errors.As(err, &cb) {
+			p.warn(r, reqctx.FromRequest(r), warnBodyBroken, "upstream body broken off", err)
+		}
 		// The status line is gone: all that is left is to end the
 		// connection so the client sees an incomplete answer, not a short one.
 		panic(http.ErrAbortHandler)
+	}
+	if pb != nil && pb.sending() {
+		// Closing waits for the body writer, which may wait for the client:
+		// let the answer go out first.
+		http.NewResponseController(w).Flush()
 	}
 	resp.Body.Close() // now, so resp.Trailer is filled in
 	if len(resp.Trailer) > 0 {
@@ -87,22 +105,21 @@ func (p *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 
 var errClientWrite = errors.New("writing to the client failed")
 
-func copyBody(w http.ResponseWriter, body io.Reader, stream bool) error {
+// copyBody passes the answer on as it arrives: whatever was read is flushed
+// before a read that may wait for the upstream, so nothing sits in a buffer
+// while the upstream pauses (a model's streamed answer, a stalled body).
+// For a body of known length, a read waits only when nothing more of it is
+// buffered from the upstream; a chunked one may wait on any chunk.
+func copyBody(w http.ResponseWriter, body io.Reader, pb *pooledBody, stream bool) error {
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	buf := *bp
-	var flusher http.Flusher
-	if stream {
-		flusher, _ = w.(http.Flusher)
-	}
+	flusher, _ := w.(http.Flusher)
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return errClientWrite
-			}
-			if flusher != nil {
-				flusher.Flush()
 			}
 		}
 		if err == io.EOF {
@@ -110,6 +127,9 @@ func copyBody(w http.ResponseWriter, body io.Reader, stream bool) error {
 		}
 		if err != nil {
 			return err
+		}
+		if n > 0 && flusher != nil && (stream || pb == nil || pb.pc.br.Buffered() == 0) {
+			flusher.Flush()
 		}
 	}
 }
@@ -119,16 +139,18 @@ func isEventStream(h http.Header) bool {
 	return len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream")
 }
 
-// outRequest writes the upstream request for an inbound one.
+// outRequest writes the upstream request for an inbound one, and passes
+// 1xx answers back to w.
 type outRequest struct {
 	r    *http.Request
+	w    http.ResponseWriter
 	p    *proxyHandler
 	info *reqctx.Info
 }
 
 var outRequests = sync.Pool{New: func() any { return new(outRequest) }}
 
-func (o *outRequest) writeRequest(bw *bufio.Writer) error {
+func (o *outRequest) writeHead(bw *bufio.Writer) error {
 	r, p := o.r, o.p
 	bw.WriteString(r.Method)
 	bw.WriteByte(' ')
@@ -154,7 +176,9 @@ func (o *outRequest) writeRequest(bw *bufio.Writer) error {
 	for _, kv := range p.opts.RequestHeaders.Set {
 		writeHeader(bw, kv.Name, kv.Value)
 	}
-	return o.writeBody(bw)
+	o.writeFraming(bw)
+	_, err := bw.WriteString("\r\n")
+	return err
 }
 
 // writeTarget writes the request-target: the client's own bytes unless edge
@@ -188,49 +212,126 @@ func sameTarget(r *http.Request) bool {
 	return path == r.URL.EscapedPath() && query == r.URL.RawQuery && hasQuery == (query != "" || r.URL.ForceQuery)
 }
 
-// writeBody frames the body as the client did: a known length, or chunks
-// (with the client's trailers) when it streamed.
-func (o *outRequest) writeBody(bw *bufio.Writer) error {
+// writeFraming frames the body as the client did: a known length, or
+// chunks (with the client's trailers) when it streamed.
+func (o *outRequest) writeFraming(bw *bufio.Writer) {
 	r := o.r
 	switch {
 	case r.ContentLength > 0:
 		var n [20]byte
 		bw.WriteString("Content-Length: ")
 		bw.Write(strconv.AppendInt(n[:0], r.ContentLength, 10))
-		bw.WriteString("\r\n\r\n")
-		copied, err := io.Copy(bw, io.LimitReader(r.Body, r.ContentLength))
-		if err != nil {
-			return err
-		}
-		if copied != r.ContentLength {
-			return io.ErrUnexpectedEOF
-		}
-		return nil
-	case r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody:
-		bw.WriteString("Transfer-Encoding: chunked\r\n\r\n")
-		cw := httputil.NewChunkedWriter(bw)
-		if _, err := io.Copy(cw, r.Body); err != nil {
-			return err
-		}
-		if err := cw.Close(); err != nil {
-			return err
-		}
-		for k, vs := range r.Trailer {
-			if !o.p.passRequestTrailer(k) {
-				continue
-			}
-			for _, v := range vs {
-				writeHeader(bw, k, v)
-			}
-		}
-		_, err := bw.WriteString("\r\n")
-		return err
+		bw.WriteString("\r\n")
+	case o.hasBody():
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	default:
 		switch r.Method {
 		case http.MethodPost, http.MethodPut, http.MethodPatch:
 			bw.WriteString("Content-Length: 0\r\n")
 		}
-		_, err := bw.WriteString("\r\n")
+	}
+}
+
+func (o *outRequest) hasBody() bool {
+	r := o.r
+	return r.ContentLength > 0 || r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody
+}
+
+func (o *outRequest) expectsContinue() bool {
+	return o.r.ProtoAtLeast(1, 1) && httphdr.HasToken(o.r.Header["Expect"], "100-continue")
+}
+
+func (o *outRequest) writeBody(bw *bufio.Writer) error {
+	r := o.r
+	if r.ContentLength > 0 {
+		return sendBody(bw, r.Body, r.ContentLength)
+	}
+	if err := sendChunked(bw, r.Body); err != nil {
 		return err
+	}
+	for k, vs := range r.Trailer {
+		if !o.p.passRequestTrailer(k) {
+			continue
+		}
+		for _, v := range vs {
+			writeHeader(bw, k, v)
+		}
+	}
+	_, err := bw.WriteString("\r\n")
+	return err
+}
+
+// interim passes a 1xx answer on. The response's header map already holds
+// edge's headers for the final answer; the hint's are added for the 1xx
+// only, and a header edge set is not overridden.
+func (o *outRequest) interim(code int, hint http.Header) {
+	if !o.r.ProtoAtLeast(1, 1) {
+		return // HTTP/1.0 knows no 1xx
+	}
+	h := o.w.Header()
+	added := make([]string, 0, len(hint))
+	for k, vs := range hint {
+		if _, taken := h[k]; taken || hopHeader(k) {
+			continue
+		}
+		h[k] = vs
+		added = append(added, k)
+	}
+	o.w.WriteHeader(code)
+	for _, k := range added {
+		delete(h, k)
+	}
+}
+
+// sendBody copies a body of n bytes to the upstream. A failure to read the
+// client's body, or a body that ends short, is the client's fault and says
+// so; a failure to write is the upstream's.
+func sendBody(bw *bufio.Writer, body io.Reader, n int64) error {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	for n > 0 {
+		nr, err := body.Read(buf[:min(int64(len(buf)), n)])
+		if nr > 0 {
+			if _, werr := bw.Write(buf[:nr]); werr != nil {
+				return werr
+			}
+			n -= int64(nr)
+		}
+		if err == io.EOF && n > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil && err != io.EOF {
+			return &clientBodyError{err}
+		}
+	}
+	return nil
+}
+
+// sendChunked copies a streamed body to the upstream as chunks, each
+// flushed as it arrives, up to the last chunk (trailers are the caller's).
+func sendChunked(bw *bufio.Writer, body io.Reader) error {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	var size [16]byte
+	for {
+		nr, err := body.Read(buf)
+		if nr > 0 {
+			bw.Write(strconv.AppendInt(size[:0], int64(nr), 16))
+			bw.WriteString("\r\n")
+			bw.Write(buf[:nr])
+			bw.WriteString("\r\n")
+			if ferr := bw.Flush(); ferr != nil {
+				return ferr
+			}
+		}
+		if err == io.EOF {
+			_, werr := bw.WriteString("0\r\n")
+			return werr
+		}
+		if err != nil {
+			return &clientBodyError{err}
+		}
 	}
 }

@@ -3,11 +3,14 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"edge/internal/apierror"
@@ -45,6 +48,9 @@ type ProxyOptions struct {
 	StripPrefix    string // the route's prefix to remove, "" to keep the path
 	RequestHeaders HeaderRules
 	WebSocket      bool
+	// ReadTimeout overrides the upstream's read timeout for this route
+	// when not 0.
+	ReadTimeout time.Duration
 	// WebSocketsOpen counts upgraded connections while they last.
 	WebSocketsOpen interface {
 		Inc()
@@ -56,6 +62,9 @@ type ProxyOptions struct {
 // NewProxy returns the handler that forwards a route's requests to its
 // upstream with httputil.ReverseProxy (Rewrite, never Director).
 func NewProxy(o ProxyOptions) http.Handler {
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = o.Upstream.opts.ReadTimeout
+	}
 	p := &proxyHandler{opts: o}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
@@ -63,7 +72,9 @@ func NewProxy(o ProxyOptions) http.Handler {
 		BufferPool:     bufferPool{},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
-		ErrorLog:       slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
+		// What the upstream sent goes out at once, as on the forward path.
+		FlushInterval: -1,
+		ErrorLog:      slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
 	}
 	return p
 }
@@ -168,6 +179,11 @@ func (p *proxyHandler) errorHandler(w http.ResponseWriter, r *http.Request, err 
 			info.Reason = reason
 		}
 	}
+	var cb *clientBodyError
+	if errors.As(err, &cb) && r.Context().Err() == nil {
+		answerClientBodyFault(w, r, info, cb.err)
+		return
+	}
 	var maxBytes *http.MaxBytesError
 	switch {
 	case errors.As(err, &maxBytes) || (info != nil && info.Reason == "body_too_large"):
@@ -182,7 +198,7 @@ func (p *proxyHandler) errorHandler(w http.ResponseWriter, r *http.Request, err 
 		setReason("client_closed")
 		w.WriteHeader(499)
 		return
-	case errors.Is(err, errHeaderTimeout) || errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, errUpstreamTimeout) || errors.Is(err, context.DeadlineExceeded):
 		setReason("upstream_timeout")
 		p.logUpstreamError(r, info, err)
 		apierror.Write(w, r, apierror.UpstreamTimeout, "upstream timed out")
@@ -191,6 +207,31 @@ func (p *proxyHandler) errorHandler(w http.ResponseWriter, r *http.Request, err 
 		setReason("upstream_down")
 		p.logUpstreamError(r, info, err)
 		apierror.Write(w, r, apierror.UpstreamDown, "upstream unreachable")
+	}
+}
+
+// answerClientBodyFault answers a client whose body could not be read: too
+// large 413, stalled 408, cut off 499 (the client closed its side: nobody
+// is there to read more than a status), malformed framing 400.
+func answerClientBodyFault(w http.ResponseWriter, r *http.Request, info *reqctx.Info, err error) {
+	var maxBytes *http.MaxBytesError
+	var ne net.Error
+	reason := "bad_body"
+	switch {
+	case errors.As(err, &maxBytes):
+		reason = "body_too_large"
+		apierror.Write(w, r, apierror.BodyTooLarge, "request body is larger than this route allows")
+	case errors.As(err, &ne) && ne.Timeout():
+		reason = "client_body_timeout"
+		apierror.Write(w, r, apierror.RequestTimeout, "the request body stopped arriving")
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+		reason = "client_closed"
+		w.WriteHeader(499)
+	default:
+		apierror.Write(w, r, apierror.BadRequest, "the request body is malformed")
+	}
+	if info != nil {
+		info.Reason = reason
 	}
 }
 

@@ -15,10 +15,11 @@ import (
 )
 
 // connTransport is an HTTP/1.1 client for one target address. Unlike
-// http.Transport it does the whole exchange on the calling goroutine (no
+// http.Transport it does the exchange on the calling goroutine (no
 // read-loop / write-loop goroutines per connection and no channel hand-offs),
-// which is what lets a Go proxy get near nginx's throughput. It keeps a LIFO
-// pool of idle keep-alive connections.
+// which is what lets a Go proxy get near nginx's throughput; only a request
+// body goes out from a goroutine of its own, so that the answer can be read
+// meanwhile. It keeps a LIFO pool of idle keep-alive connections.
 type connTransport struct {
 	addr           string
 	connectTimeout time.Duration
@@ -69,6 +70,27 @@ type persistConn struct {
 	dw        deadlineWriter
 	idleSince time.Time
 	reused    bool
+	// pc.abandon and pc.sendBody, bound once per connection so that
+	// neither the watch nor the body writer costs an allocation.
+	abandonFn func()
+	sendFn    func()
+
+	// The exchange in progress. The goroutine that reads the answer owns
+	// the plain fields; the body writer shares the atomic ones.
+	readTimeout time.Duration // the longest pause between two reads of the answer
+	continueBy  time.Time     // while waiting for 100 Continue
+	inBody      bool          // the final headers are in
+	raw         bool          // upgraded: the deadlines are the spliced peers'
+	bodyUnsent  bool          // answered before the body was sent: not reusable
+	body        requestWriter // what the body writer writes
+	writing     bool          // a body writer was started and not joined
+	bodyErr     error         // the body writer's result, once joined
+	bodyDone    chan error    // made once per connection, on its first body
+	// sendState is 0 while the body goes out, then the monotonic time
+	// (nanoseconds since epoch, never 0) from which the answer is awaited;
+	// -1 when the client's body failed and no answer is awaited.
+	sendState atomic.Int64
+	cancelled atomic.Bool // the client left
 }
 
 // dialError marks a failure to connect: nothing reached the upstream, so any
@@ -78,9 +100,42 @@ type dialError struct{ err error }
 func (e *dialError) Error() string { return "connecting to upstream: " + e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-// errHeaderTimeout is returned when the upstream does not answer within the
-// response-header timeout.
-var errHeaderTimeout = errors.New("upstream response header timeout")
+// notSentError marks a failure before any byte of the request was written
+// to the connection: the upstream cannot have seen the request.
+type notSentError struct{ err error }
+
+func (e *notSentError) Error() string { return e.err.Error() }
+func (e *notSentError) Unwrap() error { return e.err }
+
+// clientBodyError is a failure to read the client's body (too large,
+// stalled, cut off, malformed): the client's fault, never the target's.
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string { return "reading the client's body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
+
+// errUpstreamTimeout is returned when the upstream does not answer in time:
+// within the response-header timeout, or within the read timeout of a
+// pause.
+var errUpstreamTimeout = errors.New("upstream timed out")
+
+var (
+	// errAbandoned ends a read once the client has left.
+	errAbandoned = errors.New("the client left")
+	// errBodyFailed ends the wait for an answer once the client's body
+	// failed: the upstream waits for a body that will not come.
+	errBodyFailed = errors.New("the client's body failed")
+)
+
+// expectContinueTimeout is how long an upstream may take to say whether it
+// wants a body the client offered with "Expect: 100-continue"; an upstream
+// that says nothing gets the body (RFC 9110 section 10.1.1), as curl and
+// Go's client do after 1 s.
+const expectContinueTimeout = time.Second
+
+// maxInterim bounds the 1xx answers passed on per request (Go's client
+// gives up after 5); later ones are dropped.
+const maxInterim = 5
 
 var (
 	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
@@ -119,6 +174,10 @@ func (pc *persistConn) alive() bool {
 	if !ok {
 		return true
 	}
+	// A read deadline that expired while the connection sat idle (the
+	// last read's, or the body writer's wake-up) would fail the probe
+	// before it looks.
+	_ = pc.conn.SetReadDeadline(time.Time{})
 	raw, err := sc.SyscallConn()
 	if err != nil {
 		return false
@@ -140,9 +199,10 @@ func (t *connTransport) dial(ctx context.Context) (*persistConn, error) {
 	if err != nil {
 		return nil, &dialError{err}
 	}
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(conn)
-	pc := &persistConn{t: t, conn: conn, br: br}
+	pc := &persistConn{t: t, conn: conn}
+	pc.abandonFn, pc.sendFn = pc.abandon, pc.sendBody
+	pc.br = readerPool.Get().(*bufio.Reader)
+	pc.br.Reset(connReader{pc})
 	pc.dw = deadlineWriter{conn: conn, timeout: t.headerTimeout}
 	pc.bw = writerPool.Get().(*bufio.Writer)
 	pc.bw.Reset(&pc.dw)
@@ -190,38 +250,55 @@ func (pc *persistConn) closeConn() {
 	}
 }
 
-// RoundTrip sends req on a pooled or new connection. A request that failed on
-// a reused connection before any byte of the answer arrived is sent once more
-// on a fresh connection when it can be replayed: the upstream most likely
-// closed the idle connection as we picked it.
+// RoundTrip sends req on a pooled or new connection, with no read timeout
+// of its own.
 func (t *connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.exchange(req, stdRequest{req})
+	return t.exchange(req, stdRequest{req}, 0)
 }
 
-// requestWriter puts one request on the wire. req in exchange still supplies
-// the context, the method (for reading the answer) and the body's
-// replayability.
+// requestWriter puts one request on the wire: the head at once, the body
+// (if any) from a goroutine of its own, so that the answer is read while
+// the body goes out. req in exchange still supplies the context, the method
+// (for reading the answer) and the body's replayability.
 type requestWriter interface {
-	writeRequest(bw *bufio.Writer) error
+	// writeHead writes the request line and the header section.
+	writeHead(bw *bufio.Writer) error
+	// writeBody writes the body, framed; a failure to read the client's
+	// body is a *clientBodyError.
+	writeBody(bw *bufio.Writer) error
+	hasBody() bool
+	// expectsContinue: the client offered the body with "Expect:
+	// 100-continue", so the upstream decides whether it is sent.
+	expectsContinue() bool
+	// interim passes a 1xx answer (103 Early Hints) on to the client.
+	interim(code int, h http.Header)
 }
 
 // stdRequest writes a *http.Request as net/http does (used for upgrades,
-// which go through httputil.ReverseProxy).
+// which go through httputil.ReverseProxy and carry no body).
 type stdRequest struct{ req *http.Request }
 
-func (s stdRequest) writeRequest(bw *bufio.Writer) error { return s.req.Write(bw) }
+func (s stdRequest) writeHead(bw *bufio.Writer) error { return s.req.Write(bw) }
+func (stdRequest) writeBody(*bufio.Writer) error      { return nil }
+func (stdRequest) hasBody() bool                      { return false }
+func (stdRequest) expectsContinue() bool              { return false }
+func (stdRequest) interim(int, http.Header)           {}
 
-// exchange sends one request and reads the response headers.
-func (t *connTransport) exchange(req *http.Request, w requestWriter) (*http.Response, error) {
+// exchange sends one request and reads the response headers. readTimeout
+// is the longest pause allowed between two reads of the answer.
+func (t *connTransport) exchange(req *http.Request, w requestWriter, readTimeout time.Duration) (*http.Response, error) {
 	t.inflight.Add(1)
-	resp, err := t.roundTripRetry(req, w)
+	resp, err := t.roundTripRetry(req, w, readTimeout)
 	if err != nil {
 		t.inflight.Add(-1)
 	}
 	return resp, err
 }
 
-func (t *connTransport) roundTripRetry(req *http.Request, w requestWriter) (*http.Response, error) {
+// roundTripRetry sends a request that failed on a reused connection once
+// more, on a fresh one, when mayResend allows it: the upstream most likely
+// closed the idle connection as it was picked.
+func (t *connTransport) roundTripRetry(req *http.Request, w requestWriter, readTimeout time.Duration) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		pc := t.getIdle(time.Now())
 		if pc == nil {
@@ -230,13 +307,12 @@ func (t *connTransport) roundTripRetry(req *http.Request, w requestWriter) (*htt
 				return nil, err
 			}
 		}
-		resp, err := pc.roundTrip(req, w)
+		resp, err := pc.roundTrip(req, w, readTimeout)
 		if err == nil {
 			return resp, nil
 		}
 		pc.closeConn()
-		var ne *noResponseError
-		if attempt > 0 || !pc.reused || !errors.As(err, &ne) || !replayable(req) {
+		if attempt > 0 || !pc.reused || !mayResend(req, err) {
 			return nil, err
 		}
 		if req.GetBody != nil {
@@ -247,12 +323,6 @@ func (t *connTransport) roundTripRetry(req *http.Request, w requestWriter) (*htt
 	}
 }
 
-// noResponseError: the exchange failed before any byte of a response.
-type noResponseError struct{ err error }
-
-func (e *noResponseError) Error() string { return e.err.Error() }
-func (e *noResponseError) Unwrap() error { return e.err }
-
 func replayable(req *http.Request) bool {
 	if req.Body == nil || req.Body == http.NoBody {
 		return true
@@ -260,58 +330,34 @@ func replayable(req *http.Request) bool {
 	return req.GetBody != nil
 }
 
-func (pc *persistConn) roundTrip(req *http.Request, w requestWriter) (*http.Response, error) {
+func (pc *persistConn) roundTrip(req *http.Request, w requestWriter, readTimeout time.Duration) (*http.Response, error) {
+	pc.readTimeout, pc.continueBy, pc.inBody, pc.bodyUnsent = readTimeout, time.Time{}, false, false
+	pc.dw.written = 0
 	// Watch the client until the response body is over, not just until the
 	// headers: a client that leaves while the upstream stalls mid-body
 	// must free this goroutine. The body's finish stops the watch.
-	stop := context.AfterFunc(req.Context(), func() { _ = pc.conn.SetDeadline(aLongTimeAgo) })
-	handedOff := false
-	defer func() {
-		if !handedOff {
-			stop()
-		}
-	}()
-
-	// The timeout applies to each write while the request goes out (a slow
-	// mobile upload may take minutes, but must not stall), then to the wait
-	// for the response headers.
-	d := pc.t.headerTimeout
-	if err := w.writeRequest(pc.bw); err != nil {
-		return nil, pc.wrapErr(req, err, true)
-	}
-	if err := pc.bw.Flush(); err != nil {
-		return nil, pc.wrapErr(req, err, true)
-	}
-	if d > 0 {
-		_ = pc.conn.SetReadDeadline(time.Now().Add(d))
-	}
-	var resp *http.Response
-	for {
-		r, err := http.ReadResponse(pc.br, req)
-		if err != nil {
-			return nil, pc.wrapErr(req, err, true)
-		}
-		// 100 Continue and 103 Early Hints precede the real answer.
-		if r.StatusCode >= 100 && r.StatusCode < 200 && r.StatusCode != http.StatusSwitchingProtocols {
-			continue
-		}
-		resp = r
-		break
-	}
-	// Clear the header timeout; if the client left meanwhile, the watch's
-	// deadline may have just been overwritten, so look at the context.
-	_ = pc.conn.SetDeadline(time.Time{})
-	if err := req.Context().Err(); err != nil {
-		return nil, err
+	stop := context.AfterFunc(req.Context(), pc.abandonFn)
+	resp, err := pc.send(req, w)
+	if err != nil {
+		stop()
+		return nil, pc.failed(req, err)
 	}
 
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		handedOff = true
+		// The connection now belongs to the spliced peers: no deadlines of
+		// edge's own, and none the watch set may linger once it is stopped.
+		pc.raw = true
+		_ = pc.conn.SetDeadline(time.Time{})
+		if err := req.Context().Err(); err != nil {
+			stop()
+			return nil, pc.failed(req, err)
+		}
 		resp.Body = &upgradedConn{pc: pc, stop: stop}
 		return resp, nil
 	}
-	reusable := !resp.Close && !req.Close
-	if resp.Body == http.NoBody {
+	pc.inBody = true
+	reusable := !resp.Close && !req.Close && !pc.bodyUnsent
+	if resp.Body == http.NoBody && !pc.writing {
 		pc.t.inflight.Add(-1)
 		// A watch that already fired has poisoned the connection's deadline.
 		if stop() && reusable {
@@ -319,28 +365,240 @@ func (pc *persistConn) roundTrip(req *http.Request, w requestWriter) (*http.Resp
 		} else {
 			pc.closeConn()
 		}
-		handedOff = true
 		return resp, nil
 	}
-	handedOff = true
+	// With the body still going out, even an empty answer waits for the
+	// body writer in Close.
 	resp.Body = &pooledBody{pc: pc, body: resp.Body, reusable: reusable, stop: stop}
 	return resp, nil
 }
 
-var aLongTimeAgo = time.Unix(1, 0)
+// send writes the request and reads the answer's final headers, passing
+// 1xx answers on.
+func (pc *persistConn) send(req *http.Request, w requestWriter) (*http.Response, error) {
+	if err := w.writeHead(pc.bw); err != nil {
+		return nil, err
+	}
+	expecting := false
+	switch {
+	case !w.hasBody():
+		if err := pc.bw.Flush(); err != nil {
+			return nil, err
+		}
+		pc.sendState.Store(sinceEpoch())
+	case w.expectsContinue():
+		if err := pc.bw.Flush(); err != nil {
+			return nil, err
+		}
+		// The upstream owes an answer now: 100 Continue or a final one.
+		pc.sendState.Store(sinceEpoch())
+		pc.continueBy = time.Now().Add(expectContinueTimeout)
+		expecting = true
+	default:
+		pc.startBody(w)
+	}
+	interim := 0
+	for {
+		if expecting {
+			_, err := pc.br.Peek(1)
+			if err != nil {
+				if !isTimeout(err) || pc.cancelled.Load() || time.Now().Before(pc.continueBy) {
+					return nil, err
+				}
+				// No word from the upstream: send the body anyway.
+				expecting, pc.continueBy = false, time.Time{}
+				pc.startBody(w)
+				continue
+			}
+		}
+		resp, err := http.ReadResponse(pc.br, req)
+		if err != nil {
+			return nil, err
+		}
+		code := resp.StatusCode
+		if code >= 200 || code == http.StatusSwitchingProtocols {
+			if expecting {
+				pc.bodyUnsent = true
+			}
+			return resp, nil
+		}
+		if code == http.StatusContinue {
+			if expecting {
+				expecting, pc.continueBy = false, time.Time{}
+				pc.startBody(w)
+			}
+			continue
+		}
+		// net/http writes a 1xx without the lock its automatic 100
+		// Continue takes, which the body writer's first read of an
+		// expect-continue body may be sending: skip hints then.
+		interim++
+		if interim <= maxInterim && !(pc.writing && w.expectsContinue()) {
+			w.interim(code, resp.Header)
+		}
+	}
+}
 
-func (pc *persistConn) wrapErr(req *http.Request, err error, beforeResponse bool) error {
+// startBody sends the body from a goroutine of its own, so that an early
+// answer (a 413 or 401 decided on the headers) is read while it goes out.
+func (pc *persistConn) startBody(w requestWriter) {
+	if pc.bodyDone == nil {
+		pc.bodyDone = make(chan error, 1)
+	}
+	pc.sendState.Store(0)
+	pc.body, pc.writing, pc.bodyErr = w, true, nil
+	go pc.sendFn()
+}
+
+func (pc *persistConn) sendBody() {
+	err := pc.body.writeBody(pc.bw)
+	if err == nil {
+		err = pc.bw.Flush()
+	}
+	state := sinceEpoch()
+	if isClientBodyError(err) {
+		state = -1
+	}
+	pc.sendState.Store(state)
+	// Wake the reader: a read waiting without a deadline while the body
+	// went out now has one, or, with the client's body broken, ends.
+	_ = pc.conn.SetReadDeadline(time.Now())
+	pc.bodyDone <- err
+}
+
+// bodyFinished reports, without waiting, whether the body writer is done.
+func (pc *persistConn) bodyFinished() bool {
+	if !pc.writing {
+		return true
+	}
+	select {
+	case pc.bodyErr = <-pc.bodyDone:
+		pc.writing, pc.body = false, nil
+		return true
+	default:
+		return false
+	}
+}
+
+// joinBody waits for the body writer and returns its result.
+func (pc *persistConn) joinBody() error {
+	if pc.writing {
+		pc.bodyErr = <-pc.bodyDone
+		pc.writing, pc.body = false, nil
+	}
+	return pc.bodyErr
+}
+
+func isClientBodyError(err error) bool {
+	var cb *clientBodyError
+	return err != nil && errors.As(err, &cb)
+}
+
+// failed ends a failed exchange: it stops a body writer (closing the
+// connection makes its writes fail) and says whose fault it was.
+func (pc *persistConn) failed(req *http.Request, err error) error {
+	if pc.writing {
+		_ = pc.conn.Close()
+		if berr := pc.joinBody(); isClientBodyError(berr) && req.Context().Err() == nil {
+			return berr
+		}
+	}
 	if ctxErr := req.Context().Err(); ctxErr != nil {
 		return ctxErr
 	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return errHeaderTimeout
+	if isTimeout(err) {
+		return errUpstreamTimeout
 	}
-	if beforeResponse && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
-		return &noResponseError{fmt.Errorf("upstream closed the connection: %w", err)}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		err = fmt.Errorf("upstream closed the connection: %w", err)
+	}
+	if pc.dw.written == 0 {
+		return &notSentError{err}
 	}
 	return err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// abandon is the watch's action when the client leaves: every read and
+// write on the connection fails from now on.
+func (pc *persistConn) abandon() {
+	pc.cancelled.Store(true)
+	_ = pc.conn.SetDeadline(aLongTimeAgo)
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// epoch makes sendState a monotonic time that fits an atomic integer.
+var epoch = time.Now()
+
+func sinceEpoch() int64 { return int64(time.Since(epoch)) + 1 }
+
+// readDeadline is the deadline of the next read of the answer. While the
+// body goes out there is none (the upstream may read all of it before it
+// answers); then the answer's headers must come within the
+// response-header timeout and the read timeout, whichever is shorter, and
+// each later read within the read timeout of the one before.
+func (pc *persistConn) readDeadline(state int64, now time.Time) time.Time {
+	if pc.inBody {
+		if pc.readTimeout <= 0 {
+			return time.Time{}
+		}
+		return now.Add(pc.readTimeout)
+	}
+	var d time.Time
+	if wait := headerWait(pc.t.headerTimeout, pc.readTimeout); state > 0 && wait > 0 {
+		d = epoch.Add(time.Duration(state - 1 + int64(wait)))
+	}
+	if !pc.continueBy.IsZero() && (d.IsZero() || pc.continueBy.Before(d)) {
+		d = pc.continueBy
+	}
+	return d
+}
+
+// headerWait is how long an upstream may take to begin its answer once it
+// has the request: the shorter of the two timeouts that are set.
+func headerWait(header, read time.Duration) time.Duration {
+	if header <= 0 || (read > 0 && read < header) {
+		return read
+	}
+	return header
+}
+
+// connReader reads the answer, setting the deadline of each read. The body
+// writer and the client's watch change the state the deadline comes from
+// and then set a deadline themselves to wake a read in progress; a timeout
+// before the deadline this reader set is such a wake-up, and the read is
+// tried again under the new state.
+type connReader struct{ pc *persistConn }
+
+func (r connReader) Read(p []byte) (int, error) {
+	pc := r.pc
+	if pc.raw {
+		return pc.conn.Read(p)
+	}
+	for {
+		state := pc.sendState.Load()
+		if state < 0 && !pc.inBody {
+			return 0, errBodyFailed
+		}
+		d := pc.readDeadline(state, time.Now())
+		_ = pc.conn.SetReadDeadline(d)
+		if pc.cancelled.Load() {
+			return 0, errAbandoned
+		}
+		if pc.sendState.Load() != state {
+			continue
+		}
+		n, err := pc.conn.Read(p)
+		if n == 0 && err != nil && isTimeout(err) && !pc.cancelled.Load() && (d.IsZero() || time.Now().Before(d)) {
+			continue
+		}
+		return n, err
+	}
 }
 
 // pooledBody returns its connection to the pool once the body was read to
@@ -361,24 +619,43 @@ func (b *pooledBody) Read(p []byte) (int, error) {
 	if err == io.EOF {
 		b.finish(true)
 	} else if err != nil {
-		b.finish(false)
+		// A broken client body closed the connection under this read:
+		// report the cause, not the symptom.
+		if berr := b.finish(false); isClientBodyError(berr) {
+			err = berr
+		}
 	}
 	return n, err
 }
 
-func (b *pooledBody) finish(complete bool) {
+// sending reports whether the request body is still going out: the
+// upstream answered before it had all of it.
+func (b *pooledBody) sending() bool { return !b.done && !b.pc.bodyFinished() }
+
+// finish ends the exchange and returns the body writer's result.
+func (b *pooledBody) finish(complete bool) error {
 	if b.done {
-		return
+		return nil
 	}
 	b.done = true
-	b.pc.t.inflight.Add(-1)
+	pc := b.pc
+	pc.t.inflight.Add(-1)
+	reusable := complete && b.reusable
+	if !pc.bodyFinished() {
+		// The answer is over before the body: the upstream did not want
+		// the rest, and the connection is in no state to reuse.
+		reusable = false
+		_ = pc.conn.Close()
+	}
+	berr := pc.joinBody()
 	// stop is false when the watch already fired: the connection's deadline
 	// is in the past and it cannot be reused.
-	if b.stop() && complete && b.reusable {
-		b.pc.t.putIdle(b.pc)
-		return
+	if b.stop() && reusable && berr == nil {
+		pc.t.putIdle(pc)
+	} else {
+		pc.closeConn()
 	}
-	b.pc.closeConn()
+	return berr
 }
 
 // Close before EOF closes the connection first: net/http's response body
@@ -392,22 +669,27 @@ func (b *pooledBody) Close() error {
 	pc := b.pc
 	pc.t.inflight.Add(-1)
 	_ = pc.conn.Close()
+	_ = pc.joinBody()
 	_ = b.body.Close()
 	pc.closeConn()
 	return nil
 }
 
-// deadlineWriter refreshes the write deadline before every write.
+// deadlineWriter refreshes the write deadline before every write and counts
+// what was written.
 type deadlineWriter struct {
 	conn    net.Conn
 	timeout time.Duration
+	written int64
 }
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {
 	if w.timeout > 0 {
 		_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
 	}
-	return w.conn.Write(p)
+	n, err := w.conn.Write(p)
+	w.written += int64(n)
+	return n, err
 }
 
 // upgradedConn is the body of a 101 answer: the raw connection, for

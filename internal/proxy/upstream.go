@@ -229,8 +229,11 @@ type UpstreamOptions struct {
 	Balance    Balance
 	HashHeader string // for Hash: the header whose value is hashed; "" = client IP
 	Retries    int
-	Passive    PassiveOptions
-	Health     HealthOptions
+	// ReadTimeout is the longest pause between two reads of an answer
+	// (nginx proxy_read_timeout); routes may override it. 0: no limit.
+	ReadTimeout time.Duration
+	Passive     PassiveOptions
+	Health      HealthOptions
 }
 
 type member struct {
@@ -354,13 +357,43 @@ func idempotent(method string) bool {
 	return false
 }
 
-// RoundTrip sends req to a target chosen by the balancer.
-func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
-	return u.exchange(req, stdRequest{req})
+// mayResend reports whether a request that failed with err may be sent
+// again, on a fresh connection or to another target: only when it is
+// idempotent by method or carries an Idempotency-Key, and only when nothing
+// of it can have reached the upstream (the connection failed, or not one
+// byte was written, and its body can be had again). An upstream that read a
+// request and then dropped the connection may have acted on it.
+func mayResend(req *http.Request, err error) bool {
+	if !idempotent(req.Method) && req.Header["Idempotency-Key"] == nil {
+		return false
+	}
+	var de *dialError
+	if errors.As(err, &de) {
+		return true
+	}
+	var ns *notSentError
+	return errors.As(err, &ns) && replayable(req)
 }
 
-// exchange is RoundTrip with the request written by w.
-func (u *Upstream) exchange(req *http.Request, w requestWriter) (*http.Response, error) {
+// countsAgainstTarget reports whether a failed exchange was the target's
+// fault, for passive health. A client that left, or broke its own body
+// (too large, stalled, cut off, malformed), says nothing about the target.
+func countsAgainstTarget(req *http.Request, err error) bool {
+	if req.Context().Err() != nil {
+		return false
+	}
+	var cb *clientBodyError
+	return !errors.As(err, &cb)
+}
+
+// RoundTrip sends req to a target chosen by the balancer.
+func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	return u.exchange(req, stdRequest{req}, u.opts.ReadTimeout)
+}
+
+// exchange is RoundTrip with the request written by w and a read timeout
+// (the route's, or the upstream's).
+func (u *Upstream) exchange(req *http.Request, w requestWriter, readTimeout time.Duration) (*http.Response, error) {
 	if len(u.members) == 0 {
 		return nil, &dialError{errors.New("upstream has no targets")}
 	}
@@ -375,21 +408,20 @@ func (u *Upstream) exchange(req *http.Request, w requestWriter) (*http.Response,
 			info.Upstream = u.opts.Name
 			info.Target = t.Addr
 		}
-		resp, err := t.transport.Load().exchange(req, w)
+		resp, err := t.transport.Load().exchange(req, w, readTimeout)
 		if info != nil {
 			info.UpstreamDuration += time.Since(now)
 		}
 		if err == nil {
 			return resp, nil
 		}
-		if req.Context().Err() != nil {
+		if !countsAgainstTarget(req, err) {
 			return nil, err
 		}
 		if t.recordFailure(time.Now(), u.opts.Passive) && u.OnPassiveDown != nil {
 			u.OnPassiveDown(t)
 		}
-		var de *dialError
-		if attempt >= u.opts.Retries || !errors.As(err, &de) || !idempotent(req.Method) || bitsCount(tried) >= len(u.members) {
+		if attempt >= u.opts.Retries || !mayResend(req, err) || bitsCount(tried) >= len(u.members) {
 			return nil, err
 		}
 	}
