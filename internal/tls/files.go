@@ -98,10 +98,11 @@ func loadPairs(list []config.CertificateFiles) ([]*filePair, error) {
 }
 
 // reloadPairsLocked re-reads every pair after a file event. A pair whose new
-// content is broken keeps serving its previous certificate. It reports
-// whether any certificate changed. m.mu must be held.
-func (m *Manager) reloadPairsLocked() bool {
-	changed := false
+// content is broken keeps serving its previous certificate. It returns the
+// pairs whose certificate changed, to be logged once they serve. m.mu must
+// be held.
+func (m *Manager) reloadPairsLocked() []*filePair {
+	var changed []*filePair
 	for _, p := range m.pairs {
 		cert, sum, err := loadPair(p.files)
 		switch {
@@ -114,10 +115,7 @@ func (m *Manager) reloadPairsLocked() bool {
 			}
 		default:
 			p.cert, p.sum, p.badSum = cert, sum, [sha256.Size]byte{}
-			changed = true
-			m.logger.Info("certificate reloaded", "cert", p.files.Cert,
-				"names", certNames(cert.Leaf), "not_after", cert.Leaf.NotAfter)
-			m.warnExpired(p)
+			changed = append(changed, p)
 		}
 	}
 	return changed
@@ -199,8 +197,15 @@ func (m *Manager) watchLoop() {
 			m.logger.Warn("watching certificate files", "error", err)
 		case <-timer.C:
 			m.mu.Lock()
-			if m.reloadPairsLocked() {
+			changed := m.reloadPairsLocked()
+			if len(changed) > 0 {
 				m.rebuildLocked()
+			}
+			// Logged once the new certificates answer handshakes.
+			for _, p := range changed {
+				m.logger.Info("certificate reloaded", "cert", p.files.Cert,
+					"names", certNames(p.cert.Leaf), "not_after", p.cert.Leaf.NotAfter)
+				m.warnExpired(p)
 			}
 			m.mu.Unlock()
 		}
