@@ -22,18 +22,17 @@ import (
 	edgetls "edge/internal/tls"
 )
 
-// Gateway is the front door's http.Handler. Everything that must outlive a
-// snapshot (upstream targets and their connections, metrics, the access log)
-// hangs off it.
+// Gateway is the front door's http.Handler: the current snapshot, and the
+// state that outlives it (lasting), with the process-wide metrics, logs and
+// certificate manager.
 type Gateway struct {
-	snap     atomic.Pointer[snapshot]
-	registry *proxy.Registry
-	metrics  *metrics.Metrics
-	log      *slog.Logger
-	access   *accessLog
+	snap    atomic.Pointer[snapshot]
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	access  *accessLog
 
 	configPath string
-	features   *features
+	lasting    *lasting
 	tlsm       *edgetls.Manager
 	// httpsPort is the bound HTTPS port, for the port-80 redirect.
 	httpsPort atomic.Value
@@ -42,18 +41,17 @@ type Gateway struct {
 	idSeq    atomic.Uint64
 }
 
-func newGateway(m *metrics.Metrics, log *slog.Logger, access *accessLog, configPath string, f *features) *Gateway {
+func newGateway(m *metrics.Metrics, log *slog.Logger, access *accessLog, configPath string, l *lasting) *Gateway {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	g := &Gateway{
-		registry: proxy.NewRegistry(),
 		metrics:  m,
 		log:      log,
 		access:   access,
 		idPrefix: hex.EncodeToString(b[:]),
 
 		configPath: configPath,
-		features:   f,
+		lasting:    l,
 	}
 	m.RegisterTargetHealth(g.targetHealth)
 	return g

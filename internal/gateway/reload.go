@@ -81,13 +81,13 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 	// goes live (routes and upstream targets, limits with their IP list
 	// files, certificates), so a failure anywhere leaves all of it as it
 	// was; then everything switches at once.
-	targets := s.gw.registry.Stage()
+	targets := s.gw.lasting.targets.Stage()
 	snap, err := s.gw.compile(cfg, targets)
 	if err != nil {
 		s.reloadFailed(trigger, err, now)
 		return ReloadFailed, err
 	}
-	limitsPlan, err := s.gw.features.limits.Prepare(cfg)
+	limitsPlan, err := s.gw.lasting.limits.Prepare(cfg)
 	if err != nil {
 		err = fmt.Errorf("limits: %w", err)
 		s.reloadFailed(trigger, err, now)

@@ -86,7 +86,7 @@ upstream = "app"
 	// inRegistry tells whether the registry holds addr: a stage hands out
 	// the registry's own target for a key it has, a fresh one otherwise.
 	lookup := func(addr string) *proxy.Target {
-		return srv.gw.registry.Stage().Target("app", addr, proxy.TransportOptions{})
+		return srv.gw.lasting.targets.Stage().Target("app", addr, proxy.TransportOptions{})
 	}
 	inRegistry := func(addr string) bool {
 		first := lookup(addr)

@@ -75,28 +75,28 @@ func New(o Options) (*Server, error) {
 	s := &Server{opts: o, level: new(slog.LevelVar), cfg: cfg, cfgHash: sha256.Sum256(data)}
 	s.log = newLogger(o.Stderr, cfg.Log, s.level)
 	s.metrics = metrics.New(o.Version)
-	feats, err := newFeatures(cfg, s.metrics, s.log)
+	state, err := newLasting(cfg, s.metrics, s.log)
 	if err != nil {
 		return nil, err
 	}
 	accessOut, err := accessWriter(cfg.Log, o.Stdout)
 	if err != nil {
-		feats.close()
+		state.close()
 		return nil, err
 	}
 	s.access = newAccessLog(accessOut)
-	s.gw = newGateway(s.metrics, s.log, s.access, o.ConfigPath, feats)
+	s.gw = newGateway(s.metrics, s.log, s.access, o.ConfigPath, state)
 	s.gw.httpsPort.Store(edgetls.PortOf(cfg.Server.ListenHTTPS))
-	targets := s.gw.registry.Stage()
+	targets := s.gw.lasting.targets.Stage()
 	snap, err := s.gw.compile(cfg, targets)
 	if err != nil {
-		feats.close()
+		state.close()
 		s.access.close()
 		return nil, err
 	}
-	s.tlsm, err = edgetls.New(cfg.TLS, cfg.Server.StateDir, tlsHosts(cfg), s.log, feats.tlsOptions(s.metrics)...)
+	s.tlsm, err = edgetls.New(cfg.TLS, cfg.Server.StateDir, tlsHosts(cfg), s.log, state.tlsOptions(s.metrics)...)
 	if err != nil {
-		feats.close()
+		state.close()
 		s.access.close()
 		return nil, fmt.Errorf("setting up TLS: %w", err)
 	}
@@ -169,7 +169,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	addrs.HTTPS = httpsLn.Addr().String()
 	s.gw.httpsPort.Store(edgetls.PortOf(addrs.HTTPS))
-	httpsLn = s.gw.features.limits.Listener(edgetls.QuickAckListener(httpsLn))
+	httpsLn = s.gw.lasting.limits.Listener(edgetls.QuickAckListener(httpsLn))
 	tlsConfig := s.tlsm.TLSConfig()
 	tlsConfig.VerifyConnection = func(stdtls.ConnectionState) error {
 		s.metrics.TLSHandshake(true)
@@ -198,7 +198,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 		addrs.HTTP = ln.Addr().String()
-		ln = s.gw.features.limits.Listener(ln)
+		ln = s.gw.lasting.limits.Listener(ln)
 		plain = &http.Server{
 			Handler:           http.HandlerFunc(s.gw.servePort80),
 			ConnState:         newConnTracker(s.metrics, "http").state,
@@ -272,9 +272,8 @@ func (s *Server) close() {
 		snap.stop()
 	}
 	s.reloadMu.Unlock()
-	s.gw.registry.Close()
 	s.tlsm.Close()
-	s.gw.features.close()
+	s.gw.lasting.close()
 	s.access.close()
 }
 
@@ -296,7 +295,7 @@ func (s *Server) adminHandler() http.Handler {
 	return admin.Handler(admin.Options{
 		Gateway:  adminAPI{s},
 		Registry: s.metrics.Registry,
-		Bans:     s.gw.features.limits.AdminHandler(),
+		Bans:     s.gw.lasting.limits.AdminHandler(),
 		Log:      s.log,
 	})
 }

@@ -261,9 +261,9 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 	if err != nil {
 		return nil, err
 	}
-	h = g.features.limits.Limit(rc.Name, h)
+	h = g.lasting.limits.Limit(rc.Name, h)
 	h = auth(h)
-	h = g.features.limits.Guard(rc.Name, h)
+	h = g.lasting.limits.Guard(rc.Name, h)
 	rt.handler = h
 	return rt, nil
 }

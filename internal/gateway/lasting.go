@@ -16,23 +16,25 @@ import (
 	"edge/internal/limits"
 	"edge/internal/logsample"
 	"edge/internal/metrics"
+	"edge/internal/proxy"
 	edgetls "edge/internal/tls"
 )
 
-// features is the per-process state of identity, limits and the cluster
-// link: it outlives snapshots (nonces, limiter buckets, bans, the Redis
-// connection pool), while each snapshot compiles its own identity service
-// and route chains from it.
-type features struct {
-	redis  *redis.Client // nil: one machine
-	limits *limits.Engine
-	nonces identity.NonceStore
+// lasting is the state that outlives a snapshot, in one place: the Redis
+// link, limiter buckets and bans, nonces, and the upstream targets with their
+// health, counters and connection pools. A reload compiles a new snapshot
+// against it; only a restart replaces it.
+type lasting struct {
+	redis   *redis.Client // nil: one machine
+	limits  *limits.Engine
+	nonces  identity.NonceStore
+	targets *proxy.Registry
 }
 
-// nonceCacheSize is the cap of the in-memory nonce store, from the first
-// config (the store outlives reloads).
-func newFeatures(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*features, error) {
-	f := &features{}
+// newLasting sets up the lasting state from the first config; the nonce
+// store's cap (sessions.nonce_cache_size) is read from it once.
+func newLasting(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*lasting, error) {
+	l := &lasting{targets: proxy.NewRegistry()}
 	if url := cfg.Cluster.Redis.Value(); url != "" {
 		opts, err := redis.ParseURL(url)
 		if err != nil {
@@ -43,23 +45,23 @@ func newFeatures(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*fea
 		// timeout (5 s), or as long as a frozen Redis sleeps: the limiter's
 		// redis_timeout, and every caller's deadline, must bound the call.
 		opts.ContextTimeoutEnabled = true
-		f.redis = redis.NewClient(opts)
+		l.redis = redis.NewClient(opts)
 		// go-redis has one logger per process, and edge one Redis client.
 		redis.SetLogger(&redisLog{log: log})
 	}
 	var scripter redis.Scripter
 	var identityRedis identity.Redis
-	if f.redis != nil {
-		scripter, identityRedis = f.redis, f.redis
+	if l.redis != nil {
+		scripter, identityRedis = l.redis, l.redis
 	}
 	var err error
-	f.limits, err = limits.New(cfg, limits.Options{Redis: scripter, Metrics: m.Limits, Logger: log})
+	l.limits, err = limits.New(cfg, limits.Options{Redis: scripter, Metrics: m.Limits, Logger: log})
 	if err != nil {
-		f.close()
+		l.close()
 		return nil, fmt.Errorf("limits: %w", err)
 	}
-	f.nonces = identity.NewNonceStore(identityRedis, cfg.Sessions.NonceCacheSize)
-	return f, nil
+	l.nonces = identity.NewNonceStore(identityRedis, cfg.Sessions.NonceCacheSize)
+	return l, nil
 }
 
 // redisLog makes go-redis' own lines (a dial that failed, a connection it
@@ -84,21 +86,22 @@ func (l *redisLog) Printf(ctx context.Context, format string, v ...any) {
 		slog.String("detail", fmt.Sprintf(format, v...)), logsample.Suppressed(suppressed))
 }
 
-func (f *features) tlsOptions(m *metrics.Metrics) []edgetls.Option {
+func (l *lasting) tlsOptions(m *metrics.Metrics) []edgetls.Option {
 	// Orders wait until the listeners are bound: the CA validates against them.
 	opts := []edgetls.Option{edgetls.WithRecorder(m.TLS), edgetls.WithDeferredOrders()}
-	if f.redis != nil {
-		opts = append(opts, edgetls.WithRedis(f.redis))
+	if l.redis != nil {
+		opts = append(opts, edgetls.WithRedis(l.redis))
 	}
 	return opts
 }
 
-func (f *features) close() {
-	if f.limits != nil {
-		_ = f.limits.Close()
+func (l *lasting) close() {
+	l.targets.Close()
+	if l.limits != nil {
+		_ = l.limits.Close()
 	}
-	if f.redis != nil {
-		_ = f.redis.Close()
+	if l.redis != nil {
+		_ = l.redis.Close()
 	}
 }
 
@@ -122,14 +125,14 @@ func violationKind(code apierror.Code) string {
 // count towards bans.
 func (g *Gateway) identityService(cfg *config.Config) (*identity.Service, error) {
 	return identity.New(cfg, identity.Options{
-		Nonces:       g.features.nonces,
+		Nonces:       g.lasting.nonces,
 		Redis:        g.identityRedis(),
 		RedisTimeout: cfg.LimitSections.Limiter.RedisTimeout.Std(),
 		Metrics:      g.metrics.Identity,
 		Log:          g.log,
 		OnReject: func(r *http.Request, code apierror.Code) {
 			if kind := violationKind(code); kind != "" {
-				g.features.limits.ReportViolation(r, kind)
+				g.lasting.limits.ReportViolation(r, kind)
 			}
 		},
 	})
@@ -138,10 +141,10 @@ func (g *Gateway) identityService(cfg *config.Config) (*identity.Service, error)
 // identityRedis is the shared Redis as identity sees it; a nil interface,
 // not a typed nil pointer, when there is none.
 func (g *Gateway) identityRedis() identity.Redis {
-	if g.features.redis == nil {
+	if g.lasting.redis == nil {
 		return nil
 	}
-	return g.features.redis
+	return g.lasting.redis
 }
 
 // loginRoute is an app's login endpoint, served at its exact path on any
@@ -158,7 +161,7 @@ func (g *Gateway) loginRoutes(svc *identity.Service) (map[string]*route, error) 
 			name:    name,
 			metrics: g.metrics.Route(name),
 			maxBody: loginMaxBody,
-			handler: g.features.limits.Guard(name, g.features.limits.Limit(name, l.Handler)),
+			handler: g.lasting.limits.Guard(name, g.lasting.limits.Limit(name, l.Handler)),
 		}
 	}
 	return out, nil
