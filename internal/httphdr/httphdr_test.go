@@ -47,10 +47,10 @@ func TestHasToken(t *testing.T) {
 func FuzzHasToken(f *testing.F) {
 	f.Add("close, X-Hop", "x-hop")
 	f.Add("Upgrade,,\tX-Wx-Openid ", "X-WX-OPENID")
-	f.Add("", "")
+	f.Add("", "trailers")
 	f.Fuzz(func(t *testing.T, value, token string) {
 		if token == "" || strings.TrimSpace(token) != token || strings.Contains(token, ",") {
-			t.Skip("the tokens looked up are header names")
+			return // the tokens looked up are header names and keywords
 		}
 		want := false
 		for _, part := range strings.Split(value, ",") {
