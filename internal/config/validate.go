@@ -65,14 +65,28 @@ func (s *Server) validateAdmin(c *checker, listenOK bool) {
 		if !validBearer(tok) {
 			c.add("server.admin_token", "must be one word of letters, digits and -._~+/= (it is sent as \"Authorization: Bearer <token>\"); generate one with `openssl rand -hex 32`")
 		}
-	} else if listenOK && s.ListenAdmin != "off" && !onLoopback(s.ListenAdmin) {
-		c.add("server.listen_admin", `%q is not on loopback: anyone who reaches it could reload edge, lift bans or read profiles; set server.admin_token = "${EDGE_ADMIN_TOKEN}" (callers send "Authorization: Bearer <token>"), or listen on "127.0.0.1:9180"`, s.ListenAdmin)
+	} else if listenOK {
+		if msg := s.AdminUnguarded(); msg != "" {
+			c.add("server.listen_admin", "%s", msg)
+		}
 	}
 	for i, h := range s.AdminHosts {
 		if !validHostName(h) {
 			c.add(indexKey("server.admin_hosts", i), `%q is not a host name; write a lowercase name like "edge-admin.internal" (IP addresses and localhost are always answered)`, h)
 		}
 	}
+}
+
+// AdminUnguarded says why the admin listener would be open to other
+// machines without a token, or "" when it is not. A reload checks it again
+// with the running listen_admin, which only a restart changes: a new file
+// that moves the listener to loopback and drops the token must not remove
+// the token from a listener still open to the network.
+func (s *Server) AdminUnguarded() string {
+	if s.AdminToken.Value() != "" || s.ListenAdmin == "off" || onLoopback(s.ListenAdmin) {
+		return ""
+	}
+	return fmt.Sprintf(`%q is not on loopback: anyone who reaches it could reload edge, lift bans or read profiles; set server.admin_token = "${EDGE_ADMIN_TOKEN}" (callers send "Authorization: Bearer <token>"), or listen on "127.0.0.1:9180"`, s.ListenAdmin)
 }
 
 // validBearer reports whether s can be sent as a bearer token: token68

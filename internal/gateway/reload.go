@@ -76,6 +76,14 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 		s.log.Warn("config change needs a restart; keeping the running value", "key", key)
 	}
 	keepRestartOnly(s.cfg, cfg)
+	// listen_admin changes only on a restart: judged with the running one,
+	// a file that moves the admin listener to loopback and drops the token
+	// would leave the listener open to the network without it.
+	if cfg.Server.AdminUnguarded() != "" {
+		err := fmt.Errorf("%s: server.admin_token: the admin listener stays on %q until edge restarts, so it keeps needing a token; keep admin_token until the restart that moves it to loopback", s.opts.ConfigPath, cfg.Server.ListenAdmin)
+		s.reloadFailed(trigger, err, now)
+		return ReloadFailed, err
+	}
 
 	// Everything the config needs is read and compiled before any of it
 	// goes live (routes and upstream targets, limits with their IP list

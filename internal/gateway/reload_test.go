@@ -134,3 +134,48 @@ func quoteList(items []string) string {
 	}
 	return strings.Join(q, ", ")
 }
+
+// TestReloadCannotDropTheTokenOfAnOpenAdminListener: listen_admin changes
+// only on a restart. A file that moves it to loopback and removes
+// admin_token validates on its own, but applied to the running listener
+// (still reachable from other machines) it would open the admin API to
+// the network; the reload is refused and the token stays.
+func TestReloadCannotDropTheTokenOfAnOpenAdminListener(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "edge.toml")
+	const token = "0123456789abcdef0123456789abcdef"
+	write := func(admin, tokenLine string) {
+		t.Helper()
+		cfg := fmt.Sprintf(`
+[server]
+listen_https = "127.0.0.1:0"
+listen_http = "off"
+listen_admin = %q
+state_dir = %q
+%s
+
+[[routes]]
+name = "r"
+path = "/"
+respond = { body = "ok" }
+`, admin, filepath.Join(dir, "state"), tokenLine)
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("0.0.0.0:9180", `admin_token = "`+token+`"`)
+	srv, err := New(Options{ConfigPath: path, Version: "test", Stdout: &testpeer.SyncBuffer{}, Stderr: &testpeer.SyncBuffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.close)
+
+	write("127.0.0.1:9180", "")
+	res, err := srv.Reload(TriggerAdmin)
+	if res != ReloadFailed || err == nil || !strings.Contains(err.Error(), "admin_token") {
+		t.Fatalf("reload dropping the token of an open admin listener: %s %v", res, err)
+	}
+	if got := srv.gw.snap.Load().cfg.Server.AdminToken.Value(); got != token {
+		t.Fatalf("the running admin token is %q after the refused reload", got)
+	}
+}
