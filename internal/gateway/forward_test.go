@@ -128,3 +128,47 @@ func TestClientLeavingFreesAStalledUpstream(t *testing.T) {
 		t.Fatal("edge kept the stalled upstream connection after the client left")
 	}
 }
+
+// TestProxyClaimsOnlyFromTrustedProxies: headers that tell an application
+// what a proxy saw (X-Forwarded-Port, -Prefix, ...) or which URL the
+// client asked for (X-Original-URL) are acted on by Spring, Symfony and
+// URL rewriters; a client must not be able to send them, a trusted load
+// balancer may. The same holds on HTTP/1.1 and HTTP/2.
+func TestProxyClaimsOnlyFromTrustedProxies(t *testing.T) {
+	claims := map[string]string{
+		"X-Forwarded-Port": "443", "X-Forwarded-Prefix": "/admin", "X-Forwarded-Ssl": "on",
+		"X-Original-Url": "/admin/delete", "X-Rewrite-Url": "/admin/delete",
+	}
+	for _, tc := range []struct {
+		name    string
+		server  string
+		through bool
+	}{
+		{"from a client", "", false},
+		{"from a trusted proxy", `trusted_proxies = ["127.0.0.1/32"]`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := startBackend(t, "up", nil)
+			e := startEdgeWith(t, tc.server, "", fmt.Sprintf("[[upstreams]]\nname = \"up\"\ntargets = [%q]\n[[routes]]\nname = \"r\"\npath = \"/\"\nupstream = \"up\"\n", up.addr))
+			hdr := http.Header{}
+			for k, v := range claims {
+				hdr.Set(k, v)
+			}
+			for _, client := range []*http.Client{e.client, e.h2} {
+				req, _ := http.NewRequest("GET", e.url("api.example.com", "/x"), nil)
+				req.Header = hdr.Clone()
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				got := up.lastRequest()
+				for k, v := range claims {
+					if passed := got.Header.Get(k) == v; passed != tc.through {
+						t.Errorf("%s: %s reached the upstream: %v, want %v", resp.Proto, k, passed, tc.through)
+					}
+				}
+			}
+		})
+	}
+}

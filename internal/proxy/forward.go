@@ -160,8 +160,9 @@ func (o *outRequest) writeHead(bw *bufio.Writer) error {
 	bw.WriteString("\r\n")
 
 	conn := r.Header["Connection"]
+	trusted := o.info != nil && o.info.PeerTrusted
 	for k, vs := range r.Header {
-		if !p.passRequestHeader(k, conn) {
+		if !p.passRequestHeader(k, conn, trusted) {
 			continue
 		}
 		for _, v := range vs {

@@ -122,8 +122,10 @@ func (p *proxyHandler) rewrite(pr *httputil.ProxyRequest) {
 	connection, upgrade, te := h["Connection"], h["Upgrade"], h["Te"]
 	clear(h)
 	conn := in.Header["Connection"]
+	info := reqctx.FromRequest(in)
+	trusted := info != nil && info.PeerTrusted
 	for k, vs := range in.Header {
-		if p.passRequestHeader(k, conn) {
+		if p.passRequestHeader(k, conn, trusted) {
 			h[k] = vs
 		}
 	}

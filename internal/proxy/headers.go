@@ -38,10 +38,20 @@ func forwardedHeader(k string) bool {
 	return false
 }
 
+// proxyClaim reports headers that tell an application what a proxy in
+// front of it saw (X-Forwarded-Port, -Prefix, -Ssl, -Server, ...) or which
+// URL the client really asked for (X-Original-Url, X-Rewrite-Url): Spring,
+// Symfony and IIS-style rewriters act on them, so only a trusted proxy may
+// send them. Edge rebuilds For, Proto and Host itself (forwardedHeader).
+func proxyClaim(k string) bool {
+	return strings.HasPrefix(k, "X-Forwarded-") || k == "X-Original-Url" || k == "X-Rewrite-Url"
+}
+
 // passRequestHeader reports whether the request header k goes on to the
-// upstream as it is; conn is the request's Connection header.
-func (p *proxyHandler) passRequestHeader(k string, conn []string) bool {
-	if hopHeader(k) || forwardedHeader(k) || p.opts.RequestHeaders.touches(k) {
+// upstream as it is; conn is the request's Connection header, trusted
+// whether the peer is in server.trusted_proxies.
+func (p *proxyHandler) passRequestHeader(k string, conn []string, trusted bool) bool {
+	if hopHeader(k) || forwardedHeader(k) || p.opts.RequestHeaders.touches(k) || !trusted && proxyClaim(k) {
 		return false
 	}
 	// Connection names the client's own hop-by-hop headers. Edge's own
@@ -57,8 +67,8 @@ func (p *proxyHandler) passRequestHeader(k string, conn []string) bool {
 // controls, nor what RFC 9110 section 6.5.1 keeps out of trailers
 // (framing, routing, authentication).
 func (p *proxyHandler) passRequestTrailer(k string) bool {
-	return !httphdr.EdgeOwned(k) && !hopHeader(k) && !forwardedHeader(k) && !p.opts.RequestHeaders.touches(k) &&
-		httpguts.ValidTrailerHeader(k)
+	return !httphdr.EdgeOwned(k) && !hopHeader(k) && !forwardedHeader(k) && !proxyClaim(k) &&
+		!p.opts.RequestHeaders.touches(k) && httpguts.ValidTrailerHeader(k)
 }
 
 // passResponseHeader reports whether the upstream's response header k goes
