@@ -25,10 +25,13 @@ import (
 // health, counters and connection pools. A reload compiles a new snapshot
 // against it; only a restart replaces it.
 type lasting struct {
-	redis   *redis.Client // nil: one machine
-	limits  *limits.Engine
-	nonces  identity.NonceStore
-	targets *proxy.Registry
+	redis  *redis.Client // nil: one machine
+	limits *limits.Engine
+	nonces identity.NonceStore
+	// redisGate is identity's view of whether Redis answers; nil without
+	// Redis.
+	redisGate *identity.RedisGate
+	targets   *proxy.Registry
 }
 
 // newLasting sets up the lasting state from the first config; the nonce
@@ -60,7 +63,10 @@ func newLasting(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*last
 		l.close()
 		return nil, fmt.Errorf("limits: %w", err)
 	}
-	l.nonces = identity.NewNonceStore(identityRedis, cfg.Sessions.NonceCacheSize)
+	if identityRedis != nil {
+		l.redisGate = identity.NewRedisGate(log, time.Second)
+	}
+	l.nonces = identity.NewNonceStore(identityRedis, cfg.Sessions.NonceCacheSize, l.redisGate)
 	return l, nil
 }
 
@@ -128,6 +134,7 @@ func (g *Gateway) identityService(cfg *config.Config) (*identity.Service, error)
 		Nonces:       g.lasting.nonces,
 		Redis:        g.identityRedis(),
 		RedisTimeout: cfg.LimitSections.Limiter.RedisTimeout.Std(),
+		RedisGate:    g.lasting.redisGate,
 		Metrics:      g.metrics.Identity,
 		Log:          g.log,
 		OnReject: func(r *http.Request, code apierror.Code) {

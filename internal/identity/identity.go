@@ -34,6 +34,9 @@ type Options struct {
 	// check, the shared nonce store): a Redis that stops answering costs a
 	// request at most this, then the local fallback applies. 0: unbounded.
 	RedisTimeout time.Duration
+	// RedisGate skips Redis while it does not answer; one per process,
+	// shared with the nonce store. nil: every call tries Redis.
+	RedisGate *RedisGate
 	// Client calls code2Session and login hooks; nil: a client that follows
 	// no redirects. Each call is bounded by the app's login_timeout.
 	Client *http.Client
@@ -82,9 +85,9 @@ func (s *Service) redisContext(req *http.Request) (context.Context, context.Canc
 // NewNonceStore returns the store a process keeps across reloads: in Redis
 // when rdb is set, so replicas share it, otherwise in memory with cap
 // entries (sessions.nonce_cache_size).
-func NewNonceStore(rdb Redis, cap int) NonceStore {
+func NewNonceStore(rdb Redis, cap int, gate *RedisGate) NonceStore {
 	if rdb != nil {
-		return NewRedisNonces(rdb, cap)
+		return NewRedisNonces(rdb, cap, gate)
 	}
 	return NewMemoryNonces(cap)
 }

@@ -251,11 +251,14 @@ func (r *route) session(req *http.Request) (Session, apierror.Code, string) {
 	case r.app != nil && sess.AppID != r.app.cfg.AppID:
 		return sess, apierror.AuthMissing, "the token belongs to another app"
 	}
-	ctx, cancel := r.svc.redisContext(req)
-	revoked, err := r.svc.sealer.Revoked(ctx, &sess)
-	cancel()
-	if err != nil {
-		r.svc.opts.Log.WarnContext(req.Context(), "token revocation list unavailable; accepting the token", "err", err)
+	var revoked bool
+	if now := r.svc.opts.Now(); r.svc.opts.RedisGate.allow(now) {
+		// A failed check accepts the token: the gate logs the outage once.
+		ctx, cancel := r.svc.redisContext(req)
+		var err error
+		revoked, err = r.svc.sealer.Revoked(ctx, &sess)
+		r.svc.opts.RedisGate.result(ctx, now, err)
+		cancel()
 	}
 	if revoked {
 		return sess, apierror.TokenExpired, "the token was revoked; log in again"
@@ -300,12 +303,11 @@ func (s *Service) verifySignature(req *http.Request, sess *Session, allowUnsigne
 	if p.unsigned && !allowUnsigned {
 		return apierror.BadSignature, "this route requires the body's hash; UNSIGNED-PAYLOAD is not allowed"
 	}
+	// A shared store that fails falls back to this replica's memory; the
+	// gate logs the outage once.
 	ctx, cancel := s.redisContext(req)
-	fresh, err := s.opts.Nonces.Record(ctx, nonceKey(sess.ID, p.nonce), now, 2*s.skew)
+	fresh, _ := s.opts.Nonces.Record(ctx, nonceKey(sess.ID, p.nonce), now, 2*s.skew)
 	cancel()
-	if err != nil {
-		s.opts.Log.WarnContext(req.Context(), "shared nonce store unavailable; checked this replica only", "err", err)
-	}
 	if !fresh {
 		return apierror.Replayed, "this nonce was already used"
 	}

@@ -121,13 +121,14 @@ func (m *MemoryNonces) grow() {
 // are still caught) and returns the error for the log and metrics.
 type RedisNonces struct {
 	rdb      Redis
+	gate     *RedisGate
 	fallback *MemoryNonces
 }
 
 // NewRedisNonces returns a store in rdb with an in-memory fallback of cap
-// entries.
-func NewRedisNonces(rdb Redis, cap int) *RedisNonces {
-	return &RedisNonces{rdb: rdb, fallback: NewMemoryNonces(cap)}
+// entries; gate (may be nil) skips Redis while it does not answer.
+func NewRedisNonces(rdb Redis, cap int, gate *RedisGate) *RedisNonces {
+	return &RedisNonces{rdb: rdb, gate: gate, fallback: NewMemoryNonces(cap)}
 }
 
 const noncePrefix = "edge:nonce:"
@@ -137,7 +138,11 @@ func (r *RedisNonces) Record(ctx context.Context, key NonceKey, now time.Time, t
 	var b [len(noncePrefix) + 2*len(NonceKey{})]byte
 	copy(b[:], noncePrefix)
 	hex.Encode(b[len(noncePrefix):], key[:])
+	if !r.gate.allow(now) {
+		return r.fallback.Record(ctx, key, now, ttl)
+	}
 	fresh, err := r.rdb.SetNX(ctx, string(b[:]), 1, ttl).Result()
+	r.gate.result(ctx, now, err)
 	if err != nil {
 		fresh, _ = r.fallback.Record(ctx, key, now, ttl)
 		return fresh, err

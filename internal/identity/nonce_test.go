@@ -77,7 +77,7 @@ func TestNonceReplayedToSecondReplica(t *testing.T) {
 	replica := func() *Service {
 		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 		t.Cleanup(func() { rdb.Close() })
-		return newService(t, testConfig(), Options{Now: now.Now, Nonces: NewNonceStore(rdb, 1024), Redis: rdb})
+		return newService(t, testConfig(), Options{Now: now.Now, Nonces: NewNonceStore(rdb, 1024, nil), Redis: rdb})
 	}
 	a, b := replica(), replica()
 	token, _ := sessionWithKey(t, a.Sealer(), vec.SignKey)
@@ -105,7 +105,7 @@ func TestRedisNoncesFallBackToMemory(t *testing.T) {
 	srv := testpeer.Redis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { rdb.Close() })
-	store := NewRedisNonces(rdb, 1024)
+	store := NewRedisNonces(rdb, 1024, nil)
 	srv.Stop()
 	ctx := context.Background()
 	t0 := time.Unix(1000, 0)

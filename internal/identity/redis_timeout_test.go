@@ -3,6 +3,7 @@ package identity_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,5 +48,23 @@ redis_timeout = "200ms"
 	again.Header = replay.Header.Clone()
 	if status, _, ans := call(t, &bounded, again); status != http.StatusUnauthorized || ans.Code != 40105 {
 		t.Fatalf("replay with Redis frozen: HTTP %d %+v, want 401 / 40105", status, ans)
+	}
+	for i := range 5 {
+		if status, _, ans := call(t, &bounded, signedGet(t, e, fmt.Sprintf("/api/frozen?n=%d", 10+i), token, signKey)); status != http.StatusOK {
+			t.Fatalf("signed request %d with Redis frozen: HTTP %d %+v", i, status, ans)
+		}
+	}
+	// One line for the outage, not one or two per request.
+	if n := strings.Count(e.Stderr(), "identity: redis unavailable"); n != 1 {
+		t.Errorf("the outage was logged %d times over 8 requests, want once:\n%s", n, e.Stderr())
+	}
+	rds.Resume()
+	deadline := time.Now().Add(15 * time.Second)
+	for i := 0; !strings.Contains(e.Stderr(), "identity: redis answers again"); i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery logged after Redis resumed:\n%s", e.Stderr())
+		}
+		call(t, c, signedGet(t, e, fmt.Sprintf("/api/frozen?n=%d", 100+i), token, signKey))
+		time.Sleep(100 * time.Millisecond)
 	}
 }
