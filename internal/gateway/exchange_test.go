@@ -135,6 +135,9 @@ max_body = "64KB"
 			if strings.Contains(e.stderr.String(), "taken out") {
 				t.Fatalf("a client's fault was logged as the upstream's:\n%s", e.stderr.String())
 			}
+			if m := e.metric(t, "edge_upstream_requests_total"); strings.Contains(m, `code="error"`) {
+				t.Fatalf("a client's fault was counted as the target's error:\n%s", m)
+			}
 			resp, body := e.do(t, "POST", e.url("api.example.com", "/upload"), strings.NewReader("fine"), nil)
 			if resp.StatusCode != 200 || body != "got 4 <nil>" {
 				t.Fatalf("a good request after the faults: %d %q", resp.StatusCode, body)

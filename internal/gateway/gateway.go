@@ -127,13 +127,16 @@ func (g *Gateway) record(s *snapshot, rt *route, r *http.Request, info *reqctx.I
 		s.notFound.Observe(r.Method, status, elapsed)
 	} else {
 		rt.metrics.Observe(r.Method, status, elapsed)
-		if info.Target != "" {
-			code := status
-			if info.Reason != "" { // edge answered for an upstream that did not, or the upstream broke off
-				code = 0
-			}
-			rt.metrics.ObserveUpstream(info.Target, code, info.UpstreamDuration)
+		switch {
+		case info.Target == "":
+		case info.Reason == "":
+			rt.metrics.ObserveUpstream(info.Target, status, info.UpstreamDuration)
+		case info.Reason == proxy.ReasonUpstreamTimeout || info.Reason == proxy.ReasonUpstreamDown || info.Reason == reasonUpstreamAborted:
+			// Edge answered for an upstream that did not, or it broke off.
+			rt.metrics.ObserveUpstream(info.Target, 0, info.UpstreamDuration)
 		}
+		// Any other reason is the client's fault (its body, or it left):
+		// the target's error count is no place for it.
 	}
 	if s.accessLog {
 		g.access.write(r, info, status, sw.bytes, elapsed)

@@ -65,7 +65,7 @@ func New(version string) *Metrics {
 		}),
 		upstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_upstream_requests_total",
-			Help: "Requests sent to upstream targets, by route, target and status code (\"error\" when no answer came or it broke off).",
+			Help: "Requests sent to upstream targets, by route, target and status code (\"error\" when no answer came or it broke off; a request the client broke, with its body or by leaving, is not counted).",
 		}, []string{"route", "target", "code"}),
 		upstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "edge_upstream_response_duration_seconds",

@@ -174,6 +174,14 @@ func (p *proxyHandler) modifyResponse(resp *http.Response) error {
 	return nil
 }
 
+// The reasons an exchange failed on the upstream's side. Every other reason
+// edge records (a body too large, stalled or cut off, a client that left)
+// is the client's, and not counted against the target in metrics either.
+const (
+	ReasonUpstreamTimeout = "upstream_timeout"
+	ReasonUpstreamDown    = "upstream_down"
+)
+
 func (p *proxyHandler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	info := reqctx.FromRequest(r)
 	setReason := func(reason string) {
@@ -201,12 +209,12 @@ func (p *proxyHandler) errorHandler(w http.ResponseWriter, r *http.Request, err 
 		w.WriteHeader(499)
 		return
 	case errors.Is(err, errUpstreamTimeout) || errors.Is(err, context.DeadlineExceeded):
-		setReason("upstream_timeout")
+		setReason(ReasonUpstreamTimeout)
 		p.logUpstreamError(r, info, err)
 		apierror.Write(w, r, apierror.UpstreamTimeout, "upstream timed out")
 		return
 	default:
-		setReason("upstream_down")
+		setReason(ReasonUpstreamDown)
 		p.logUpstreamError(r, info, err)
 		apierror.Write(w, r, apierror.UpstreamDown, "upstream unreachable")
 	}
