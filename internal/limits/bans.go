@@ -369,7 +369,11 @@ func (e *Engine) lift(ctx context.Context, member string) (found, shared bool) {
 		e.be.failed("ban_lift", err, now, s.probeInterval, s.policy)
 		return found, false
 	}
-	e.be.ok(now)
+	// Only an answer within the request path's budget says Redis is fit
+	// for it again; a slow one, fine for an operator, is left to the probe.
+	if time.Duration(e.now()-now) <= s.redisTimeout {
+		e.be.ok(now)
+	}
 	return found || n > 0, true
 }
 

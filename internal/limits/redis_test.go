@@ -252,7 +252,7 @@ func TestRedisAdminLiftOutwaitsRedisTimeout(t *testing.T) {
 		}
 		return err == nil
 	}
-	for _, openid := range []string{"o-mallory", "o-trudy"} {
+	for _, openid := range []string{"o-mallory", "o-trudy", "o-victor"} {
 		h.e.ReportViolation(newRequest(client{ip: "192.0.2.1", openid: openid}), config.ViolationSignature)
 		if !banned(openid) {
 			t.Fatalf("%s not banned in Redis", openid)
@@ -323,4 +323,25 @@ func TestRedisAdminLiftOutwaitsRedisTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantLifted("o-trudy", <-lift("o-trudy"))
+
+	// A lift that got its answer only after longer than redis_timeout (on
+	// the engine's clock) does not tell the request path that Redis is fit
+	// again: that is left to the probe.
+	hold = rc.Conn()
+	if err := hold.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	hotPathGivesUp(3)
+	done = lift("o-victor")
+	for rc.PoolStats().PendingRequests == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.clock.Advance(time.Second)
+	if err := hold.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wantLifted("o-victor", <-done)
+	if got := counterValue(h.m.BackendUp()); got != 0 {
+		t.Fatalf("backend up = %v after a lift slower than redis_timeout; only a probe may bring Redis back for requests", got)
+	}
 }
