@@ -74,17 +74,22 @@ routes = ["api"]
 		t.Errorf("%v fail_closed decisions, want 5", n)
 	}
 
+	if n := strings.Count(e.Stderr(), "limiter: redis unavailable"); n != 1 {
+		t.Errorf("5 requests during the stall logged it %d times, want once", n)
+	}
+
 	r.Resume()
 	eventually(t, 10*time.Second, "edge back on Redis", func() bool {
 		request(t, c, url, nil)
 		return metric(t, e, "edge_limit_backend_up") == 1
 	})
 	wantStatuses(t, c, url, nil, 200)
+	// The first calls after the resume reconnect; on a loaded machine one
+	// may outlast redis_timeout and open a short episode of its own. Each
+	// episode is logged once when it begins and once when it ends.
 	log := e.Stderr()
-	if n := strings.Count(log, "limiter: redis unavailable"); n != 1 {
-		t.Errorf("the stall was logged %d times, want once", n)
-	}
-	if n := strings.Count(log, "limiter: redis answers again"); n != 1 {
-		t.Errorf("the recovery was logged %d times, want once", n)
+	down, up := strings.Count(log, "limiter: redis unavailable"), strings.Count(log, "limiter: redis answers again")
+	if up < 1 || down != up {
+		t.Errorf("logged %d outages and %d recoveries; each outage is logged once and ends with one recovery line", down, up)
 	}
 }
