@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"edge/internal/logsample"
 	"edge/internal/metrics"
 )
 
@@ -37,8 +38,11 @@ func guardHTTP2(front *http.Server, m *metrics.Metrics, log *slog.Logger) error 
 	if err := http2.ConfigureServer(front, h2); err != nil {
 		return err
 	}
+	// One sampler for the listener: an attacker opening many connections
+	// must not write a line for each.
+	sampler := new(logsample.Sampler)
 	front.TLSNextProto[http2.NextProtoTLS] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
-		g := &resetGuard{Conn: c, m: m, log: log, now: time.Now, skip: len(http2.ClientPreface)}
+		g := &resetGuard{Conn: c, m: m, log: log, sampler: sampler, now: time.Now, skip: len(http2.ClientPreface)}
 		// net/http hands the connection's base context to TLSNextProto
 		// through the handler, as it does for its own HTTP/2 server.
 		var ctx context.Context
@@ -66,9 +70,10 @@ const frameRSTStream = 0x3
 // *tls.Conn gives the server Request.TLS and the cipher checks.
 type resetGuard struct {
 	*tls.Conn
-	m   *metrics.Metrics
-	log *slog.Logger
-	now func() time.Time
+	m       *metrics.Metrics
+	log     *slog.Logger
+	sampler *logsample.Sampler
+	now     func() time.Time
 
 	// skip is how many bytes of the preface or of a frame payload are
 	// still to pass before the next frame header.
@@ -86,8 +91,11 @@ func (g *resetGuard) Read(p []byte) (int, error) {
 	n, err := g.Conn.Read(p)
 	if g.scan(p[:n]) {
 		g.m.HTTP2RapidResetClose()
-		g.log.Warn("HTTP/2 client cancelled too many streams; closing the connection",
-			"client", g.RemoteAddr().String(), "cancelled", g.resets, "window", rapidResetWindow.String())
+		if ok, suppressed := g.sampler.Allow(g.now()); ok {
+			g.log.Warn("HTTP/2 client cancelled too many streams; closing the connection",
+				"client", g.RemoteAddr().String(), "cancelled", g.resets, "window", rapidResetWindow.String(),
+				logsample.Suppressed(suppressed))
+		}
 		return 0, errRapidReset
 	}
 	return n, err
