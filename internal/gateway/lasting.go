@@ -156,7 +156,7 @@ func (g *Gateway) identityRedis() identity.Redis {
 
 // loginRoute is an app's login endpoint, served at its exact path on any
 // host, with the route name "login_<app>" (for metrics and [[limits]]).
-func (g *Gateway) loginRoutes(svc *identity.Service) (map[string]*route, error) {
+func (g *Gateway) loginRoutes(svc *identity.Service, lim *limits.Prepared) (map[string]*route, error) {
 	logins, err := svc.Logins()
 	if err != nil {
 		return nil, err
@@ -168,7 +168,7 @@ func (g *Gateway) loginRoutes(svc *identity.Service) (map[string]*route, error) 
 			name:    name,
 			metrics: g.metrics.Route(name),
 			maxBody: loginMaxBody,
-			handler: g.lasting.limits.Guard(name, g.lasting.limits.Limit(name, l.Handler)),
+			handler: lim.Route(name).Guard(lim.Route(name).Limit(l.Handler)),
 		}
 	}
 	return out, nil

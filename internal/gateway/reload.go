@@ -89,15 +89,15 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 	// goes live (routes and upstream targets, limits with their IP list
 	// files, certificates), so a failure anywhere leaves all of it as it
 	// was; then everything switches at once.
-	targets := s.gw.lasting.targets.Stage()
-	snap, err := s.gw.compile(cfg, targets)
-	if err != nil {
-		s.reloadFailed(trigger, err, now)
-		return ReloadFailed, err
-	}
 	limitsPlan, err := s.gw.lasting.limits.Prepare(cfg)
 	if err != nil {
 		err = fmt.Errorf("limits: %w", err)
+		s.reloadFailed(trigger, err, now)
+		return ReloadFailed, err
+	}
+	targets := s.gw.lasting.targets.Stage()
+	snap, err := s.gw.compile(cfg, targets, limitsPlan)
+	if err != nil {
 		s.reloadFailed(trigger, err, now)
 		return ReloadFailed, err
 	}

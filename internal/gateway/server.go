@@ -87,8 +87,16 @@ func New(o Options) (*Server, error) {
 	s.access = newAccessLog(accessOut)
 	s.gw = newGateway(s.metrics, s.log, s.access, o.ConfigPath, state)
 	s.gw.httpsPort.Store(edgetls.PortOf(cfg.Server.ListenHTTPS))
+	// The engine compiled this config when it was created; preparing it
+	// again binds the same buckets for the routes.
+	limitsPlan, err := state.limits.Prepare(cfg)
+	if err != nil {
+		state.close()
+		s.access.close()
+		return nil, fmt.Errorf("limits: %w", err)
+	}
 	targets := s.gw.lasting.targets.Stage()
-	snap, err := s.gw.compile(cfg, targets)
+	snap, err := s.gw.compile(cfg, targets, limitsPlan)
 	if err != nil {
 		state.close()
 		s.access.close()
@@ -102,6 +110,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.gw.tlsm = s.tlsm
 	targets.Commit()
+	limitsPlan.Commit()
 	s.gw.snap.Store(snap)
 	snap.start(s.gw.healthChanged)
 	s.metrics.ReloadResult(true, time.Now())

@@ -17,6 +17,7 @@ import (
 	"edge/internal/apierror"
 	"edge/internal/config"
 	"edge/internal/identity"
+	"edge/internal/limits"
 	"edge/internal/metrics"
 	"edge/internal/proxy"
 	"edge/internal/reqctx"
@@ -79,10 +80,11 @@ type route struct {
 }
 
 // compile builds a snapshot from a validated config, taking its upstream
-// targets from the stage. Nothing goes live and nothing starts: the caller
+// targets from the stage and binding each route to its limits in the
+// prepared limits config, so the snapshot is the one pointer a reload swaps. Nothing goes live and nothing starts: the caller
 // commits the stage, swaps the snapshot in and starts it. Errors here are
 // the few things validation cannot know (a static root that vanished since).
-func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage) (*snapshot, error) {
+func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.Prepared) (*snapshot, error) {
 	s := &snapshot{
 		cfg:            cfg,
 		notFound:       g.metrics.Route(""),
@@ -103,7 +105,7 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage) (*snapshot, 
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	s.identity = svc
-	if s.logins, err = g.loginRoutes(svc); err != nil {
+	if s.logins, err = g.loginRoutes(svc, lim); err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	for _, rt := range s.logins {
@@ -113,7 +115,7 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage) (*snapshot, 
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
 		specs[i] = proxy.RouteSpec{Hosts: rc.Hosts, Prefix: rc.Path, Methods: rc.Methods}
-		rt, err := g.buildRoute(rc, upstreams, svc)
+		rt, err := g.buildRoute(rc, upstreams, svc, lim.Route(rc.Name))
 		if err != nil {
 			return nil, fmt.Errorf("route %q: %w", rc.Name, err)
 		}
@@ -199,7 +201,7 @@ func headerRules(set map[string]string, remove []string) proxy.HeaderRules {
 // rules and IP bans; identity (which always strips client-sent identity
 // headers); openid bans, in-flight cap and rate limits; callback
 // verification; gzip; the upstream, static files or fixed answer.
-func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstream, svc *identity.Service) (*route, error) {
+func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstream, svc *identity.Service, lim limits.Route) (*route, error) {
 	rt := &route{
 		name:            rc.Name,
 		metrics:         g.metrics.Route(rc.Name),
@@ -261,9 +263,9 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 	if err != nil {
 		return nil, err
 	}
-	h = g.lasting.limits.Limit(rc.Name, h)
+	h = lim.Limit(h)
 	h = auth(h)
-	h = g.lasting.limits.Guard(rc.Name, h)
+	h = lim.Guard(h)
 	rt.handler = h
 	return rt, nil
 }

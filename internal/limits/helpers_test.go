@@ -147,3 +147,25 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Middleware is Guard then Limit of route under the engine's current
+// config, read per request, so a handler made once follows Update, as the
+// tests' reloads need. The gateway binds each route's limits when it
+// compiles the route instead (Prepared.Route).
+func (e *Engine) Middleware(route string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := e.snap.Load()
+		p := s.plan(route)
+		if e.guard(s, p, w, r) {
+			e.limit(s, p, w, r, next)
+		}
+	})
+}
+
+// Limit is Middleware without the identity-free checks.
+func (e *Engine) Limit(route string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := e.snap.Load()
+		e.limit(s, s.plan(route), w, r, next)
+	})
+}

@@ -13,104 +13,122 @@ import (
 	"edge/internal/reqctx"
 )
 
+// Route is one route's limits as compiled with a config: the route's plan
+// (IP lists, rules with their buckets) and the config-wide settings, bound
+// once when the route is compiled, so a request looks nothing up by name.
+// It is part of the gateway's snapshot and swapped with it.
+type Route struct {
+	e *Engine
+	s *snapshot
+	p *plan
+}
+
+// Route binds the prepared config's limits of the route named name (the
+// config's route name; unknown names get the global rules only).
+func (p *Prepared) Route(name string) Route {
+	return Route{e: p.e, s: p.snap, p: p.snap.plan(name)}
+}
+
 // Guard runs the checks that need no identity: the global and the route's
 // IP lists, User-Agent deny patterns, and IP bans. Place it before the
-// identity middleware so a denied client costs no signature check. route is
-// the config's route name; the current config is read per request, so the
-// handler follows reloads.
-func (e *Engine) Guard(route string, next http.Handler) http.Handler {
+// identity middleware so a denied client costs no signature check.
+func (rt Route) Guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := e.snap.Load()
-		p := s.plan(route)
-		var ip netip.Addr
-		if info := reqctx.FromRequest(r); info != nil {
-			ip = info.ClientIP.Unmap()
+		if rt.e.guard(rt.s, rt.p, w, r) {
+			next.ServeHTTP(w, r)
 		}
-		reason := s.access.check(ip)
-		if reason == "" {
-			reason = p.access.check(ip)
-		}
-		if reason == "" && len(s.uaDeny) > 0 {
-			ua := r.Header.Get("User-Agent")
-			for _, re := range s.uaDeny {
-				if re.MatchString(ua) {
-					reason = reasonUserAgent
-					break
-				}
+	})
+}
+
+// guard reports whether the request passes the identity-free checks; if
+// not, it has answered.
+func (e *Engine) guard(s *snapshot, p *plan, w http.ResponseWriter, r *http.Request) bool {
+	var ip netip.Addr
+	if info := reqctx.FromRequest(r); info != nil {
+		ip = info.ClientIP.Unmap()
+	}
+	reason := s.access.check(ip)
+	if reason == "" {
+		reason = p.access.check(ip)
+	}
+	if reason == "" && len(s.uaDeny) > 0 {
+		ua := r.Header.Get("User-Agent")
+		for _, re := range s.uaDeny {
+			if re.MatchString(ua) {
+				reason = reasonUserAgent
+				break
 			}
 		}
-		if reason == "" && e.bans.bannedIP(ip, e.now()) {
-			reason = reasonBanned
-		}
-		if reason != "" {
-			p.rejected[reason].Inc()
-			apierror.Write(w, r, apierror.Forbidden, "forbidden")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	}
+	if reason == "" && e.bans.bannedIP(ip, e.now()) {
+		reason = reasonBanned
+	}
+	if reason != "" {
+		p.rejected[reason].Inc()
+		apierror.Write(w, r, apierror.Forbidden, "forbidden")
+		return false
+	}
+	return true
 }
 
 // Limit runs the checks that use the verified identity: openid bans, the
 // openid's requests in flight, then every [[limits]] rule of the route, all
 // or nothing. Place it after the identity middleware.
-func (e *Engine) Limit(route string, next http.Handler) http.Handler {
+func (rt Route) Limit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := e.snap.Load()
-		p := s.plan(route)
-		info := reqctx.FromRequest(r)
-		var openid string
-		if info != nil {
-			openid = info.OpenID
-		}
-		now := e.now()
-		if e.bans.bannedOpenID(openid, now) {
-			p.rejected[reasonBanned].Inc()
-			apierror.Write(w, r, apierror.Forbidden, "forbidden")
-			return
-		}
-		if s.maxInflight > 0 && openid != "" {
-			if !e.inflight.acquire(openid, s.maxInflight) {
-				p.rejected[reasonInflight].Inc()
-				w.Header()["Retry-After"] = retryOne
-				apierror.Write(w, r, apierror.RateLimited, "too many requests in progress")
-				return
-			}
-			defer e.inflight.release(openid)
-		}
-		if len(p.rules) == 0 {
-			next.ServeHTTP(w, r)
-			return
-		}
-		var buf [8]verdict
-		d := e.decide(r.Context(), s, p, info, r, now, buf[:0])
-		switch d.result {
-		case resAllowed, resFailOpen:
-			if s.alwaysHeaders && d.result == resAllowed {
-				setAllowedHeaders(w.Header(), p, d)
-			}
-			next.ServeHTTP(w, r)
-		case resNoKey:
-			apierror.Write(w, r, apierror.Forbidden, "request lacks what its rate limit counts by")
-		case resLimited:
-			slot := &p.rules[d.rule]
-			wait := d.verdicts[d.rule].wait(slot.interval, slot.tolerance)
-			if d.local {
-				wait = d.verdicts[d.rule].wait(slot.localInterval, slot.localTol)
-			}
-			writeLimited(w, r, p, slot.rule, wait)
-			if info != nil {
-				e.countRateViolation(r.Context(), s, info)
-			}
-		case resFailClosed:
-			writeLimited(w, r, p, p.rules[d.rule].rule, s.probeInterval)
-		}
+		rt.e.limit(rt.s, rt.p, w, r, next)
 	})
 }
 
-// Middleware is Guard then Limit, for a route without an identity step.
-func (e *Engine) Middleware(route string, next http.Handler) http.Handler {
-	return e.Guard(route, e.Limit(route, next))
+// limit runs the identity checks and, if they pass, next.
+func (e *Engine) limit(s *snapshot, p *plan, w http.ResponseWriter, r *http.Request, next http.Handler) {
+	info := reqctx.FromRequest(r)
+	var openid string
+	if info != nil {
+		openid = info.OpenID
+	}
+	now := e.now()
+	if e.bans.bannedOpenID(openid, now) {
+		p.rejected[reasonBanned].Inc()
+		apierror.Write(w, r, apierror.Forbidden, "forbidden")
+		return
+	}
+	if s.maxInflight > 0 && openid != "" {
+		if !e.inflight.acquire(openid, s.maxInflight) {
+			p.rejected[reasonInflight].Inc()
+			w.Header()["Retry-After"] = retryOne
+			apierror.Write(w, r, apierror.RateLimited, "too many requests in progress")
+			return
+		}
+		defer e.inflight.release(openid)
+	}
+	if len(p.rules) == 0 {
+		next.ServeHTTP(w, r)
+		return
+	}
+	var buf [8]verdict
+	d := e.decide(r.Context(), s, p, info, r, now, buf[:0])
+	switch d.result {
+	case resAllowed, resFailOpen:
+		if s.alwaysHeaders && d.result == resAllowed {
+			setAllowedHeaders(w.Header(), p, d)
+		}
+		next.ServeHTTP(w, r)
+	case resNoKey:
+		apierror.Write(w, r, apierror.Forbidden, "request lacks what its rate limit counts by")
+	case resLimited:
+		slot := &p.rules[d.rule]
+		wait := d.verdicts[d.rule].wait(slot.interval, slot.tolerance)
+		if d.local {
+			wait = d.verdicts[d.rule].wait(slot.localInterval, slot.localTol)
+		}
+		writeLimited(w, r, p, slot.rule, wait)
+		if info != nil {
+			e.countRateViolation(r.Context(), s, info)
+		}
+	case resFailClosed:
+		writeLimited(w, r, p, p.rules[d.rule].rule, s.probeInterval)
+	}
 }
 
 func (e *Engine) countRateViolation(ctx context.Context, s *snapshot, info *reqctx.Info) {
