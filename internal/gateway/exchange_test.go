@@ -501,3 +501,79 @@ func TestStalledUploadGets408(t *testing.T) {
 		conn.Close()
 	}
 }
+
+// TestFinishedEarlyAnswerIsNotHeldForTheBody: an upstream that has answered
+// in full before it read the body does not want the rest. The client gets
+// the answer at once, while it still holds its body back, and not only when
+// it sends more or server.read_timeout passes; nobody is blamed for the
+// body that never went out. The body is larger than what edge writes
+// before it reads the answer, and smaller than what net/http drains after
+// one: the rest must not be waited for, nor read as a next request.
+func TestFinishedEarlyAnswerIsNotHeldForTheBody(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				if _, err := io.ReadFull(req.Body, make([]byte, 5)); err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+				// Keep the connection open: only edge may end it.
+				_, _ = io.Copy(io.Discard, br)
+			}()
+		}
+	}()
+	e := startEdgeWith(t, "redirect_http = false", "", fmt.Sprintf("[[upstreams]]\nname = \"up\"\ntargets = [%q]\n[[routes]]\nname = \"r\"\npath = \"/\"\nupstream = \"up\"\n", ln.Addr().String()))
+
+	conn, err := net.Dial("tcp", e.addrs.HTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(conn, "POST /upload HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 102400\r\n\r\nhello")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer while the client holds its body back: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "done" || err != nil {
+		t.Fatalf("got %d %q %v, want the upstream's 200 \"done\"", resp.StatusCode, body, err)
+	}
+	// The rest of the body is never read: the connection cannot carry
+	// another request, and the client's late bytes must not be taken for one.
+	_, _ = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err == nil || isTimeoutErr(err) {
+		t.Fatalf("the connection stayed open after an answer that cut the body short: %d %v", n, err)
+	}
+	if n := targetsOut(t, e); n != 0 {
+		t.Errorf("the target was taken out of rotation")
+	}
+	e.stop()
+	if log := e.stdout.String(); strings.Contains(log, "client_body_timeout") || !strings.Contains(log, `"status":200`) {
+		t.Errorf("access log:\n%s", log)
+	}
+	if log := e.stderr.String(); strings.Contains(log, "upstream error") || strings.Contains(log, "upstream body broken off") {
+		t.Errorf("an answer the upstream finished was logged as its failure:\n%s", log)
+	}
+}
+
+func isTimeoutErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

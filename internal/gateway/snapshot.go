@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"edge/internal/apierror"
@@ -331,7 +332,7 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info
 		return
 	}
 	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-		lb := &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, rt.maxBody), info: info, pause: rt.bodyPause}
+		lb := &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, rt.maxBody), info: info, pause: rt.bodyPause, w: w}
 		if lb.pause > 0 {
 			lb.rc = http.NewResponseController(w)
 		}
@@ -350,14 +351,37 @@ type limitedBody struct {
 	info  *reqctx.Info
 	pause time.Duration
 	rc    *http.ResponseController
+	w     http.ResponseWriter
+
+	// mu orders StopReading's expired deadline after any deadline Read
+	// sets, so that a read in progress or about to start cannot outlive it.
+	mu      sync.Mutex
+	stopped bool
 }
 
+var errBodyStopped = errors.New("the rest of the body is not wanted")
+
 func (b *limitedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		return 0, errBodyStopped
+	}
 	if b.rc != nil {
 		_ = b.rc.SetReadDeadline(time.Now().Add(b.pause))
 	}
+	b.mu.Unlock()
 	n, err := b.ReadCloser.Read(p)
 	if err != nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.stopped {
+			// The failure is StopReading's doing, not the client's. The
+			// expired deadline stays: net/http then fails at once to drain
+			// the rest and closes the connection.
+			b.rc = nil
+			return n, err
+		}
 		var tooLarge *http.MaxBytesError
 		var ne net.Error
 		stalled := errors.As(err, &ne) && ne.Timeout()
@@ -380,6 +404,19 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// StopReading is called by the proxy when the upstream has answered in full
+// before it had the whole body: the rest is not wanted, and a read waiting
+// for the client must end now rather than when the client sends more.
+func (b *limitedBody) StopReading() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return
+	}
+	b.stopped = true
+	_ = http.NewResponseController(b.w).SetReadDeadline(time.Unix(1, 0))
 }
 
 const (

@@ -82,8 +82,8 @@ func (p *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	if pb != nil && pb.sending() {
-		// Closing waits for the body writer, which may wait for the client:
-		// let the answer go out first.
+		// Closing stops the body writer and waits for it: the answer goes
+		// out first, whatever the writer is waiting for.
 		http.NewResponseController(w).Flush()
 	}
 	resp.Body.Close() // now, so resp.Trailer is filled in
@@ -238,6 +238,50 @@ func (o *outRequest) hasBody() bool {
 	return r.ContentLength > 0 || r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody
 }
 
+// inlineBodyMax is the largest body written before the answer is read.
+// Loopback and LAN socket buffers hold it whole, so an upstream that
+// answers without reading it is still heard; larger bodies go out from a
+// goroutine of their own.
+const inlineBodyMax = 16 << 10
+
+func (o *outRequest) inlineBody() bool {
+	return o.r.ContentLength > 0 && o.r.ContentLength <= inlineBodyMax
+}
+
+// bodyStopper is a client body that can end a read in progress at once
+// (the gateway's limited body, which sets read deadlines of its own).
+type bodyStopper interface{ StopReading() }
+
+// stopBody runs on the handler's goroutine, after the answer went out.
+func (o *outRequest) stopBody() {
+	if s, ok := o.r.Body.(bodyStopper); ok {
+		s.StopReading()
+	} else {
+		_ = http.NewResponseController(o.w).SetReadDeadline(aLongTimeAgo)
+	}
+	closeAfterReply(o.w)
+}
+
+// closeAfterReply has net/http close an HTTP/1 client connection once the
+// answer is out, as it does for a body over its limit (half-close, then a
+// short wait so the answer is not lost to a reset). Otherwise, with less
+// than 256 KB of the body left, its drain fails on the expired deadline and
+// the connection is kept: the rest of the body would be read as the next
+// request. A MaxBytesReader over its limit is the one public way to ask
+// for this once the headers are gone. HTTP/2 needs nothing: the stream is
+// reset.
+func closeAfterReply(w http.ResponseWriter) {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			break
+		}
+		w = u.Unwrap()
+	}
+	var b [1]byte
+	_, _ = http.MaxBytesReader(w, io.NopCloser(strings.NewReader("x")), 0).Read(b[:])
+}
+
 func (o *outRequest) expectsContinue() bool {
 	return o.r.ProtoAtLeast(1, 1) && httphdr.HasToken(o.r.Header["Expect"], "100-continue")
 }
@@ -284,7 +328,8 @@ func (o *outRequest) interim(code int, hint http.Header) {
 	}
 }
 
-// sendBody copies a body of n bytes to the upstream. A failure to read the
+// sendBody copies a body of n bytes to the upstream, flushing each part as
+// it arrives; the caller flushes the last. A failure to read the
 // client's body, or a body that ends short, is the client's fault and says
 // so; a failure to write is the upstream's.
 func sendBody(bw *bufio.Writer, body io.Reader, n int64) error {
@@ -298,6 +343,13 @@ func sendBody(bw *bufio.Writer, body io.Reader, n int64) error {
 				return werr
 			}
 			n -= int64(nr)
+			// The next read may wait for the client: what it sent so far
+			// must not wait with it (the upstream may answer on it).
+			if n > 0 {
+				if werr := bw.Flush(); werr != nil {
+					return werr
+				}
+			}
 		}
 		if err == io.EOF && n > 0 {
 			err = io.ErrUnexpectedEOF

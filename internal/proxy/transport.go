@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"edge/internal/httphdr"
 )
 
 // connTransport is an HTTP/1.1 client for one target address. Unlike
@@ -267,6 +269,14 @@ type requestWriter interface {
 	// body is a *clientBodyError.
 	writeBody(bw *bufio.Writer) error
 	hasBody() bool
+	// inlineBody: the body is small and of known length. It fits in the
+	// socket buffers, so writing it before the answer is read cannot hide
+	// an early answer, and it costs no goroutine.
+	inlineBody() bool
+	// stopBody ends the reading of the client's body, a read in progress
+	// included, without blaming the client: the upstream has answered and
+	// the body writer must not wait for a client that holds the rest back.
+	stopBody()
 	// expectsContinue: the client offered the body with "Expect:
 	// 100-continue", so the upstream decides whether it is sent.
 	expectsContinue() bool
@@ -281,6 +291,8 @@ type stdRequest struct{ req *http.Request }
 func (s stdRequest) writeHead(bw *bufio.Writer) error { return s.req.Write(bw) }
 func (stdRequest) writeBody(*bufio.Writer) error      { return nil }
 func (stdRequest) hasBody() bool                      { return false }
+func (stdRequest) inlineBody() bool                   { return false }
+func (stdRequest) stopBody()                          {}
 func (stdRequest) expectsContinue() bool              { return false }
 func (stdRequest) interim(int, http.Header)           {}
 
@@ -344,6 +356,18 @@ func (pc *persistConn) roundTrip(req *http.Request, w requestWriter, readTimeout
 	}
 
 	if resp.StatusCode == http.StatusSwitchingProtocols {
+		if pc.writing || !asksUpgrade(req) {
+			// Handing the connection over would leave the body writer
+			// running on it (and on w, which the caller recycles), or
+			// splice a peer that was never asked to switch.
+			stop()
+			_ = pc.conn.Close()
+			if pc.writing {
+				w.stopBody()
+				_ = pc.joinBody()
+			}
+			return nil, errors.New("upstream switched protocols on a request that did not ask to, or before it had the body")
+		}
 		// The connection now belongs to the spliced peers: no deadlines of
 		// edge's own, and none the watch set may linger once it is stopped.
 		pc.raw = true
@@ -369,7 +393,7 @@ func (pc *persistConn) roundTrip(req *http.Request, w requestWriter, readTimeout
 	}
 	// With the body still going out, even an empty answer waits for the
 	// body writer in Close.
-	resp.Body = &pooledBody{pc: pc, body: resp.Body, reusable: reusable, stop: stop}
+	resp.Body = &pooledBody{pc: pc, body: resp.Body, req: w, reusable: reusable, stop: stop}
 	return resp, nil
 }
 
@@ -394,6 +418,15 @@ func (pc *persistConn) send(req *http.Request, w requestWriter) (*http.Response,
 		pc.sendState.Store(sinceEpoch())
 		pc.continueBy = time.Now().Add(expectContinueTimeout)
 		expecting = true
+	case w.inlineBody():
+		err := w.writeBody(pc.bw)
+		if err == nil {
+			err = pc.bw.Flush()
+		}
+		if err != nil {
+			return nil, err
+		}
+		pc.sendState.Store(sinceEpoch())
 	default:
 		pc.startBody(w)
 	}
@@ -489,6 +522,11 @@ func (pc *persistConn) joinBody() error {
 	return pc.bodyErr
 }
 
+// asksUpgrade reports whether req offered to switch protocols.
+func asksUpgrade(req *http.Request) bool {
+	return req.Header.Get("Upgrade") != "" && httphdr.HasToken(req.Header["Connection"], "upgrade")
+}
+
 func isClientBodyError(err error) bool {
 	var cb *clientBodyError
 	return err != nil && errors.As(err, &cb)
@@ -497,6 +535,9 @@ func isClientBodyError(err error) bool {
 // failed ends a failed exchange: it stops a body writer (closing the
 // connection makes its writes fail) and says whose fault it was.
 func (pc *persistConn) failed(req *http.Request, err error) error {
+	if isClientBodyError(err) && req.Context().Err() == nil {
+		return err // an inline body
+	}
 	if pc.writing {
 		_ = pc.conn.Close()
 		if berr := pc.joinBody(); isClientBodyError(berr) && req.Context().Err() == nil {
@@ -606,8 +647,12 @@ func (r connReader) Read(p []byte) (int, error) {
 type pooledBody struct {
 	pc       *persistConn
 	body     io.ReadCloser
+	req      requestWriter
 	reusable bool
 	done     bool
+	// unjoined: the answer ended while the body writer was still sending;
+	// Close joins it, once the caller has passed the answer on.
+	unjoined bool
 	stop     func() bool // ends the watch on the client's context
 }
 
@@ -630,9 +675,10 @@ func (b *pooledBody) Read(p []byte) (int, error) {
 
 // sending reports whether the request body is still going out: the
 // upstream answered before it had all of it.
-func (b *pooledBody) sending() bool { return !b.done && !b.pc.bodyFinished() }
+func (b *pooledBody) sending() bool { return b.unjoined || !b.done && !b.pc.bodyFinished() }
 
-// finish ends the exchange and returns the body writer's result.
+// finish ends the exchange and returns the body writer's result, if it is
+// done.
 func (b *pooledBody) finish(complete bool) error {
 	if b.done {
 		return nil
@@ -640,17 +686,19 @@ func (b *pooledBody) finish(complete bool) error {
 	b.done = true
 	pc := b.pc
 	pc.t.inflight.Add(-1)
-	reusable := complete && b.reusable
 	if !pc.bodyFinished() {
 		// The answer is over before the body: the upstream did not want
-		// the rest, and the connection is in no state to reuse.
-		reusable = false
+		// the rest, and the connection is in no state to reuse. Waiting
+		// for the writer here would hold the answer's last bytes back
+		// until the client sends more of a body nobody wants.
 		_ = pc.conn.Close()
+		b.unjoined = true
+		return nil
 	}
-	berr := pc.joinBody()
+	berr := pc.bodyErr
 	// stop is false when the watch already fired: the connection's deadline
 	// is in the past and it cannot be reused.
-	if b.stop() && reusable && berr == nil {
+	if b.stop() && complete && b.reusable && berr == nil {
 		pc.t.putIdle(pc)
 	} else {
 		pc.closeConn()
@@ -662,6 +710,12 @@ func (b *pooledBody) finish(complete bool) error {
 // would otherwise drain the rest, which never ends on an event stream.
 func (b *pooledBody) Close() error {
 	if b.done {
+		if b.unjoined {
+			b.unjoined = false
+			b.stop()
+			b.joinWriter()
+			b.pc.closeConn()
+		}
 		return nil
 	}
 	b.done = true
@@ -669,10 +723,20 @@ func (b *pooledBody) Close() error {
 	pc := b.pc
 	pc.t.inflight.Add(-1)
 	_ = pc.conn.Close()
-	_ = pc.joinBody()
+	b.joinWriter()
 	_ = b.body.Close()
 	pc.closeConn()
 	return nil
+}
+
+// joinWriter waits for a body writer the upstream's answer or a closed
+// connection has made pointless. Its write fails on the closed connection,
+// but it may be waiting for the client instead.
+func (b *pooledBody) joinWriter() {
+	if !b.pc.bodyFinished() {
+		b.req.stopBody()
+		_ = b.pc.joinBody()
+	}
 }
 
 // deadlineWriter refreshes the write deadline before every write and counts

@@ -1,12 +1,17 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -169,5 +174,157 @@ func TestResendAndBlamePolicy(t *testing.T) {
 	cancel()
 	if countsAgainstTarget(req.WithContext(ctx), read) {
 		t.Error("a client that left counts against the target")
+	}
+}
+
+// testRequest is a POST of a body of n bytes: the first part at once, the
+// rest only when hold is closed; stopBody ends a wait for it, as the
+// gateway's limited body does.
+type testRequest struct {
+	n       int64
+	first   string
+	hold    chan struct{}
+	stopped chan struct{}
+	once    sync.Once
+	done    atomic.Bool // writeBody returned
+	goid    atomic.Int64
+}
+
+func newTestRequest(n int64, first string) *testRequest {
+	return &testRequest{n: n, first: first, hold: make(chan struct{}), stopped: make(chan struct{})}
+}
+
+func (r *testRequest) writeHead(bw *bufio.Writer) error {
+	_, err := fmt.Fprintf(bw, "POST / HTTP/1.1\r\nHost: up\r\nContent-Length: %d\r\n\r\n", r.n)
+	return err
+}
+
+func (r *testRequest) writeBody(bw *bufio.Writer) error {
+	defer r.done.Store(true)
+	r.goid.Store(goid())
+	if _, err := bw.WriteString(r.first); err != nil {
+		return err
+	}
+	if int64(len(r.first)) < r.n {
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		select {
+		case <-r.hold:
+		case <-r.stopped:
+			return &clientBodyError{errors.New("stopped")}
+		case <-time.After(10 * time.Second):
+			return &clientBodyError{errors.New("never stopped")}
+		}
+		if _, err := bw.WriteString(strings.Repeat("x", int(r.n)-len(r.first))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *testRequest) hasBody() bool            { return true }
+func (r *testRequest) inlineBody() bool         { return r.n <= inlineBodyMax }
+func (r *testRequest) stopBody()                { r.once.Do(func() { close(r.stopped) }) }
+func (r *testRequest) expectsContinue() bool    { return false }
+func (r *testRequest) interim(int, http.Header) {}
+
+// goid is the calling goroutine's id, from its stack header.
+func goid() int64 {
+	var buf [64]byte
+	s := strings.TrimPrefix(string(buf[:runtime.Stack(buf[:], false)]), "goroutine ")
+	id, _ := strconv.ParseInt(s[:strings.IndexByte(s, ' ')], 10, 64)
+	return id
+}
+
+// rawUpstream answers every request with answer once it has read the
+// request head and min(upTo, Content-Length) bytes of the body; after an
+// early answer it keeps the connection open without reading another request.
+func rawUpstream(t *testing.T, upTo int, answer string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					if _, err := io.ReadFull(req.Body, make([]byte, min(int64(upTo), req.ContentLength))); err != nil {
+						return
+					}
+					_, _ = io.WriteString(c, answer)
+					if int64(upTo) < req.ContentLength {
+						_, _ = io.Copy(io.Discard, br)
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestUnaskedSwitchIsRefused: an upstream that answers 101 to a POST whose
+// body is still going out must not get the connection handed over with the
+// body writer still running on it (and on a request the caller recycles
+// once the exchange is over).
+func TestUnaskedSwitchIsRefused(t *testing.T) {
+	addr := rawUpstream(t, 5, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	tr := newConnTransport(addr, TransportOptions{ConnectTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 4})
+	tr.inflight = new(atomic.Int64)
+	req, _ := http.NewRequest("POST", "http://"+addr+"/", http.NoBody)
+	w := newTestRequest(1<<20, "hello")
+	resp, err := tr.exchange(req, w, 0)
+	running := !w.done.Load()
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("a 101 to a POST was handed over (status %d)", resp.StatusCode)
+	}
+	if running {
+		t.Fatalf("the exchange failed (%v) with its body writer still running", err)
+	}
+	if n := tr.inflight.Load(); n != 0 {
+		t.Fatalf("in-flight count %d after the exchange failed", n)
+	}
+}
+
+// TestSmallBodyIsWrittenInline: a small body of known length goes out from
+// the goroutine that reads the answer, at no goroutine of its own; a large
+// one still from its own, so that an early answer is heard while it goes
+// out.
+func TestSmallBodyIsWrittenInline(t *testing.T) {
+	addr := rawUpstream(t, 1<<30, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	tr := newConnTransport(addr, TransportOptions{ConnectTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 4})
+	tr.inflight = new(atomic.Int64)
+	for _, c := range []struct {
+		n      int64
+		inline bool
+	}{{100, true}, {inlineBodyMax, true}, {inlineBodyMax + 1, false}} {
+		req, _ := http.NewRequest("POST", "http://"+addr+"/", http.NoBody)
+		w := newTestRequest(c.n, strings.Repeat("y", int(c.n)))
+		resp, err := tr.exchange(req, w, 0)
+		if err != nil {
+			t.Fatalf("%d bytes: %v", c.n, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "ok" || err != nil {
+			t.Fatalf("%d bytes: %q %v", c.n, b, err)
+		}
+		if inline := w.goid.Load() == goid(); inline != c.inline {
+			t.Errorf("%d bytes: written inline %v, want %v", c.n, inline, c.inline)
+		}
 	}
 }
