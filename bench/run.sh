@@ -18,6 +18,13 @@ shared=${SHARED_BENCH:-$repo/../shared/bench}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r "$shared" "$work/bench"
+# The harness probes each target's readiness with a plain GET; edge's route
+# needs the token the load sends, so the copy's gateway probe sends the
+# gateway's headers too (one header, as bench/run.sh sets them).
+if [[ -n ${GATEWAY_HEADERS:-} || ${EDGE_PLAIN:-0} != 1 ]]; then
+  sed -i 's|^  local url=$1 n=${2:-100} code$|  local url=$1 n=${2:-100} code extra=()\n  [[ $url == *"${GATEWAY_HTTP:-none}"* \&\& -n ${GATEWAY_HEADERS:-} ]] \&\& extra=(-H "$GATEWAY_HEADERS")|; s|curl -sk -o /dev/null -w .%{http_code}. --max-time 1 "$url"|curl -sk -o /dev/null -w "%{http_code}" --max-time 1 "${extra[@]}" "$url"|' "$work/bench/run.sh"
+  grep -q 'extra=(-H "$GATEWAY_HEADERS")' "$work/bench/run.sh" || { echo "could not teach the harness's probe the gateway's headers" >&2; exit 1; }
+fi
 (cd "$repo" && go build -trimpath -o "$work/edge" ./cmd/edge && go build -o "$work/mint-token" ./bench/mint-token)
 
 if [[ ${EDGE_PLAIN:-0} != 1 ]]; then

@@ -131,9 +131,9 @@ func (f *forwarding) write(bw *bufio.Writer) {
 	writeHeader(bw, "X-Forwarded-Proto", f.proto)
 	writeHeader(bw, "X-Forwarded-Host", f.host)
 	if f.info != nil {
-		var ip [64]byte
 		bw.WriteString("X-Real-Ip: ")
-		bw.Write(f.info.ClientIP.AppendTo(ip[:0]))
+		// Appended in the writer's own free space: no buffer of its own.
+		bw.Write(f.info.ClientIP.AppendTo(bw.AvailableBuffer()))
 		bw.WriteString("\r\n")
 		writeHeader(bw, "X-Request-Id", f.info.RequestID)
 	}
