@@ -99,4 +99,3 @@ upstream = "app"
 		}
 	})
 }
-
