@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"edge/internal/testpeer"
 )
 
 // rawExchange sends raw bytes to edge's plain HTTP listener and reads one
@@ -150,39 +152,24 @@ max_body = "64KB"
 // on a kept-alive connection and drops the connection without answering may
 // have acted on it. A POST must not be sent again, not even bodiless.
 func TestNonIdempotentRequestIsNeverSentTwice(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	var posts atomic.Int32
-	go func() {
-		for {
-			conn, err := ln.Accept()
+	addr := testpeer.RawServer(t, func(conn net.Conn, br *bufio.Reader) {
+		for n := 1; ; n++ {
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer conn.Close()
-				br := bufio.NewReader(conn)
-				for n := 1; ; n++ {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					if req.Method == http.MethodPost {
-						posts.Add(1)
-					}
-					if n > 1 && req.URL.Path == "/pay" {
-						return // read it, then drop the connection unanswered
-					}
-					_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
+			_, _ = io.Copy(io.Discard, req.Body)
+			if req.Method == http.MethodPost {
+				posts.Add(1)
+			}
+			if n > 1 && req.URL.Path == "/pay" {
+				return // read it, then drop the connection unanswered
+			}
+			_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
-	}()
-	e := startEdge(t, fmt.Sprintf("[[upstreams]]\nname = \"up\"\ntargets = [%q]\n[upstreams.passive_health]\nmax_fails = 0\n[[routes]]\nname = \"r\"\npath = \"/\"\nupstream = \"up\"\n", ln.Addr().String()))
+	})
+	e := startEdge(t, fmt.Sprintf("[[upstreams]]\nname = \"up\"\ntargets = [%q]\n[upstreams.passive_health]\nmax_fails = 0\n[[routes]]\nname = \"r\"\npath = \"/\"\nupstream = \"up\"\n", addr))
 
 	// The GET leaves a kept-alive connection in the pool; the POST takes it.
 	if resp, body := e.get(t, "api.example.com", "/warm"); resp.StatusCode != 200 {
@@ -363,34 +350,20 @@ func TestEarlyHintsArePassedOn(t *testing.T) {
 // bytes, and /silent with nothing; then it waits until the test ends.
 func stallingUpstream(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	done := make(chan struct{})
-	t.Cleanup(func() { close(done); ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				req, err := http.ReadRequest(bufio.NewReader(conn))
-				if err != nil {
-					return
-				}
-				if req.URL.Path == "/stall" {
-					_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10000\r\n\r\n"+strings.Repeat("a", 1000))
-				}
-				// Hold the connection until edge closes it or the test ends.
-				go func() { _, _ = io.Copy(io.Discard, conn); conn.Close() }()
-				<-done
-			}()
+	t.Cleanup(func() { close(done) })
+	return testpeer.RawServer(t, func(conn net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String()
+		if req.URL.Path == "/stall" {
+			_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10000\r\n\r\n"+strings.Repeat("a", 1000))
+		}
+		// Hold the connection until edge closes it or the test ends.
+		go func() { _, _ = io.Copy(io.Discard, conn); conn.Close() }()
+		<-done
+	})
 }
 
 // TestUpstreamStallIsBounded: what a stalled upstream sent reaches the
@@ -510,34 +483,19 @@ func TestStalledUploadGets408(t *testing.T) {
 // before it reads the answer, and smaller than what net/http drains after
 // one: the rest must not be waited for, nor read as a next request.
 func TestFinishedEarlyAnswerIsNotHeldForTheBody(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				if _, err := io.ReadFull(req.Body, make([]byte, 5)); err != nil {
-					return
-				}
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
-				// Keep the connection open: only edge may end it.
-				_, _ = io.Copy(io.Discard, br)
-			}()
+	addr := testpeer.RawServer(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-	}()
-	e := startEdgeWith(t, "redirect_http = false", "", fmt.Sprintf("[[upstreams]]\nname = \"up\"\ntargets = [%q]\n[[routes]]\nname = \"r\"\npath = \"/\"\nupstream = \"up\"\n", ln.Addr().String()))
+		if _, err := io.ReadFull(req.Body, make([]byte, 5)); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+		// Keep the connection open: only edge may end it.
+		_, _ = io.Copy(io.Discard, br)
+	})
+	e := startEdgeWith(t, "redirect_http = false", "", fmt.Sprintf("[[upstreams]]\nname = \"up\"\ntargets = [%q]\n[[routes]]\nname = \"r\"\npath = \"/\"\nupstream = \"up\"\n", addr))
 
 	conn, err := net.Dial("tcp", e.addrs.HTTP)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"edge/internal/testpeer"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"edge/internal/testpeer"
 )
 
 // edgeUnderTest is a Server started in-process on loopback ports, with its

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"edge/internal/testpeer"
 )
 
 // startUpstream serves on loopback with a short keep-alive timeout, like a
@@ -242,38 +244,22 @@ func goid() int64 {
 // early answer it keeps the connection open without reading another request.
 func rawUpstream(t *testing.T, upTo int, answer string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return testpeer.RawServer(t, func(c net.Conn, br *bufio.Reader) {
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					if _, err := io.ReadFull(req.Body, make([]byte, min(int64(upTo), req.ContentLength))); err != nil {
-						return
-					}
-					_, _ = io.WriteString(c, answer)
-					if int64(upTo) < req.ContentLength {
-						_, _ = io.Copy(io.Discard, br)
-						return
-					}
-				}
-			}()
+			if _, err := io.ReadFull(req.Body, make([]byte, min(int64(upTo), req.ContentLength))); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, answer)
+			if int64(upTo) < req.ContentLength {
+				_, _ = io.Copy(io.Discard, br)
+				return
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // TestUnaskedSwitchIsRefused: an upstream that answers 101 to a POST whose

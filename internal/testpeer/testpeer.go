@@ -230,3 +230,28 @@ func WriteSelfSigned(t testing.TB, certPath, keyPath, name string) {
 		t.Fatal(err)
 	}
 }
+
+// RawServer listens on a free loopback port and serves each connection with
+// serve on a goroutine of its own, closing the connection after it: an
+// upstream a test plays byte by byte. It stops with the test.
+func RawServer(t testing.TB, serve func(c net.Conn, br *bufio.Reader)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
