@@ -1,7 +1,7 @@
 'use strict';
 // edge mini-program helper: logs in through edge with wx.login, keeps the
 // session in wx storage and signs every request with EDGE-HMAC-SHA256
-// (spec/edge-signature.md). CommonJS, no dependencies: mini-programs have no
+// (docs/signature.md). CommonJS, no dependencies: mini-programs have no
 // WebCrypto, so SHA-256 and HMAC are implemented here.
 
 // ---- SHA-256 (FIPS 180-4) and HMAC (RFC 2104) over Uint8Array ----

@@ -55,6 +55,7 @@ test('canonical query', () => {
   const cases = [
     ['', ''], ['b=2&a=1', 'a=1&b=2'], ['flag', 'flag='], ['x=a+b', 'x=a%20b'], ['x=%7e%2d', 'x=~-'],
     ['x=%2b', 'x=%2B'], ['x=é', 'x=%C3%A9'], ['a=1&&b=2&', 'a=1&b=2'], ['a~=1&a%FF=2', 'a%FF=2&a~=1'],
+    ['a=0&a=%E4%B8%AD', 'a=%E4%B8%AD&a=0'],
     ["x=*'()!", 'x=%2A%27%28%29%21']
   ];
   for (const [input, want] of cases) assert.strictEqual(edge.canonicalQuery(input), want, input);

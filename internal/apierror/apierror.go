@@ -1,5 +1,5 @@
-// Package apierror writes the answers edge makes itself, in the shape fixed by
-// the signature spec (section 3): {"code":..,"msg":..,"request_id":..}.
+// Package apierror writes the answers edge makes itself, in the shape of
+// docs/signature.md: {"code":..,"msg":..,"request_id":..}.
 package apierror
 
 import (
@@ -10,11 +10,12 @@ import (
 	"edge/internal/reqctx"
 )
 
-// Code is one of the spec's error codes; its first three digits are the
+// Code is one of edge's error codes; its first three digits are the
 // HTTP status.
 type Code int
 
-// The codes of spec/edge-signature.md section 3.
+// The codes of docs/signature.md, which says what a client does about each:
+// a new one is added there in the same change.
 const (
 	// BadRequest: a request edge will not guess the meaning of (a path
 	// other servers read differently, a malformed login body, broken
@@ -25,12 +26,12 @@ const (
 	BadSignature      Code = 40103 // signature header missing/malformed/mismatch, unsigned payload refused
 	StaleTimestamp    Code = 40104
 	Replayed          Code = 40105
-	LoginCodeRejected Code = 40106
+	LoginCodeRejected Code = 40106 // the platform refused the code; a malformed login body is BadRequest
 	Forbidden         Code = 40301 // IP denied, banned, Referer/app check failed
 	NotFound          Code = 40401
-	// RequestTimeout is edge's own addition to the spec's table: the client
-	// paused longer than server.read_timeout while sending a body (nginx
-	// answers 408 to a client_body_timeout as well).
+	// RequestTimeout: the client paused longer than server.read_timeout
+	// while sending a body (nginx answers 408 to a client_body_timeout as
+	// well).
 	RequestTimeout  Code = 40801
 	BodyTooLarge    Code = 41301
 	RateLimited     Code = 42901

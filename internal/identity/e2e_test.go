@@ -303,7 +303,7 @@ upstream = "app"
 %s`, e2eAppID, e2eAppSecret, p.url(), e2eLoginTimeout.String(), e2eSessionSecret, up.addr(), extra)
 }
 
-// apiAnswer is the JSON body of spec section 3, and of the login answer.
+// apiAnswer is the JSON error body of docs/signature.md, and of the login answer.
 type apiAnswer struct {
 	Code      int    `json:"code"`
 	Msg       string `json:"msg"`
@@ -365,7 +365,7 @@ func login(t *testing.T, e *testpeer.EdgeProcess, c *http.Client, code string) (
 	return a.Data.Token, a.Data.SignKey
 }
 
-// sign adds the EDGE-HMAC-SHA256 headers of spec section 2. The query must
+// sign adds the EDGE-HMAC-SHA256 headers of docs/signature.md. The query must
 // already be in canonical form (sorted, encoded), which keeps this signer
 // independent of the one under test.
 func sign(t *testing.T, req *http.Request, token, signKey string, body []byte) {
@@ -522,29 +522,36 @@ func TestE2EClientIdentityHeadersNeverReachUpstream(t *testing.T) {
 	}
 }
 
-func TestE2ELoginPlatformFailures(t *testing.T) {
+func TestE2ELoginFailures(t *testing.T) {
 	t.Parallel()
 	plat, up := startFakePlatform(t), startUpstream(t)
 	e := testpeer.StartEdge(t, "", edgeConfig(plat, up, ""))
 	c := e.Client(t, false)
 	cases := []struct {
 		code       string
+		body       string // instead of {"code": code}
 		wantStatus int
 		wantCode   int
 	}{
-		{"errcode.40029", 401, 40106}, // invalid code
-		{"errcode.40163", 401, 40106}, // code already used
-		{"errcode.40226", 401, 40106}, // high-risk user
-		{"errcode.-1", 502, 50202},    // system busy
-		{"errcode.45011", 502, 50202}, // minute quota
-		{"errcode.40013", 502, 50202}, // not documented for code2Session: edge's problem, not the user's
-		{"http500", 502, 50202},
-		{"garbage", 502, 50202},
-		{"hang", 502, 50202},
+		{"errcode.40029", "", 401, 40106}, // invalid code
+		{"errcode.40163", "", 401, 40106}, // code already used
+		{"errcode.40226", "", 401, 40106}, // high-risk user
+		{"errcode.-1", "", 502, 50202},    // system busy
+		{"errcode.45011", "", 502, 50202}, // minute quota
+		{"errcode.40013", "", 502, 50202}, // not documented for code2Session: edge's problem, not the user's
+		{"http500", "", 502, 50202},
+		{"garbage", "", 502, 50202},
+		{"hang", "", 502, 50202},
+		{"body not JSON", "code=abc", 400, 40001},
+		{"body without code", `{"js_code":"abc"}`, 400, 40001},
 	}
 	for _, tc := range cases {
 		t.Run(tc.code, func(t *testing.T) {
-			req := newRequest(t, http.MethodPost, e.URL("127.0.0.1", "/edge/login"), []byte(`{"code":"`+tc.code+`"}`))
+			body := tc.body
+			if body == "" {
+				body = `{"code":"` + tc.code + `"}`
+			}
+			req := newRequest(t, http.MethodPost, e.URL("127.0.0.1", "/edge/login"), []byte(body))
 			start := time.Now()
 			status, _, a := call(t, c, req)
 			took := time.Since(start)
@@ -560,7 +567,7 @@ func TestE2ELoginPlatformFailures(t *testing.T) {
 		})
 	}
 	metrics := e.Metrics(t, "edge_logins_total")
-	for _, line := range []string{`result="code_rejected"} 3`, `result="platform_error"} 6`} {
+	for _, line := range []string{`result="code_rejected"} 3`, `result="platform_error"} 6`, `result="bad_request"} 2`} {
 		if !strings.Contains(metrics, line) {
 			t.Errorf("metrics lack %s:\n%s", line, metrics)
 		}

@@ -127,7 +127,9 @@ func (h *loginHandler) login(r *http.Request) ([]byte, *loginError) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxLoginBody+1))
 	if err != nil || len(body) > maxLoginBody || json.Unmarshal(body, &req) != nil || !validLoginCode(req.Code) {
-		return nil, &loginError{code: apierror.LoginCodeRejected, result: loginBadRequest, msg: `send {"code": "<code from wx.login>"} as JSON`}
+		// Not 40106: that tells the client to call wx.login again, and a
+		// client that builds the body wrong would loop on it forever.
+		return nil, &loginError{code: apierror.BadRequest, result: loginBadRequest, msg: `send {"code": "<code from wx.login>"} as JSON`}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()

@@ -19,7 +19,7 @@ import (
 	"edge/internal/reqctx"
 )
 
-// Canonical names of the headers the upstream receives (spec section 4).
+// Canonical names of the headers the upstream receives (docs/signature.md).
 const (
 	hdrOpenID  = "X-Wx-Openid"
 	hdrAppID   = "X-Wx-Appid"
@@ -266,8 +266,8 @@ func (r *route) session(req *http.Request) (Session, apierror.Code, string) {
 	return sess, 0, ""
 }
 
-// verifySignature runs the checks of spec section 3 after the token's, in
-// the spec's order. The one departure: UNSIGNED-PAYLOAD on a route that does
+// verifySignature runs the checks of docs/signature.md after the token's,
+// in the order given there. The one departure: UNSIGNED-PAYLOAD on a route that does
 // not allow it is refused once the signature has matched but before the
 // nonce is recorded, so a refused request never burns a nonce.
 func (s *Service) verifySignature(req *http.Request, sess *Session, allowUnsigned bool, maxBody int64) (apierror.Code, string) {

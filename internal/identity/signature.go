@@ -12,7 +12,7 @@ import (
 	"sync"
 )
 
-// Header names of spec/edge-signature.md section 2, in Go's canonical form
+// Header names of docs/signature.md, in Go's canonical form
 // so the request path reads them with a plain map lookup.
 const (
 	hdrTimestamp = "X-Edge-Timestamp"

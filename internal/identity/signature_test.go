@@ -181,6 +181,9 @@ func TestCanonicalQuery(t *testing.T) {
 		// Pairs sort by encoded bytes: '%' sorts before every unreserved
 		// character.
 		{"a~=1&a%FF=2", "a%FF=2&a~=1", true},
+		// Equal names fall back to the encoded values, the same way: a
+		// decoded comparison would put 0xE4 after '0'.
+		{"a=0&a=%E4%B8%AD", "a=%E4%B8%AD&a=0", true},
 	} {
 		var c canonicalQuery
 		got, ok := c.canonical(tc.in)
