@@ -15,8 +15,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"edge/internal/config"
 	"edge/internal/testpeer"
@@ -24,12 +27,21 @@ import (
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
+const base64URLAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
 func makeJWT(t testing.TB, alg, kid string, key any, claims map[string]any) string {
 	t.Helper()
-	hdr := map[string]string{"alg": alg, "typ": "JWT"}
+	hdr := map[string]any{"alg": alg, "typ": "JWT"}
 	if kid != "" {
 		hdr["kid"] = kid
 	}
+	return makeJWTHeader(t, hdr, key, claims)
+}
+
+// makeJWTHeader signs with the algorithm the key implies, whatever the
+// header claims, so tests can send headers a verifier must refuse.
+func makeJWTHeader(t testing.TB, hdr, key any, claims map[string]any) string {
+	t.Helper()
 	hj, _ := json.Marshal(hdr)
 	cj, _ := json.Marshal(claims)
 	signed := b64(hj) + "." + b64(cj)
@@ -89,6 +101,15 @@ func TestJWT(t *testing.T) {
 	hs := &config.RouteJWT{Alg: "HS256", Secret: config.Secret(hsKey), OpenIDClaim: "sub", Leeway: config.Duration(time.Minute)}
 	rs := &config.RouteJWT{Alg: "RS256", PublicKeyFile: rsaPEM, OpenIDClaim: "openid", Issuer: "app", Audience: "edge"}
 	es := &config.RouteJWT{Alg: "ES256", JWKSFile: jwksFile, OpenIDClaim: "sub"}
+	good := makeJWT(t, "HS256", "", hsKey, claims(nil))
+	// The last character of a 32-byte signature carries two unused bits:
+	// changing them keeps the bytes a lax decoder sees.
+	sigAt := len(good) - 1
+	rs512, err := jwt.NewWithClaims(jwt.SigningMethodRS512, jwt.MapClaims(claims(nil))).SignedString(rsaKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lax := good[:sigAt] + string(base64URLAlphabet[strings.IndexByte(base64URLAlphabet, good[sigAt])^1])
 
 	for _, tc := range []struct {
 		name  string
@@ -103,6 +124,7 @@ func TestJWT(t *testing.T) {
 		{"ES256 without kid", es, makeJWT(t, "ES256", "", ecKey, claims(nil)), 0, "openid-sub"},
 		{"ES256 wrong kid", es, makeJWT(t, "ES256", "k1", otherEC, claims(nil)), 40101, ""},
 		{"alg none", hs, makeJWT(t, "none", "", nil, claims(nil)), 40101, ""},
+		{"RS512 with the route's RSA key", rs, rs512, 40101, ""},
 		{"HS256 signed with the RSA public key", rs, makeJWT(t, "HS256", "", der, claims(nil)), 40101, ""},
 		{"wrong key", hs, makeJWT(t, "HS256", "", []byte("another-secret-another-secret-12345"), claims(nil)), 40101, ""},
 		{"expired", hs, makeJWT(t, "HS256", "", hsKey, claims(map[string]any{"exp": now.Now().Add(-2 * time.Minute).Unix()})), 40102, ""},
@@ -115,6 +137,14 @@ func TestJWT(t *testing.T) {
 		{"claim not a string", hs, makeJWT(t, "HS256", "", hsKey, claims(map[string]any{"sub": 7})), 40101, ""},
 		{"garbage", hs, "a.b.c", 40101, ""},
 		{"four parts", hs, makeJWT(t, "HS256", "", hsKey, claims(nil)) + ".x", 40101, ""},
+		{"over the size bound", hs, makeJWT(t, "HS256", "", hsKey, claims(map[string]any{"pad": strings.Repeat("a", maxJWTLen)})), 40101, ""},
+		{"crit header", hs, makeJWTHeader(t, map[string]any{"alg": "HS256", "crit": []string{"exp"}, "exp": exp}, hsKey, claims(nil)), 40101, ""},
+		{"kid not a string", es, makeJWTHeader(t, map[string]any{"alg": "ES256", "kid": 2}, otherEC, claims(nil)), 40101, ""},
+		{"signature with padding", hs, good + "=", 40101, ""},
+		{"signature with non-zero unused bits", hs, lax, 40101, ""},
+		{"nbf within leeway", hs, makeJWT(t, "HS256", "", hsKey, claims(map[string]any{"nbf": now.Now().Add(30 * time.Second).Unix()})), 0, "openid-sub"},
+		{"expired and wrong issuer", rs, makeJWT(t, "RS256", "", rsaKey, claims(map[string]any{"exp": now.Now().Add(-time.Minute).Unix(), "iss": "evil"})), 40102, ""},
+		{"aud as one string", rs, makeJWT(t, "RS256", "", rsaKey, claims(map[string]any{"aud": "edge"})), 0, "openid-claim"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newService(t, testConfig(), Options{Now: now.Now})
