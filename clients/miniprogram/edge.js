@@ -99,6 +99,64 @@ function utf8(str) {
   return new Uint8Array(out);
 }
 
+// utf8Decoder returns {decode(ArrayBuffer), end()} turning a byte stream into
+// text, holding back a character cut between two chunks. TextDecoder is
+// missing on old base libraries; the fallback follows its rules (WHATWG
+// UTF-8 decode: one U+FFFD per maximal invalid subpart).
+function utf8Decoder() {
+  if (typeof TextDecoder === 'function') {
+    var td = new TextDecoder('utf-8');
+    return {
+      decode: function (buf) { return td.decode(new Uint8Array(buf), { stream: true }); },
+      end: function () { return td.decode(); }
+    };
+  }
+  var need = 0, cp = 0, lower = 0x80, upper = 0xbf;
+  function step(b, out) {
+    if (need === 0) {
+      if (b < 0x80) { out.push(b); return; }
+      if (b >= 0xc2 && b <= 0xdf) { need = 1; cp = b & 0x1f; }
+      else if (b >= 0xe0 && b <= 0xef) {
+        if (b === 0xe0) lower = 0xa0;
+        if (b === 0xed) upper = 0x9f;
+        need = 2; cp = b & 0xf;
+      } else if (b >= 0xf0 && b <= 0xf4) {
+        if (b === 0xf0) lower = 0x90;
+        if (b === 0xf4) upper = 0x8f;
+        need = 3; cp = b & 0x7;
+      } else out.push(0xfffd);
+      return;
+    }
+    if (b < lower || b > upper) {
+      // The broken sequence ends before b, which starts afresh.
+      need = 0; lower = 0x80; upper = 0xbf;
+      out.push(0xfffd);
+      step(b, out);
+      return;
+    }
+    lower = 0x80; upper = 0xbf;
+    cp = (cp << 6) | (b & 0x3f);
+    if (--need === 0) out.push(cp);
+  }
+  function text(cps) {
+    var s = '';
+    for (var i = 0; i < cps.length; i += 4096) s += String.fromCodePoint.apply(null, cps.slice(i, i + 4096));
+    return s;
+  }
+  return {
+    decode: function (buf) {
+      var bytes = new Uint8Array(buf), out = [];
+      for (var i = 0; i < bytes.length; i++) step(bytes[i], out);
+      return text(out);
+    },
+    end: function () {
+      var cut = need !== 0;
+      need = 0; lower = 0x80; upper = 0xbf;
+      return cut ? '\ufffd' : '';
+    }
+  };
+}
+
 // ---- EDGE-HMAC-SHA256 ----
 
 var UNSIGNED_PAYLOAD = 'UNSIGNED-PAYLOAD';
@@ -211,8 +269,26 @@ function newNonce() {
 
 var STORAGE_KEY = 'edge_session';
 
+// Date has a one-second resolution and travels with some latency; smaller
+// differences are noise, not a wrong clock, and are far inside edge's window.
+var SKEW_NOISE_MS = 5000;
+
+function headerValue(header, name) {
+  if (!header) return undefined;
+  var lower = name.toLowerCase();
+  for (var k in header) if (k.toLowerCase() === lower) return header[k];
+  return undefined;
+}
+
+function parseJSONText(text) {
+  try { return JSON.parse(text); } catch (e) { return text; }
+}
+
+function isOK(status) { return status >= 200 && status < 300; }
+
 // createClient({baseURL, loginPath = '/edge/login', wx = global wx,
-// now = Date.now}) returns {login, request, uploadFile, connectSocket}.
+// now = Date.now}) returns {login, request, requestStream, uploadFile,
+// connectSocket}.
 function createClient(options) {
   var wxApi = options.wx || (typeof wx !== 'undefined' ? wx : null); // eslint-disable-line no-undef
   if (!wxApi) throw new Error('edge: no wx object');
@@ -221,6 +297,20 @@ function createClient(options) {
   var loginPath = options.loginPath || '/edge/login';
   var now = options.now || Date.now;
   var pendingLogin = null;
+  // serverOffset (ms) is edge's clock minus this phone's, learned from the
+  // Date header of answers: a phone set minutes wrong would otherwise get
+  // 40104 on every signed request. Session expiry stays on the local clock,
+  // which set it.
+  var serverOffset = 0;
+
+  function learnClock(header) {
+    var date = Date.parse(headerValue(header, 'Date'));
+    if (isNaN(date)) return;
+    // Date is truncated to the second: the server's time is half a second
+    // later on average.
+    var offset = date + 500 - now();
+    if (Math.abs(offset - serverOffset) > SKEW_NOISE_MS) serverOffset = offset;
+  }
 
   function stored() {
     var s = wxApi.getStorageSync(STORAGE_KEY);
@@ -229,7 +319,10 @@ function createClient(options) {
 
   function call(fn, args) {
     return new Promise(function (resolve, reject) {
-      args.success = resolve;
+      args.success = function (res) {
+        if (res) learnClock(res.header);
+        resolve(res);
+      };
       args.fail = function (err) { reject(new Error('edge: ' + ((err && err.errMsg) || 'request failed'))); };
       wxApi[fn](args);
     });
@@ -269,23 +362,37 @@ function createClient(options) {
     var q = url.indexOf('?');
     var headers = sign({
       method: method, path: q < 0 ? url : url.slice(0, q), query: q < 0 ? '' : url.slice(q + 1),
-      timestamp: Math.floor(now() / 1000), nonce: newNonce(), body: body, signKey: s.sign_key
+      timestamp: Math.floor((now() + serverOffset) / 1000), nonce: newNonce(), body: body, signKey: s.sign_key
     });
     headers.Authorization = 'Bearer ' + s.token;
     Object.keys(extra || {}).forEach(function (k) { headers[k] = extra[k]; });
     return headers;
   }
 
-  // withRetry runs send(session) and, on 40102 (token expired), logs in
-  // again and sends once more.
+  // withRetry runs send(session), which must resolve with the answer's data
+  // parsed. On 40102 (token expired) it logs in again and sends once more; on
+  // 40104 (timestamp outside the window) it sends once more if the answer
+  // taught a new clock offset, since otherwise the resend would be refused
+  // the same way.
   function withRetry(send) {
-    return session().then(send).then(function (res) {
-      if (res.statusCode === 401 && res.data && res.data.code === 40102) {
-        wxApi.removeStorageSync(STORAGE_KEY);
-        return login().then(stored).then(send);
-      }
-      return res;
-    });
+    var relogged = false, resynced = false;
+    function attempt(s) {
+      var signedWith = serverOffset;
+      return send(s).then(function (res) {
+        var code = res.statusCode === 401 && res.data ? res.data.code : 0;
+        if (code === 40102 && !relogged) {
+          relogged = true;
+          wxApi.removeStorageSync(STORAGE_KEY);
+          return login().then(stored).then(attempt);
+        }
+        if (code === 40104 && !resynced && serverOffset !== signedWith) {
+          resynced = true;
+          return attempt(s);
+        }
+        return res;
+      });
+    }
+    return session().then(attempt);
   }
 
   function pathWithQuery(opts) {
@@ -297,15 +404,19 @@ function createClient(options) {
   // request({url: '/api/x', method, query: {..}, data, header}) resolves to
   // wx.request's {statusCode, data, header}. data other than a string or
   // ArrayBuffer is sent as JSON; the exact bytes sent are the bytes signed.
-  function request(opts) {
-    var method = (opts.method || 'GET').toUpperCase();
-    var url = pathWithQuery(opts);
+  function prepare(opts) {
     var body = opts.data;
     var header = Object.assign({}, opts.header);
     if (body !== undefined && body !== null && typeof body !== 'string' && !(body instanceof ArrayBuffer)) {
       body = JSON.stringify(body);
       if (!header['Content-Type'] && !header['content-type']) header['Content-Type'] = 'application/json';
     }
+    return { method: (opts.method || 'GET').toUpperCase(), url: pathWithQuery(opts), body: body, header: header };
+  }
+
+  function request(opts) {
+    var p = prepare(opts);
+    var method = p.method, url = p.url, body = p.body, header = p.header;
     return withRetry(function (s) {
       return call('request', {
         url: base + url, method: method, data: body, dataType: opts.dataType || 'json',
@@ -317,18 +428,71 @@ function createClient(options) {
   // uploadFile({url, filePath, name, formData, header}) signs with
   // UNSIGNED-PAYLOAD: the route must set allow_unsigned_payload = true.
   // formData travels in the body and is therefore not signed.
+  // wx.uploadFile answers data as a string, and without headers: the clock
+  // offset it signs with was learned from earlier answers.
   function uploadFile(opts) {
     var url = pathWithQuery(opts);
     return withRetry(function (s) {
       return call('uploadFile', {
         url: base + url, filePath: opts.filePath, name: opts.name, formData: opts.formData,
         header: signedHeaders(s, 'POST', url, UNSIGNED_PAYLOAD, opts.header)
+      }).then(function (res) {
+        if (typeof res.data === 'string') res.data = parseJSONText(res.data);
+        return res;
       });
-    }).then(function (res) {
-      if (typeof res.data === 'string') {
-        try { res.data = JSON.parse(res.data); } catch (e) { /* not JSON: leave the text */ }
-      }
-      return res;
+    });
+  }
+
+  // requestStream(options as for request, onChunk(text)) sends with
+  // enableChunked and passes the answer's text to onChunk as it arrives. It
+  // resolves to {statusCode, header} once the answer is complete; an answer
+  // that is not 2xx never reaches onChunk and resolves with its body as
+  // data, as request does, so that 40102 and 40104 can be retried. Without
+  // onChunkReceived (base library < 2.20.1) the whole text comes at the end.
+  function requestStream(opts, onChunk) {
+    var p = prepare(opts);
+    return withRetry(function (s) {
+      return new Promise(function (resolve, reject) {
+        var decoder = utf8Decoder();
+        // Known at the headers on a phone; the developer tool tells it only
+        // at the end, so text waits until then.
+        var status = 0;
+        var held = [];
+        var streamed = false;
+        function deliver(text) {
+          if (!text) return;
+          if (isOK(status)) { streamed = true; onChunk(text); } else held.push(text);
+        }
+        var task = wxApi.request({
+          url: base + p.url, method: p.method, data: p.body, enableChunked: true, responseType: 'arraybuffer',
+          header: signedHeaders(s, p.method, p.url, p.body, p.header),
+          success: function (res) {
+            learnClock(res.header);
+            status = res.statusCode;
+            if (!streamed && !held.length && res.data instanceof ArrayBuffer) deliver(decoder.decode(res.data));
+            var tail = decoder.end();
+            var out = { statusCode: res.statusCode, header: res.header };
+            if (isOK(status)) {
+              var pending = held.splice(0);
+              for (var i = 0; i < pending.length; i++) onChunk(pending[i]);
+              deliver(tail);
+            } else {
+              out.data = parseJSONText(held.join('') + tail);
+            }
+            resolve(out);
+          },
+          fail: function (err) { reject(new Error('edge: ' + ((err && err.errMsg) || 'request failed'))); }
+        });
+        if (task && task.onHeadersReceived) {
+          task.onHeadersReceived(function (h) {
+            learnClock(h.header);
+            if (h.statusCode) status = h.statusCode;
+          });
+        }
+        if (task && task.onChunkReceived) {
+          task.onChunkReceived(function (c) { deliver(decoder.decode(c.data)); });
+        }
+      });
     });
   }
 
@@ -344,7 +508,7 @@ function createClient(options) {
     });
   }
 
-  return { login: login, request: request, uploadFile: uploadFile, connectSocket: connectSocket };
+  return { login: login, request: request, requestStream: requestStream, uploadFile: uploadFile, connectSocket: connectSocket };
 }
 
 module.exports = {
@@ -356,5 +520,6 @@ module.exports = {
   hmacSha256: hmacSha256,
   hex: hex,
   utf8: utf8,
+  utf8Decoder: utf8Decoder,
   UNSIGNED_PAYLOAD: UNSIGNED_PAYLOAD
 };
