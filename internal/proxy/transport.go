@@ -713,7 +713,15 @@ func (b *pooledBody) Close() error {
 		if b.unjoined {
 			b.unjoined = false
 			b.stop()
-			b.joinWriter()
+			// The answer ended before the body was sent. Unless the writer
+			// has since sent all of it, the rest of the client's body is
+			// unwanted, whether the writer still waits for it or already
+			// gave up on the closed upstream connection: either way the
+			// client's connection must not wait to drain it.
+			if !b.pc.bodyFinished() || b.pc.bodyErr != nil {
+				b.req.stopBody()
+			}
+			_ = b.pc.joinBody()
 			b.pc.closeConn()
 		}
 		return nil
