@@ -263,16 +263,10 @@ func (b *backend) lastRequest() *http.Request {
 	return b.last
 }
 
-// deadAddr is a loopback address nobody listens on.
+// deadAddr is a loopback address that refuses connections (testpeer.DeadAddr).
 func deadAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return testpeer.DeadAddr(t)
 }
 
 // eventually retries cond until it holds or the time is up. Used only for

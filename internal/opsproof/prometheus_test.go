@@ -77,7 +77,7 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 		fmt.Fprintf(w, `{"openid":%q,"session_key":%q}`, proofOpenID, proofSessionKey)
 	}))
 	t.Cleanup(platform.Close)
-	deadTarget := testpeer.FreePort(t)
+	deadTarget := testpeer.DeadAddr(t)
 
 	addrs := [3]string{testpeer.FreePort(t), testpeer.FreePort(t), testpeer.FreePort(t)}
 	pebble := testpeer.Pebble(t, testpeer.PebbleOptions{

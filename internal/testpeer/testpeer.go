@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -254,4 +255,26 @@ func RawServer(t testing.TB, serve func(c net.Conn, br *bufio.Reader)) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// DeadAddr returns a loopback address that refuses connections for the
+// whole test. A port merely found free and released can be taken by another
+// test's listener meanwhile (the packages' tests run at once), and the
+// "dead" target then answers; this one stays bound, without listening, so
+// no listener can take it, and a connection to it is refused.
+func DeadAddr(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("socket: %v", err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("bind: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("getsockname: %v", err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
