@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -79,13 +80,34 @@ func RepoRoot(t testing.TB) string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// FreePort returns a loopback TCP address that was free a moment ago.
+// The ports handed to peers that bind them later (Redis, Pebble, an edge
+// process) come from below the kernel's ephemeral range (32768-60999 by
+// default). Between the moment such a port is found free and the moment
+// the peer binds it, any listener on port 0 and any outgoing connection
+// of the tests running at the same time could otherwise be given it.
+const (
+	peerPortLow  = 20000
+	peerPortHigh = 32000
+)
+
+// listenPeerPort binds a random free port of the peer range on loopback.
+func listenPeerPort(t testing.TB) net.Listener {
+	t.Helper()
+	for range 200 {
+		port := peerPortLow + mrand.IntN(peerPortHigh-peerPortLow)
+		if ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+			return ln
+		}
+	}
+	t.Fatal("no free loopback port between 20000 and 32000")
+	return nil
+}
+
+// FreePort returns a loopback TCP address that was free a moment ago, for a
+// peer to bind.
 func FreePort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenPeerPort(t)
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
@@ -97,10 +119,7 @@ func FreePorts(t testing.TB, n int) []string {
 	t.Helper()
 	addrs := make([]string, n)
 	for i := range addrs {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
+		ln := listenPeerPort(t)
 		defer ln.Close()
 		addrs[i] = ln.Addr().String()
 	}
