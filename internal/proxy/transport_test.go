@@ -22,17 +22,27 @@ import (
 // startUpstream serves on loopback with a short keep-alive timeout, like a
 // Node app (5 s by default), and counts the connections it accepted.
 func startUpstream(t *testing.T, idle time.Duration) (addr string, conns *atomic.Int64) {
+	addr, conns, _ = startCountingUpstream(t, idle)
+	return addr, conns
+}
+
+// startCountingUpstream is startUpstream that also counts the connections
+// it closed.
+func startCountingUpstream(t *testing.T, idle time.Duration) (addr string, conns, closed *atomic.Int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	conns = new(atomic.Int64)
+	conns, closed = new(atomic.Int64), new(atomic.Int64)
 	srv := &http.Server{
 		IdleTimeout: idle,
 		ConnState: func(_ net.Conn, s http.ConnState) {
-			if s == http.StateNew {
+			switch s {
+			case http.StateNew:
 				conns.Add(1)
+			case http.StateClosed:
+				closed.Add(1)
 			}
 		},
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -42,7 +52,7 @@ func startUpstream(t *testing.T, idle time.Duration) (addr string, conns *atomic
 	}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String(), conns
+	return ln.Addr().String(), conns, closed
 }
 
 func send(t *testing.T, tr *connTransport, method, addr, body string, readTimeout time.Duration) string {
@@ -88,13 +98,27 @@ func TestTransportReusesConnections(t *testing.T) {
 // deadline (a read timeout shorter than the idle time) expired meanwhile.
 func TestTransportDropsConnectionsTheUpstreamClosed(t *testing.T) {
 	for _, readTimeout := range []time.Duration{0, time.Second} {
-		addr, conns := startUpstream(t, 200*time.Millisecond)
+		addr, conns, closed := startCountingUpstream(t, 200*time.Millisecond)
 		tr := newConnTransport(addr, TransportOptions{ConnectTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 4})
 		tr.inflight = new(atomic.Int64)
 		if got := send(t, tr, "POST", addr, "a", readTimeout); got != "POST:a" {
 			t.Fatalf("got %q", got)
 		}
-		time.Sleep(staleCheckAfter + 300*time.Millisecond) // the upstream closes the idle connection meanwhile
+		// Wait (with a deadline) until the upstream has closed the idle
+		// connection, then age it past staleCheckAfter on the pool's own
+		// record instead of sleeping that long.
+		deadline := time.Now().Add(10 * time.Second)
+		for closed.Load() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the upstream did not close its idle connection within 10 s")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		tr.mu.Lock()
+		for _, pc := range tr.idle {
+			pc.idleSince = pc.idleSince.Add(-2 * staleCheckAfter)
+		}
+		tr.mu.Unlock()
 		if got := send(t, tr, "POST", addr, "b", readTimeout); got != "POST:b" {
 			t.Fatalf("read timeout %s: got %q", readTimeout, got)
 		}
