@@ -32,9 +32,12 @@ const (
 	// RequestTimeout: the client paused longer than server.read_timeout
 	// while sending a body (nginx answers 408 to a client_body_timeout as
 	// well).
-	RequestTimeout  Code = 40801
-	BodyTooLarge    Code = 41301
-	RateLimited     Code = 42901
+	RequestTimeout Code = 40801
+	BodyTooLarge   Code = 41301
+	RateLimited    Code = 42901
+	// HeadTooLarge: the request line and headers are over
+	// server.max_header_bytes; the connection is closed.
+	HeadTooLarge    Code = 43101
 	UpstreamDown    Code = 50201
 	PlatformDown    Code = 50202
 	UpstreamTimeout Code = 50401

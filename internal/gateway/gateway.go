@@ -92,7 +92,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	sw := newStatusWriter(w)
 	defer releaseStatusWriter(sw)
-	r = r.WithContext(reqctx.With(r.Context(), info))
+	if h, ok := reqctx.HolderOf(r.Context()); ok {
+		// The HTTP/1.1 front reuses its request: no copy for the Info.
+		h.Set(info)
+		defer h.Set(nil)
+	} else {
+		r = r.WithContext(reqctx.With(r.Context(), info))
+	}
 
 	rt := s.route(r, info)
 	defer g.record(s, rt, r, info, sw, start)

@@ -21,6 +21,7 @@ import (
 
 	"edge/internal/admin"
 	"edge/internal/config"
+	"edge/internal/h1"
 	"edge/internal/identity"
 	"edge/internal/metrics"
 	edgetls "edge/internal/tls"
@@ -154,7 +155,7 @@ func tlsHosts(cfg *config.Config) []string {
 // shutdown) and returns nil.
 func (s *Server) Serve(ctx context.Context) error {
 	sc := s.cfg.Server
-	var servers []*http.Server
+	var servers []listenerServer
 	var addrs Addrs
 	var lns []net.Listener
 	closeAll := func() {
@@ -184,8 +185,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.metrics.TLSHandshake(true)
 		return nil
 	}
-	front := &http.Server{
-		Handler:           s.gw,
+	// The fallback serves what the HTTP/1.1 front hands over: HTTP/2 and
+	// the request shapes the front does not take.
+	fallback := &http.Server{
 		TLSConfig:         tlsConfig,
 		ConnState:         newConnTracker(s.metrics, "https").state,
 		ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),
@@ -194,13 +196,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		MaxHeaderBytes:    int(sc.MaxHeaderBytes),
 		ErrorLog:          log.New(handshakeErrorLog{m: s.metrics, log: s.log}, "", 0),
 	}
-	if err := guardHTTP2(front, s.metrics, s.log); err != nil {
+	if err := guardHTTP2(fallback, s.metrics, s.log); err != nil {
 		closeAll()
 		return fmt.Errorf("setting up HTTP/2: %w", err)
 	}
+	front := s.h1Front(s.gw, fallback, "https")
 	servers = append(servers, front)
 
-	var plain *http.Server
 	if sc.ListenHTTP != "off" && sc.ListenHTTP != "" {
 		ln, err := listen(sc.ListenHTTP)
 		if err != nil {
@@ -208,16 +210,16 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		addrs.HTTP = ln.Addr().String()
 		ln = s.gw.lasting.limits.Listener(ln)
-		plain = &http.Server{
-			Handler:           http.HandlerFunc(s.gw.servePort80),
+		plainFallback := &http.Server{
 			ConnState:         newConnTracker(s.metrics, "http").state,
 			ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),
 			IdleTimeout:       sc.IdleTimeout.Std(),
 			MaxHeaderBytes:    int(sc.MaxHeaderBytes),
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		}
+		plain := s.h1Front(http.HandlerFunc(s.gw.servePort80), plainFallback, "http")
 		servers = append(servers, plain)
-		go s.serve(plain, ln, false)
+		go s.serve(plain, ln)
 	}
 	var admin *http.Server
 	if sc.ListenAdmin != "off" && sc.ListenAdmin != "" {
@@ -227,9 +229,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		addrs.Admin = ln.Addr().String()
 		admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-		go s.serve(admin, ln, false)
+		go s.serve(admin, ln)
 	}
-	go s.serve(front, httpsLn, true)
+	go s.serve(front, httpsLn)
 	s.tlsm.Start()
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
@@ -261,14 +263,39 @@ func (s *Server) Serve(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) serve(srv *http.Server, ln net.Listener, tls bool) {
-	var err error
-	if tls {
-		err = srv.ServeTLS(ln, "", "")
-	} else {
-		err = srv.Serve(ln)
+// h1Front is the HTTP/1.1 front of a traffic listener, with fallback for
+// what it hands over. fallback's TLSConfig makes it an HTTPS front.
+func (s *Server) h1Front(h http.Handler, fallback *http.Server, listener string) *h1.Server {
+	sc := s.cfg.Server
+	o := h1.Options{
+		Handler:           h,
+		Fallback:          fallback,
+		TLSConfig:         fallback.TLSConfig,
+		ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),
+		IdleTimeout:       sc.IdleTimeout.Std(),
+		WriteTimeout:      fallback.WriteTimeout,
+		MaxHeaderBytes:    int(sc.MaxHeaderBytes),
+		Logger:            s.log,
+		OpenConns:         s.metrics.ConnectionsOpen(listener, "h1"),
 	}
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if o.TLSConfig != nil {
+		o.HandshakeFailed = func(err error) {
+			s.metrics.TLSHandshake(false)
+			s.log.Debug("TLS handshake error", "error", err.Error())
+		}
+	}
+	return h1.New(o)
+}
+
+// listenerServer is a listener's server: an HTTP/1.1 front or net/http's.
+type listenerServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+}
+
+func (s *Server) serve(srv listenerServer, ln net.Listener) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		s.log.Error("listener stopped", "addr", ln.Addr().String(), "error", err.Error())
 	}
 }

@@ -14,7 +14,7 @@ import (
 // last: readiness stays observable (503, not a refused connection) for the
 // whole drain. Options.Abort cuts both waits short and closes every
 // connection.
-func (s *Server) shutdown(traffic []*http.Server, admin *http.Server) {
+func (s *Server) shutdown(traffic []listenerServer, admin *http.Server) {
 	s.ready.Store(false)
 	sc := s.currentConfig().Server
 	delay, grace := sc.ShutdownDelay.Std(), sc.ShutdownGrace.Std()

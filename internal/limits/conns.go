@@ -117,6 +117,15 @@ type limitedConn struct {
 	closed atomic.Bool
 }
 
+// CloseWrite passes a half-close on to the TCP connection (the HTTP/1.1
+// front ends an answer with it before it closes).
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 func (c *limitedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.t.release(c.ip)

@@ -272,6 +272,11 @@ func (o *outRequest) stopBody() {
 // reset.
 func closeAfterReply(w http.ResponseWriter) {
 	for {
+		if c, ok := w.(interface{ CloseAfterReply() }); ok {
+			// edge's HTTP/1.1 front says so directly.
+			c.CloseAfterReply()
+			return
+		}
 		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
 		if !ok {
 			break

@@ -69,3 +69,145 @@ func From(ctx context.Context) *Info {
 
 // FromRequest is From(r.Context()).
 func FromRequest(r *http.Request) *Info { return From(r.Context()) }
+
+// Holder is a request context that carries one Info at a time: a server
+// that reuses its *http.Request from request to request (the HTTP/1.1
+// front) binds the request to a Holder once, and the gateway sets the
+// request's Info into it instead of deriving a new context and request
+// copy each time. The server ends it (Cancel) when the client goes away
+// mid-request, and readies it for the next request with Reset.
+//
+// Nothing is made for a request that never asks for Done: its channel, and
+// the server's watch for a client that left (the watch function, called
+// on the first Done of each request), start only when asked for.
+type Holder struct {
+	context.Context
+	info *Info
+
+	mu     sync.Mutex
+	done   chan struct{}
+	err    error
+	after  []afterFunc
+	nextID uint64
+	watch  func()
+}
+
+type afterFunc struct {
+	id uint64
+	f  func()
+}
+
+// NewHolder returns an empty Holder; watch (may be nil) is called on the
+// first Done or AfterFunc of each request.
+func NewHolder(watch func()) *Holder {
+	return &Holder{Context: context.Background(), watch: watch}
+}
+
+// SetWatch replaces the watch function (a pooled Holder changes server
+// connection).
+func (h *Holder) SetWatch(watch func()) {
+	h.mu.Lock()
+	h.watch = watch
+	h.mu.Unlock()
+}
+
+// Set makes info the Info of the request bound to h; nil clears it.
+func (h *Holder) Set(info *Info) { h.info = info }
+
+// Reset readies h for the next request.
+func (h *Holder) Reset() {
+	h.mu.Lock()
+	h.info, h.done, h.err = nil, nil, nil
+	clear(h.after)
+	h.after = h.after[:0]
+	h.mu.Unlock()
+}
+
+// Value answers the Info key from the Holder.
+func (h *Holder) Value(key any) any {
+	if _, ok := key.(ctxKey); ok {
+		if h.info == nil {
+			return nil
+		}
+		return h.info
+	}
+	return h.Context.Value(key)
+}
+
+// Done is closed when the server cancels the request.
+func (h *Holder) Done() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.armLocked()
+	return h.done
+}
+
+func (h *Holder) armLocked() {
+	if h.done == nil {
+		h.done = make(chan struct{})
+		if h.err != nil {
+			close(h.done)
+		} else if h.watch != nil {
+			h.watch()
+		}
+	}
+}
+
+// Err is context.Canceled once the request was cancelled.
+func (h *Holder) Err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err
+}
+
+// AfterFunc runs f in its own goroutine when the request is cancelled;
+// context.AfterFunc and the contexts derived from h use it instead of a
+// goroutine each.
+func (h *Holder) AfterFunc(f func()) (stop func() bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.armLocked()
+	if h.err != nil {
+		go f()
+		return func() bool { return false }
+	}
+	h.nextID++
+	id := h.nextID
+	h.after = append(h.after, afterFunc{id: id, f: f})
+	return func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for i, a := range h.after {
+			if a.id == id {
+				h.after = append(h.after[:i], h.after[i+1:]...)
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// Cancel ends the request's context: the client went away.
+func (h *Holder) Cancel() {
+	h.mu.Lock()
+	if h.err != nil {
+		h.mu.Unlock()
+		return
+	}
+	h.err = context.Canceled
+	if h.done != nil {
+		close(h.done)
+	}
+	fns := h.after
+	h.after = nil
+	h.mu.Unlock()
+	for _, a := range fns {
+		go a.f()
+	}
+}
+
+// HolderOf returns the Holder ctx is, if it is one.
+func HolderOf(ctx context.Context) (*Holder, bool) {
+	h, ok := ctx.(*Holder)
+	return h, ok
+}
