@@ -168,7 +168,8 @@ func (g *Gateway) loginRoutes(svc *identity.Service, lim *limits.Prepared) (map[
 			name:    name,
 			metrics: g.metrics.Route(name),
 			maxBody: loginMaxBody,
-			handler: lim.Route(name).Guard(lim.Route(name).Limit(l.Handler)),
+			limits:  lim.Route(name),
+			final:   l.Handler,
 		}
 	}
 	return out, nil

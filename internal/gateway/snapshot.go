@@ -70,14 +70,24 @@ func (s *snapshot) stop() {
 	}
 }
 
-// route is one compiled [[routes]] entry.
+// route is the compiled plan of one [[routes]] entry or app login
+// endpoint: every step's state, bound when the config is compiled and run
+// by serve, so a request looks nothing up by name.
 type route struct {
 	name            string
-	handler         http.Handler
 	metrics         *metrics.Route
 	maxBody         int64
 	bodyPause       time.Duration // server.read_timeout
 	responseHeaders proxy.HeaderRules
+
+	limits limits.Route
+	// identity is nil on login endpoints, which establish an identity
+	// rather than check one.
+	identity *identity.Policy
+	verify   *webhook.Verifier // nil without verify
+	// final answers: the upstream, static files, a fixed answer or a
+	// login; gzip'd when the route asks.
+	final http.Handler
 }
 
 // compile builds a snapshot from a validated config, taking its upstream
@@ -198,16 +208,14 @@ func headerRules(set map[string]string, remove []string) proxy.HeaderRules {
 	return h
 }
 
-// buildRoute compiles one route's chain, outermost first: IP rules, UA
-// rules and IP bans; identity (which always strips client-sent identity
-// headers); openid bans, in-flight cap and rate limits; callback
-// verification; gzip; the upstream, static files or fixed answer.
+// buildRoute compiles one route's plan; serve runs its steps in order.
 func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstream, svc *identity.Service, lim limits.Route) (*route, error) {
 	rt := &route{
 		name:            rc.Name,
 		metrics:         g.metrics.Route(rc.Name),
 		maxBody:         defaultMaxBody,
 		responseHeaders: headerRules(rc.SetResponseHeaders, rc.RemoveResponseHeaders),
+		limits:          lim,
 	}
 	if rc.MaxBody != nil {
 		rt.maxBody = int64(*rc.MaxBody)
@@ -221,6 +229,7 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 		readTimeout = rc.UpstreamReadTimeout.Std()
 	}
 	var h http.Handler
+	var err error
 	switch {
 	case rc.Upstream != "":
 		h = proxy.NewProxy(proxy.ProxyOptions{
@@ -238,7 +247,6 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 		if rc.Path != "/" {
 			prefix = rc.Path
 		}
-		var err error
 		h, err = proxy.NewStatic(proxy.StaticOptions{Root: rc.Static, Index: rc.Index, SPA: rc.SPA, StripPrefix: prefix})
 		if err != nil {
 			return nil, err
@@ -251,23 +259,18 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 	if rc.Gzip {
 		h = proxy.Gzip(h, proxy.GzipOptions{})
 	}
+	rt.final = h
 	if rc.Verify != "" {
-		verify, err := webhook.New(rc.RouteCallback, webhook.Options{
+		rt.verify, err = webhook.New(rc.RouteCallback, webhook.Options{
 			Route: rc.Name, Dir: filepath.Dir(g.configPath), MaxBody: rt.maxBody, Metrics: g.metrics.Webhook,
 		})
 		if err != nil {
 			return nil, err
 		}
-		h = verify(h)
 	}
-	auth, err := svc.Middleware(rc)
-	if err != nil {
+	if rt.identity, err = svc.Policy(rc); err != nil {
 		return nil, err
 	}
-	h = lim.Limit(h)
-	h = auth(h)
-	h = lim.Guard(h)
-	rt.handler = h
 	return rt, nil
 }
 
@@ -324,7 +327,10 @@ func (s *snapshot) route(r *http.Request, info *reqctx.Info) *route {
 	return s.routes[i]
 }
 
-// serve enforces the body limit and runs the route's chain.
+// serve runs a request through the route's plan, top to bottom; a step
+// that refuses the request has answered it. The checks that need no
+// identity come first, so a denied client costs no signature check; the
+// limits that count by openid come once identity has established it.
 func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info) {
 	if r.ContentLength > rt.maxBody {
 		info.Reason = reasonBodyTooLarge
@@ -338,7 +344,24 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info
 		}
 		r.Body = lb
 	}
-	rt.handler.ServeHTTP(w, r)
+	// IP lists, User-Agent rules, IP bans.
+	if !rt.limits.Guard(w, r, info) {
+		return
+	}
+	// The auth policy; it also strips client-sent identity headers.
+	if rt.identity != nil && !rt.identity.Check(w, r, info) {
+		return
+	}
+	// Openid bans, the in-flight cap and the rate rules, all or nothing.
+	adm, ok := rt.limits.Admit(w, r, info)
+	if !ok {
+		return
+	}
+	defer adm.Release()
+	if rt.verify != nil && !rt.verify.Check(w, r) {
+		return
+	}
+	rt.final.ServeHTTP(w, r)
 }
 
 // limitedBody enforces the route's body limit and server.read_timeout as

@@ -49,7 +49,7 @@ func testRoute(auth string) *config.Route {
 	return &config.Route{Name: "api", Path: "/", MaxBody: &mb, RouteAuth: config.RouteAuth{Auth: auth}}
 }
 
-// seen is what the handler behind the middleware received.
+// seen is what the handler after the policy received.
 type seen struct {
 	called bool
 	header http.Header
@@ -57,11 +57,11 @@ type seen struct {
 	info   reqctx.Info
 }
 
-// serveThrough runs req through the route's middleware inside a reqctx, the
+// serveThrough runs req through the route's policy inside a reqctx, the
 // way the gateway does, and returns the answer and what next saw.
 func serveThrough(t testing.TB, s *Service, rt *config.Route, req *http.Request, peerTrusted bool) (*httptest.ResponseRecorder, *seen) {
 	t.Helper()
-	mw, err := s.Middleware(rt)
+	p, err := s.Policy(rt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,8 +79,17 @@ func serveThrough(t testing.TB, s *Service, rt *config.Route, req *http.Request,
 	info.PeerTrusted = peerTrusted
 	req = req.WithContext(reqctx.With(req.Context(), info))
 	rec := httptest.NewRecorder()
-	mw(next).ServeHTTP(rec, req)
+	checked(p, next).ServeHTTP(rec, req)
 	return rec, got
+}
+
+// checked serves next after p, the way the gateway runs a route's policy.
+func checked(p *Policy, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p.Check(w, r, reqctx.FromRequest(r)) {
+			next.ServeHTTP(w, r)
+		}
+	})
 }
 
 // errorCode reads the "code" of an apierror body.

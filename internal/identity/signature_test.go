@@ -14,7 +14,7 @@ import (
 	"edge/internal/testpeer"
 )
 
-func TestVectorsThroughMiddleware(t *testing.T) {
+func TestVectorsThroughPolicy(t *testing.T) {
 	vec := loadVectors(t)
 	now := testpeer.NewClock(time.Unix(vec.Now, 0))
 	cfg := testConfig()

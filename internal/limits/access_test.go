@@ -89,7 +89,7 @@ func TestAccessRules(t *testing.T) {
 		r := newRequest(client{ip: tc.ip})
 		r.Header.Set("User-Agent", tc.ua)
 		w := httptest.NewRecorder()
-		h.e.Middleware(tc.route, okHandler).ServeHTTP(w, r)
+		h.e.Handler(tc.route, okHandler).ServeHTTP(w, r)
 		if w.Code != tc.code {
 			t.Errorf("%s from %s (%q): status %d, want %d", tc.route, tc.ip, tc.ua, w.Code, tc.code)
 		}
@@ -115,7 +115,7 @@ func TestAccessRules(t *testing.T) {
 		r := newRequest(client{ip: ip})
 		r.Header.Set("User-Agent", ua)
 		w := httptest.NewRecorder()
-		h.e.Middleware("api", okHandler).ServeHTTP(w, r)
+		h.e.Handler("api", okHandler).ServeHTTP(w, r)
 		if w.Code != want {
 			t.Errorf("after reload, %s: status %d, want %d", ip, w.Code, want)
 		}

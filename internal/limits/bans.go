@@ -241,8 +241,8 @@ func (v *violations) reset(key string) {
 // ReportViolation counts a violation of kind (config.ViolationSignature,
 // ViolationToken, ViolationReplay; rate_limit is counted by the limiter
 // itself) against the request's openid, or its IP when it has none. The
-// identity middleware calls it on every signature or token failure. Kinds
-// not listed in [bans].count are ignored.
+// gateway calls it on every signature or token failure of an identity
+// check. Kinds not listed in [bans].count are ignored.
 func (e *Engine) ReportViolation(r *http.Request, kind string) {
 	s := e.snap.Load()
 	if s.bans.threshold <= 0 || !s.bans.count[kind] {

@@ -106,7 +106,7 @@ var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { 
 
 func (h *harness) serve(route string, c client) *httptest.ResponseRecorder {
 	w := httptest.NewRecorder()
-	h.e.Middleware(route, okHandler).ServeHTTP(w, newRequest(c))
+	h.e.Handler(route, okHandler).ServeHTTP(w, newRequest(c))
 	return w
 }
 
@@ -148,24 +148,40 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 	}
 }
 
-// Middleware is Guard then Limit of route under the engine's current
+// route is the limits of the named route under the engine's current
 // config, read per request, so a handler made once follows Update, as the
 // tests' reloads need. The gateway binds each route's limits when it
 // compiles the route instead (Prepared.Route).
-func (e *Engine) Middleware(route string, next http.Handler) http.Handler {
+func (e *Engine) route(name string) Route {
+	s := e.snap.Load()
+	return Route{e: e, s: s, p: s.plan(name)}
+}
+
+// Handler serves next behind the route's Guard and Admit, in the gateway's
+// order.
+func (e *Engine) Handler(route string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := e.snap.Load()
-		p := s.plan(route)
-		if e.guard(s, p, w, r) {
-			e.limit(s, p, w, r, next)
+		rt, info := e.route(route), reqctx.FromRequest(r)
+		if rt.Guard(w, r, info) {
+			serveAdmitted(rt, w, r, info, next)
 		}
 	})
 }
 
-// Limit is Middleware without the identity-free checks.
-func (e *Engine) Limit(route string, next http.Handler) http.Handler {
+// AdmitHandler is Handler without the identity-free checks.
+func (e *Engine) AdmitHandler(route string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := e.snap.Load()
-		e.limit(s, s.plan(route), w, r, next)
+		serveAdmitted(e.route(route), w, r, reqctx.FromRequest(r), next)
 	})
+}
+
+// serveAdmitted serves next if the route admits the request, holding the
+// admission until next returns, as the gateway does.
+func serveAdmitted(rt Route, w http.ResponseWriter, r *http.Request, info *reqctx.Info, next http.Handler) {
+	a, ok := rt.Admit(w, r, info)
+	if !ok {
+		return
+	}
+	defer a.Release()
+	next.ServeHTTP(w, r)
 }

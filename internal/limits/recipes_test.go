@@ -42,7 +42,7 @@ func TestRecipes(t *testing.T) {
 			r := newRequest(c)
 			edit(r)
 			w := httptest.NewRecorder()
-			h.e.Middleware("login", okHandler).ServeHTTP(w, r)
+			h.e.Handler("login", okHandler).ServeHTTP(w, r)
 			return w.Code
 		}
 		if got := send(client{ip: "203.0.113.5"}, browser); got != 403 {

@@ -51,7 +51,7 @@ func TestRedisTwoEnginesShareOneLimit(t *testing.T) {
 	for range engines {
 		h := newHarness(t, cfg, harnessOpt{redis: redisClient(t, srv)})
 		hs = append(hs, h)
-		handler := h.e.Limit("api", okHandler)
+		handler := h.e.AdmitHandler("api", okHandler)
 		for range workers {
 			wg.Go(func() {
 				<-start

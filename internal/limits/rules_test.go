@@ -322,7 +322,7 @@ func TestInflightPerOpenID(t *testing.T) {
 	h := newHarness(t, cfgWith(config.LimitSections{Access: config.Access{MaxInflightPerOpenID: 2}}), harnessOpt{})
 	release := make(chan struct{})
 	entered := make(chan struct{}, 2)
-	handler := h.e.Limit("api", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	handler := h.e.AdmitHandler("api", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-Block") != "" {
 			entered <- struct{}{}
 			<-release

@@ -55,14 +55,14 @@ func (p *proxyHandler) passRequestHeader(k string, conn []string, trusted bool) 
 		return false
 	}
 	// Connection names the client's own hop-by-hop headers. Edge's own
-	// headers at this point were set by the route's identity middleware
+	// headers at this point were set by the route's identity check
 	// after it removed the client's, so they are not the client's to drop.
 	return conn == nil || httphdr.EdgeOwned(k) || !httphdr.HasToken(conn, k)
 }
 
 // passRequestTrailer reports whether the client's trailer field k goes on.
 // Upstream frameworks merge trailers into the request's headers or hand
-// them over beside them, and the identity middleware never sees them (they
+// them over beside them, and the identity check never sees them (they
 // arrive after the body), so a trailer may name nothing edge sets or
 // controls, nor what RFC 9110 section 6.5.1 keeps out of trailers
 // (framing, routing, authentication).

@@ -26,7 +26,7 @@ type alipay struct {
 	c        *counters
 }
 
-func newAlipay(cfg *config.AlipayCallback, opts Options) (func(http.Handler) http.Handler, error) {
+func newAlipay(cfg *config.AlipayCallback, opts Options) (*Verifier, error) {
 	pub, err := cfg.LoadPublicKey(opts.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("route %q: alipay: %w", opts.Route, err)
@@ -52,7 +52,7 @@ func newAlipay(cfg *config.AlipayCallback, opts Options) (func(http.Handler) htt
 			return nil, fmt.Errorf("route %q: alipay: unknown sign type %q", opts.Route, t)
 		}
 	}
-	return bodyVerifier{verify: a.verify, fail: writeAlipayFailure, c: a.c}.middleware, nil
+	return &Verifier{body: &bodyVerifier{verify: a.verify, fail: writeAlipayFailure, c: a.c}}, nil
 }
 
 func (a *alipay) verify(r *http.Request) ([]byte, reason) {

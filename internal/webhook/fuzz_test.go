@@ -141,18 +141,16 @@ func FuzzWechatPayHeaders(f *testing.F) {
 		h := c.Headers
 		f.Add(h["Wechatpay-Signature"], h["Wechatpay-Timestamp"], h["Wechatpay-Nonce"], h["Wechatpay-Serial"], h["Wechatpay-Signature-Type"], []byte(c.Body))
 	}
-	mw, _ := payMiddleware(f, v)
+	vf, _ := payVerifier(f, v)
 	valid := v.Valid[0]
 	f.Fuzz(func(t *testing.T, sig, ts, nonce, serial, sigType string, body []byte) {
-		reached := false
-		h := mw(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached = true }))
 		r := httptest.NewRequest(http.MethodPost, "/notify", bytes.NewReader(body))
 		r.Header = http.Header{
 			"Wechatpay-Signature": {sig}, "Wechatpay-Timestamp": {ts}, "Wechatpay-Nonce": {nonce},
 			"Wechatpay-Serial": {serial}, "Wechatpay-Signature-Type": {sigType},
 		}
 		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
+		reached := vf.Check(w, r)
 		if !reached {
 			if w.Code != 401 && w.Code != 413 || !strings.HasPrefix(w.Body.String(), `{"code":"FAIL"`) {
 				t.Fatalf("rejection answered %d %q", w.Code, w.Body)
@@ -183,7 +181,7 @@ func FuzzWechatPushRequest(f *testing.F) {
 	f.Add(http.MethodPost, "msg_signature=x", []byte(`<xml><Encrypt>AAAA</Encrypt></xml>`))
 	opts, _ := testOptions(f, time.Now())
 	cfg := &config.WechatPushCallback{Token: config.Secret(v.Token), EncodingAESKey: config.Secret(v.EncodingAESKey), AppID: v.AppID}
-	mw, err := New(config.RouteCallback{Verify: config.VerifyWechatPush, WechatPush: cfg}, opts)
+	vf, err := New(config.RouteCallback{Verify: config.VerifyWechatPush, WechatPush: cfg}, opts)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -195,12 +193,10 @@ func FuzzWechatPushRequest(f *testing.F) {
 		if method != http.MethodGet {
 			method = http.MethodPost
 		}
-		reached := false
-		h := mw(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached = true }))
 		r := httptest.NewRequest(method, "/push", bytes.NewReader(body))
 		r.URL.RawQuery = query
 		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
+		reached := vf.Check(w, r)
 		if !slices.Contains([]int{200, 401, 413}, w.Code) {
 			t.Fatalf("answered %d", w.Code)
 		}
@@ -223,16 +219,14 @@ func FuzzAlipayForm(f *testing.F) {
 	for _, c := range v.Invalid {
 		f.Add(c.Form, "total_amount=0.01")
 	}
-	mw, _ := alipayMiddleware(f, v.PublicKeyPEM, config.AlipayCallback{}, 0)
+	vf, _ := alipayVerifier(f, v.PublicKeyPEM, config.AlipayCallback{}, 0)
 	want := sha256.Sum256([]byte(v.Valid[0].StringToSign))
 	f.Fuzz(func(t *testing.T, form, query string) {
-		reached := false
-		h := mw(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached = true }))
 		r := httptest.NewRequest(http.MethodPost, "/notify", strings.NewReader(form))
 		r.URL.RawQuery = query
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
+		reached := vf.Check(w, r)
 		if !reached {
 			if w.Body.String() != "failure" {
 				t.Fatalf("rejection answered %q", w.Body)

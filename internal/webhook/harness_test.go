@@ -58,8 +58,8 @@ func (u *upstream) received() [][]byte {
 	return append([][]byte(nil), u.bodies...)
 }
 
-// front serves mw in front of a reverse proxy to up, the way the gateway
-// chains a route, and reports the rejection reason in a response header so
+// front serves vf in front of a reverse proxy to up, the way the gateway
+// runs a route, and reports the rejection reason in a response header so
 // the test reads it without racing the handler.
 type front struct {
 	srv *httptest.Server
@@ -89,7 +89,7 @@ func (w *reasonWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-func newFront(t *testing.T, mw func(http.Handler) http.Handler) *front {
+func newFront(t *testing.T, vf *Verifier) *front {
 	t.Helper()
 	up := newUpstream(t)
 	target, err := url.Parse(up.srv.URL)
@@ -97,11 +97,13 @@ func newFront(t *testing.T, mw func(http.Handler) http.Handler) *front {
 		t.Fatal(err)
 	}
 	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }}
-	h := mw(rp)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := reqctx.New(time.Now())
 		defer reqctx.Release(info)
-		h.ServeHTTP(&reasonWriter{ResponseWriter: w, info: info}, r.WithContext(reqctx.With(r.Context(), info)))
+		rw, r := &reasonWriter{ResponseWriter: w, info: info}, r.WithContext(reqctx.With(r.Context(), info))
+		if vf.Check(rw, r) {
+			rp.ServeHTTP(rw, r)
+		}
 	}))
 	t.Cleanup(srv.Close)
 	return &front{srv: srv, up: up}

@@ -55,11 +55,11 @@ type pushVectors struct {
 func pushFront(t *testing.T, cfg config.WechatPushCallback) *front {
 	t.Helper()
 	opts, _ := testOptions(t, time.Now())
-	mw, err := New(config.RouteCallback{Verify: config.VerifyWechatPush, WechatPush: &cfg}, opts)
+	vf, err := New(config.RouteCallback{Verify: config.VerifyWechatPush, WechatPush: &cfg}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newFront(t, mw)
+	return newFront(t, vf)
 }
 
 func TestWechatPushVectors(t *testing.T) {
@@ -175,23 +175,23 @@ func (c payCase) header() http.Header {
 	return h
 }
 
-func payMiddleware(t testing.TB, v payVectors) (func(http.Handler) http.Handler, Options) {
+func payVerifier(t testing.TB, v payVectors) (*Verifier, Options) {
 	t.Helper()
 	opts, _ := testOptions(t, time.Unix(v.Now, 0))
 	path := writeFile(t, t.TempDir(), "pub_key.pem", v.PublicKeyPEM)
 	cfg := &config.WechatPayCallback{Keys: []config.WechatPayKey{{Serial: v.PublicKeyID, PublicKey: path}}}
-	mw, err := New(config.RouteCallback{Verify: config.VerifyWechatPayV3, WechatPay: cfg}, opts)
+	vf, err := New(config.RouteCallback{Verify: config.VerifyWechatPayV3, WechatPay: cfg}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return mw, opts
+	return vf, opts
 }
 
 func TestWechatPayVectors(t *testing.T) {
 	var v payVectors
 	loadVectors(t, "wechatpay-v3-notify.json", &v)
-	mw, _ := payMiddleware(t, v)
-	f := newFront(t, mw)
+	vf, _ := payVerifier(t, v)
+	f := newFront(t, vf)
 	for _, c := range v.Valid {
 		if got := f.do(t, http.MethodPost, "", c.header(), []byte(c.Body)); got.status != 200 || got.body != "success" {
 			t.Errorf("valid: got %d %q", got.status, got.body)
@@ -235,18 +235,18 @@ type alipayVectors struct {
 	Invalid []struct{ Form, Reason string }
 }
 
-func alipayMiddleware(t testing.TB, pemKey string, cfg config.AlipayCallback, maxBody int64) (func(http.Handler) http.Handler, Options) {
+func alipayVerifier(t testing.TB, pemKey string, cfg config.AlipayCallback, maxBody int64) (*Verifier, Options) {
 	t.Helper()
 	opts, _ := testOptions(t, time.Now())
 	opts.MaxBody = maxBody
 	opts.Dir = t.TempDir()
 	writeFile(t, opts.Dir, "alipay.pem", pemKey)
 	cfg.PublicKey = "alipay.pem" // relative: resolved against Options.Dir
-	mw, err := New(config.RouteCallback{Verify: config.VerifyAlipay, Alipay: &cfg}, opts)
+	vf, err := New(config.RouteCallback{Verify: config.VerifyAlipay, Alipay: &cfg}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return mw, opts
+	return vf, opts
 }
 
 var formHeader = http.Header{"Content-Type": {"application/x-www-form-urlencoded; charset=utf-8"}}
@@ -254,8 +254,8 @@ var formHeader = http.Header{"Content-Type": {"application/x-www-form-urlencoded
 func TestAlipayVectors(t *testing.T) {
 	var v alipayVectors
 	loadVectors(t, "alipay-notify.json", &v)
-	mw, _ := alipayMiddleware(t, v.PublicKeyPEM, config.AlipayCallback{}, 0)
-	f := newFront(t, mw)
+	vf, _ := alipayVerifier(t, v.PublicKeyPEM, config.AlipayCallback{}, 0)
+	f := newFront(t, vf)
 	for _, c := range v.Valid {
 		pairs, err := parseForm(c.Form, nil)
 		if err != nil {

@@ -1,6 +1,6 @@
 // Package webhook owns the verifiers of platform callbacks (WeChat message
 // push, WeChat Pay API v3 notifications, Alipay asynchronous notifications):
-// middleware compiled once per route that checks the platform's signature
+// a Verifier compiled once per route that checks the platform's signature
 // before a callback reaches the upstream, answers the platform in its own
 // failure format, and passes the original body on unchanged.
 package webhook
@@ -40,10 +40,10 @@ type Options struct {
 	Metrics *metrics.Webhook
 }
 
-// New compiles a route's callback verification into middleware: keys are
-// loaded and decoded here, once, so the request path only verifies. It is an
-// error to call it for a route whose verify is empty.
-func New(cb config.RouteCallback, opts Options) (func(http.Handler) http.Handler, error) {
+// New compiles a route's callback verification: keys are loaded and decoded
+// here, once, so the request path only verifies. It is an error to call it
+// for a route whose verify is empty.
+func New(cb config.RouteCallback, opts Options) (*Verifier, error) {
 	if opts.Metrics == nil {
 		return nil, errors.New("webhook: metrics are required")
 	}
@@ -63,6 +63,25 @@ func New(cb config.RouteCallback, opts Options) (func(http.Handler) http.Handler
 	default:
 		return nil, fmt.Errorf("route %q: verify %q has no matching settings table", opts.Route, cb.Verify)
 	}
+}
+
+// Verifier is one route's compiled callback verification: exactly one of
+// its fields is set.
+type Verifier struct {
+	push *wechatPush
+	// body verifies WeChat Pay and Alipay, whose checks need the whole body.
+	body *bodyVerifier
+}
+
+// Check verifies the callback r. It reports whether r goes on to the
+// upstream, with the verified body in place of the one read; if not, it has
+// answered: a rejection in the platform's own format, or WeChat message
+// push's URL check, which edge answers itself.
+func (v *Verifier) Check(w http.ResponseWriter, r *http.Request) bool {
+	if v.push != nil {
+		return v.push.check(w, r)
+	}
+	return v.body.check(w, r)
 }
 
 // reason is why a callback was rejected: a fixed word for the access log
@@ -163,8 +182,6 @@ type bodyReader struct{ bytes.Reader }
 
 func (*bodyReader) Close() error { return nil }
 
-// setBody hands b to the next handler as the body, with framing that
-// matches it, so the proxy sends a Content-Length the upstream can trust.
 // bodyVerifier is a callback kind whose check needs the whole body.
 type bodyVerifier struct {
 	verify func(r *http.Request) ([]byte, reason)
@@ -173,29 +190,29 @@ type bodyVerifier struct {
 	c    *counters
 }
 
-// middleware passes requests whose body verified on to next, with the body
-// restored byte for byte and without the query string; the others get the
-// platform's failure answer and never reach next.
-func (v bodyVerifier) middleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, why := v.verify(r)
-		if why != reasonNone {
-			v.c.reject(r, why)
-			v.fail(w, why)
-			return
-		}
-		setBody(r, body)
-		// The signature covers the body (and WeChat Pay's own headers), never
-		// the query, and both platforms call a notify URL without one: a
-		// framework that merges query and form parameters would otherwise
-		// read ?refund_amount=999 as the platform's.
-		r.URL.RawQuery = ""
-		r.URL.ForceQuery = false
-		v.c.verified.Inc()
-		next.ServeHTTP(w, r)
-	})
+// check passes requests whose body verified on, with the body restored
+// byte for byte and without the query string; the others get the
+// platform's failure answer and go no further.
+func (v *bodyVerifier) check(w http.ResponseWriter, r *http.Request) bool {
+	body, why := v.verify(r)
+	if why != reasonNone {
+		v.c.reject(r, why)
+		v.fail(w, why)
+		return false
+	}
+	setBody(r, body)
+	// The signature covers the body (and WeChat Pay's own headers), never
+	// the query, and both platforms call a notify URL without one: a
+	// framework that merges query and form parameters would otherwise
+	// read ?refund_amount=999 as the platform's.
+	r.URL.RawQuery = ""
+	r.URL.ForceQuery = false
+	v.c.verified.Inc()
+	return true
 }
 
+// setBody hands b to the next handler as the body, with framing that
+// matches it, so the proxy sends a Content-Length the upstream can trust.
 func setBody(r *http.Request, b []byte) {
 	br := &bodyReader{}
 	br.Reset(b)

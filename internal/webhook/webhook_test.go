@@ -113,11 +113,11 @@ func TestWechatPushSafeMode(t *testing.T) {
 			opts, reg := testOptions(t, time.Now())
 			opts.MaxBody = tt.maxBody
 			cfg := &config.WechatPushCallback{Token: pushToken, EncodingAESKey: pushAESKey, AppID: pushAppID, ForwardDecrypted: tt.forward}
-			mw, err := New(config.RouteCallback{Verify: config.VerifyWechatPush, WechatPush: cfg}, opts)
+			vf, err := New(config.RouteCallback{Verify: config.VerifyWechatPush, WechatPush: cfg}, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
-			f := newFront(t, mw)
+			f := newFront(t, vf)
 			got := f.doBody(t, tt.method, tt.query, nil, tt.body, tt.chunked)
 			if got.status != tt.status || got.reason != tt.reason {
 				t.Fatalf("got %d reason %q (%q), want %d %q", got.status, got.reason, got.body, tt.status, tt.reason)
@@ -248,11 +248,11 @@ func TestWechatPayKeysAndWindow(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			opts, _ := testOptions(t, now)
 			opts.MaxBody = tt.maxBody
-			mw, err := New(config.RouteCallback{Verify: config.VerifyWechatPayV3, WechatPay: cfg}, opts)
+			vf, err := New(config.RouteCallback{Verify: config.VerifyWechatPayV3, WechatPay: cfg}, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
-			f := newFront(t, mw)
+			f := newFront(t, vf)
 			got := f.do(t, "POST", "", tt.hdr, []byte(body))
 			if got.status != tt.status || got.reason != tt.reason {
 				t.Fatalf("got %d reason %q (%q), want %d %q", got.status, got.reason, got.body, tt.status, tt.reason)
@@ -329,8 +329,8 @@ func TestAlipayRules(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			mw, _ := alipayMiddleware(t, publicKeyPEM(t, key), tt.cfg, tt.maxBody)
-			f := newFront(t, mw)
+			vf, _ := alipayVerifier(t, publicKeyPEM(t, key), tt.cfg, tt.maxBody)
+			f := newFront(t, vf)
 			method := cmpOr(tt.method, "POST")
 			hdr := http.Header{"Content-Type": {cmpOr(tt.ctype, "application/x-www-form-urlencoded")}}
 			got := f.do(t, method, tt.query, hdr, []byte(tt.body))

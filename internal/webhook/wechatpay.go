@@ -29,7 +29,7 @@ type wechatPay struct {
 	c       *counters
 }
 
-func newWechatPay(cfg *config.WechatPayCallback, opts Options) (func(http.Handler) http.Handler, error) {
+func newWechatPay(cfg *config.WechatPayCallback, opts Options) (*Verifier, error) {
 	keys, err := cfg.LoadKeys(opts.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("route %q: wechatpay: %w", opts.Route, err)
@@ -49,7 +49,7 @@ func newWechatPay(cfg *config.WechatPayCallback, opts Options) (func(http.Handle
 		c: newCounters(opts, config.VerifyWechatPayV3,
 			reasonBodyTooLarge, reasonBadRequest, reasonBadSignature, reasonStaleTimestamp, reasonUnknownSerial, reasonSignTest),
 	}
-	return bodyVerifier{verify: p.verify, fail: writePayFailure, c: p.c}.middleware, nil
+	return &Verifier{body: &bodyVerifier{verify: p.verify, fail: writePayFailure, c: p.c}}, nil
 }
 
 // verify checks the headers before reading the body, so probes, stale and

@@ -31,7 +31,7 @@ type wechatPush struct {
 	c       *counters
 }
 
-func newWechatPush(cfg *config.WechatPushCallback, opts Options) (func(http.Handler) http.Handler, error) {
+func newWechatPush(cfg *config.WechatPushCallback, opts Options) (*Verifier, error) {
 	p := &wechatPush{
 		token:   cfg.Token.Value(),
 		appid:   cfg.AppID,
@@ -57,16 +57,10 @@ func newWechatPush(cfg *config.WechatPushCallback, opts Options) (func(http.Hand
 	} else if p.forward {
 		return nil, fmt.Errorf("route %q: wechat_push.forward_decrypted needs encoding_aes_key", opts.Route)
 	}
-	return func(next http.Handler) http.Handler { return &wechatPushHandler{p: p, next: next} }, nil
+	return &Verifier{push: p}, nil
 }
 
-type wechatPushHandler struct {
-	p    *wechatPush
-	next http.Handler
-}
-
-func (h *wechatPushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p := h.p
+func (p *wechatPush) check(w http.ResponseWriter, r *http.Request) bool {
 	q := r.URL.RawQuery
 	ts, _ := queryValue(q, "timestamp")
 	nonce, _ := queryValue(q, "nonce")
@@ -77,31 +71,31 @@ func (h *wechatPushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		echostr, ok := queryValue(q, "echostr")
 		if !ok || echostr == "" {
 			p.fail(w, r, reasonBadRequest)
-			return
+			return false
 		}
 		if p.block == nil {
 			sig, _ := queryValue(q, "signature")
 			if !p.signed(sig, ts, nonce, "", false) {
 				p.fail(w, r, reasonBadSignature)
-				return
+				return false
 			}
 			p.c.verified.Inc()
 			writeText(w, echostr)
-			return
+			return false
 		}
 		sig, _ := queryValue(q, "msg_signature")
 		if !p.signed(sig, ts, nonce, echostr, true) {
 			p.fail(w, r, reasonBadSignature)
-			return
+			return false
 		}
 		msg, why := p.open(echostr)
 		if why != reasonNone {
 			p.fail(w, r, why)
-			return
+			return false
 		}
 		p.c.verified.Inc()
 		writeText(w, string(msg))
-		return
+		return false
 	}
 
 	if p.block == nil {
@@ -109,32 +103,31 @@ func (h *wechatPushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sig, _ := queryValue(q, "signature")
 		if !p.signed(sig, ts, nonce, "", false) {
 			p.fail(w, r, reasonBadSignature)
-			return
+			return false
 		}
 		p.c.verified.Inc()
-		h.next.ServeHTTP(w, r)
-		return
+		return true
 	}
 
 	body, err := readBody(r, p.maxBody)
 	if err != nil {
 		p.fail(w, r, bodyReason(err))
-		return
+		return false
 	}
 	enc, err := encryptField(body)
 	if err != nil {
 		p.fail(w, r, reasonBadBody)
-		return
+		return false
 	}
 	sig, _ := queryValue(q, "msg_signature")
 	if !p.signed(sig, ts, nonce, enc, true) {
 		p.fail(w, r, reasonBadSignature)
-		return
+		return false
 	}
 	msg, why := p.open(enc)
 	if why != reasonNone {
 		p.fail(w, r, why)
-		return
+		return false
 	}
 	if p.forward {
 		replaceBody(r, msg)
@@ -142,7 +135,7 @@ func (h *wechatPushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		setBody(r, body)
 	}
 	p.c.verified.Inc()
-	h.next.ServeHTTP(w, r)
+	return true
 }
 
 // signed checks sig = hex(sha1(concat(sort([token, ts, nonce, enc?])))).

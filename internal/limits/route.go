@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"time"
 
@@ -30,23 +29,12 @@ func (p *Prepared) Route(name string) Route {
 }
 
 // Guard runs the checks that need no identity: the global and the route's
-// IP lists, User-Agent deny patterns, and IP bans. Place it before the
-// identity middleware so a denied client costs no signature check.
-func (rt Route) Guard(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if rt.e.guard(rt.s, rt.p, w, r) {
-			next.ServeHTTP(w, r)
-		}
-	})
-}
-
-// guard reports whether the request passes the identity-free checks; if
-// not, it has answered.
-func (e *Engine) guard(s *snapshot, p *plan, w http.ResponseWriter, r *http.Request) bool {
-	var ip netip.Addr
-	if info := reqctx.FromRequest(r); info != nil {
-		ip = info.ClientIP.Unmap()
-	}
+// IP lists, User-Agent deny patterns, and IP bans. It reports whether the
+// request may go on; if not, it has answered. It runs before the identity
+// check so a denied client costs no signature check.
+func (rt Route) Guard(w http.ResponseWriter, r *http.Request, info *reqctx.Info) bool {
+	e, s, p := rt.e, rt.s, rt.p
+	ip := info.ClientIP.Unmap()
 	reason := s.access.check(ip)
 	if reason == "" {
 		reason = p.access.check(ip)
@@ -71,40 +59,47 @@ func (e *Engine) guard(s *snapshot, p *plan, w http.ResponseWriter, r *http.Requ
 	return true
 }
 
-// Limit runs the checks that use the verified identity: openid bans, the
-// openid's requests in flight, then every [[limits]] rule of the route, all
-// or nothing. Place it after the identity middleware.
-func (rt Route) Limit(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rt.e.limit(rt.s, rt.p, w, r, next)
-	})
+// Admission is an admitted request's hold on its openid's in-flight count;
+// a value, so admitting a request allocates nothing.
+type Admission struct {
+	f      *inflight // nil: nothing held
+	openid string
 }
 
-// limit runs the identity checks and, if they pass, next.
-func (e *Engine) limit(s *snapshot, p *plan, w http.ResponseWriter, r *http.Request, next http.Handler) {
-	info := reqctx.FromRequest(r)
-	var openid string
-	if info != nil {
-		openid = info.OpenID
+// Release gives the request's in-flight slot back once it has been served.
+func (a Admission) Release() {
+	if a.f != nil {
+		a.f.release(a.openid)
 	}
+}
+
+// Admit runs the checks that use the verified identity: openid bans, the
+// openid's requests in flight, then every [[limits]] rule of the route, all
+// or nothing. It runs after the identity check. When it admits the request
+// (true) it has set the RateLimit headers if configured, and the caller
+// must Release the Admission once the request has been served; when not,
+// it has answered and holds nothing.
+func (rt Route) Admit(w http.ResponseWriter, r *http.Request, info *reqctx.Info) (Admission, bool) {
+	e, s, p := rt.e, rt.s, rt.p
+	openid := info.OpenID
 	now := e.now()
 	if e.bans.bannedOpenID(openid, now) {
 		p.rejected[reasonBanned].Inc()
 		apierror.Write(w, r, apierror.Forbidden, "forbidden")
-		return
+		return Admission{}, false
 	}
+	var a Admission
 	if s.maxInflight > 0 && openid != "" {
 		if !e.inflight.acquire(openid, s.maxInflight) {
 			p.rejected[reasonInflight].Inc()
 			w.Header()["Retry-After"] = retryOne
 			apierror.Write(w, r, apierror.RateLimited, "too many requests in progress")
-			return
+			return Admission{}, false
 		}
-		defer e.inflight.release(openid)
+		a = Admission{f: e.inflight, openid: openid}
 	}
 	if len(p.rules) == 0 {
-		next.ServeHTTP(w, r)
-		return
+		return a, true
 	}
 	var buf [8]verdict
 	d := e.decide(r.Context(), s, p, info, r, now, buf[:0])
@@ -113,7 +108,7 @@ func (e *Engine) limit(s *snapshot, p *plan, w http.ResponseWriter, r *http.Requ
 		if s.alwaysHeaders && d.result == resAllowed {
 			setAllowedHeaders(w.Header(), p, d)
 		}
-		next.ServeHTTP(w, r)
+		return a, true
 	case resNoKey:
 		apierror.Write(w, r, apierror.Forbidden, "request lacks what its rate limit counts by")
 	case resLimited:
@@ -123,12 +118,12 @@ func (e *Engine) limit(s *snapshot, p *plan, w http.ResponseWriter, r *http.Requ
 			wait = d.verdicts[d.rule].wait(slot.localInterval, slot.localTol)
 		}
 		writeLimited(w, r, p, slot.rule, wait)
-		if info != nil {
-			e.countRateViolation(r.Context(), s, info)
-		}
+		e.countRateViolation(r.Context(), s, info)
 	case resFailClosed:
 		writeLimited(w, r, p, p.rules[d.rule].rule, s.probeInterval)
 	}
+	a.Release()
+	return Admission{}, false
 }
 
 func (e *Engine) countRateViolation(ctx context.Context, s *snapshot, info *reqctx.Info) {

@@ -36,8 +36,8 @@ const maxTrustedValue = 128
 
 // StripClientIdentity removes every header a client could use to claim an
 // identity or forge edge's own signature headers (httphdr.EdgeOwned). Every
-// route's middleware calls it, including those without an auth policy, so
-// such a header further down the chain is always edge's own.
+// route's Policy calls it, including auth = "none", so such a header past
+// the identity check is always edge's own.
 func StripClientIdentity(h http.Header) {
 	for k := range h {
 		if httphdr.EdgeOwned(k) {
@@ -46,8 +46,8 @@ func StripClientIdentity(h http.Header) {
 	}
 }
 
-// route is the compiled auth policy of one route.
-type route struct {
+// Policy is the compiled auth policy of one route.
+type Policy struct {
 	svc           *Service
 	mode          string
 	app           *app // nil: any configured app
@@ -59,19 +59,18 @@ type route struct {
 	rejected      map[apierror.Code]prometheus.Counter
 }
 
-// rejectCodes are the answers a route middleware can give.
+// rejectCodes are the answers a Policy can give.
 var rejectCodes = []apierror.Code{
 	apierror.AuthMissing, apierror.TokenExpired, apierror.BadSignature,
 	apierror.StaleTimestamp, apierror.Replayed, apierror.Forbidden, apierror.BodyTooLarge,
 }
 
-// Middleware compiles a route's auth policy (config keys auth, app,
+// Policy compiles a route's auth policy (config keys auth, app,
 // allow_unsigned_payload, forward_authorization, referer_check,
-// release_only, jwt) into a handler wrapper. Every route gets one: on
-// auth = "none" it only strips client identity headers. Nothing is parsed
-// per request.
-func (s *Service) Middleware(rt *config.Route) (func(http.Handler) http.Handler, error) {
-	r := &route{
+// release_only, jwt). Every route gets one: on auth = "none" it only strips
+// client identity headers. Nothing is parsed per request.
+func (s *Service) Policy(rt *config.Route) (*Policy, error) {
+	r := &Policy{
 		svc:           s,
 		mode:          rt.Auth,
 		allowUnsigned: rt.AllowUnsignedPayload,
@@ -118,11 +117,7 @@ func (s *Service) Middleware(rt *config.Route) (func(http.Handler) http.Handler,
 			r.rejected[c] = s.opts.Metrics.Rejected(rt.Name, int(c))
 		}
 	}
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			r.serve(w, req, next)
-		})
-	}, nil
+	return r, nil
 }
 
 // identity is what a policy established about the caller.
@@ -130,10 +125,14 @@ type identity struct {
 	openid, unionid, appid string
 }
 
-func (r *route) serve(w http.ResponseWriter, req *http.Request, next http.Handler) {
+// Check applies the policy to req, whose Info is info: it establishes the
+// caller's identity, records it in info and hands it to the upstream in the
+// X-WX-* headers, in place of whatever identity headers the client sent. It
+// reports whether the request may go on; if not, it has answered.
+func (r *Policy) Check(w http.ResponseWriter, req *http.Request, info *reqctx.Info) bool {
 	if r.referer != nil && !r.referer.allows(req.Header) {
-		r.reject(w, req, apierror.Forbidden, "this client is not allowed here")
-		return
+		r.reject(w, req, info, apierror.Forbidden, "this client is not allowed here")
+		return false
 	}
 	var id identity
 	code, msg := apierror.Code(0), ""
@@ -148,7 +147,7 @@ func (r *route) serve(w http.ResponseWriter, req *http.Request, next http.Handle
 			// The token is authentic, so a failure from here on is this
 			// user's: bans and the access log attribute a bad signature or
 			// a replay to the openid rather than to the client's address.
-			id.note(req)
+			id.note(info)
 			code, msg = r.svc.verifySignature(req, &sess, r.allowUnsigned, r.maxBody)
 		}
 	case config.AuthJWT:
@@ -158,11 +157,11 @@ func (r *route) serve(w http.ResponseWriter, req *http.Request, next http.Handle
 			id.appid = r.app.cfg.AppID
 		}
 	case config.AuthTrustedHeader:
-		id, code, msg = r.trustedIdentity(req)
+		id, code, msg = r.trustedIdentity(req, info)
 	}
 	if code != 0 {
-		r.reject(w, req, code, msg)
-		return
+		r.reject(w, req, info, code, msg)
+		return false
 	}
 	h := req.Header
 	StripClientIdentity(h)
@@ -180,26 +179,22 @@ func (r *route) serve(w http.ResponseWriter, req *http.Request, next http.Handle
 		if id.unionid != "" {
 			h[hdrUnionID] = all[2:3:3]
 		}
-		id.note(req)
+		id.note(info)
 	}
-	next.ServeHTTP(w, req)
+	return true
 }
 
 // note records the identity in the request's Info for the limits, bans and
 // the access log.
-func (id identity) note(req *http.Request) {
-	if info := reqctx.FromRequest(req); info != nil {
-		info.OpenID, info.UnionID, info.AppID = id.openid, id.unionid, id.appid
-	}
+func (id identity) note(info *reqctx.Info) {
+	info.OpenID, info.UnionID, info.AppID = id.openid, id.unionid, id.appid
 }
 
-func (r *route) reject(w http.ResponseWriter, req *http.Request, code apierror.Code, msg string) {
+func (r *Policy) reject(w http.ResponseWriter, req *http.Request, info *reqctx.Info, code apierror.Code, msg string) {
 	if c := r.rejected[code]; c != nil {
 		c.Inc()
 	}
-	if info := reqctx.FromRequest(req); info != nil {
-		info.Reason = reasonWord(code)
-	}
+	info.Reason = reasonWord(code)
 	if r.svc.opts.OnReject != nil {
 		r.svc.opts.OnReject(req, code)
 	}
@@ -237,7 +232,7 @@ func Bearer(h http.Header) (string, bool) {
 	return tok, tok != ""
 }
 
-func (r *route) session(req *http.Request) (Session, apierror.Code, string) {
+func (r *Policy) session(req *http.Request) (Session, apierror.Code, string) {
 	tok, ok := Bearer(req.Header)
 	if !ok {
 		return Session{}, apierror.AuthMissing, "send Authorization: Bearer <token> from the login"
@@ -376,9 +371,8 @@ type replayBody struct{ *bytes.Reader }
 
 func (*replayBody) Close() error { return nil }
 
-func (r *route) trustedIdentity(req *http.Request) (identity, apierror.Code, string) {
-	info := reqctx.FromRequest(req)
-	if info == nil || !info.PeerTrusted {
+func (r *Policy) trustedIdentity(req *http.Request, info *reqctx.Info) (identity, apierror.Code, string) {
+	if !info.PeerTrusted {
 		return identity{}, apierror.AuthMissing, "this route accepts only requests relayed by a trusted proxy"
 	}
 	h := req.Header
@@ -410,7 +404,7 @@ func validTrustedValue(s string) bool {
 	return true
 }
 
-func (r *route) jwtIdentity(req *http.Request) (string, apierror.Code, string) {
+func (r *Policy) jwtIdentity(req *http.Request) (string, apierror.Code, string) {
 	tok, ok := Bearer(req.Header)
 	if !ok {
 		return "", apierror.AuthMissing, "send Authorization: Bearer <token>"

@@ -56,7 +56,7 @@ func TestStripClientIdentity(t *testing.T) {
 }
 
 // TestForgedIdentityNeverReachesUpstream sends identity headers in several
-// spellings over a real connection, through the middleware and a reverse
+// spellings over a real connection, through the policy and a reverse
 // proxy, to a real upstream, on every auth policy.
 func TestForgedIdentityNeverReachesUpstream(t *testing.T) {
 	var mu sync.Mutex
@@ -75,11 +75,11 @@ func TestForgedIdentityNeverReachesUpstream(t *testing.T) {
 	token, _, _ := s.Sealer().Issue(testAppID, "real-openid", "")
 	for _, auth := range []string{"none", "token"} {
 		t.Run(auth, func(t *testing.T) {
-			mw, err := s.Middleware(testRoute(auth))
+			p, err := s.Policy(testRoute(auth))
 			if err != nil {
 				t.Fatal(err)
 			}
-			front := httptest.NewServer(withInfo(mw(proxy)))
+			front := httptest.NewServer(withInfo(checked(p, proxy)))
 			defer front.Close()
 			conn, err := net.Dial("tcp", front.Listener.Addr().String())
 			if err != nil {
@@ -318,7 +318,7 @@ func TestRefererCheck(t *testing.T) {
 	}
 }
 
-func TestMiddlewareRefusesBadRoutes(t *testing.T) {
+func TestPolicyRefusesBadRoutes(t *testing.T) {
 	s := newService(t, testConfig(), Options{})
 	noSessions := newService(t, &config.Config{}, Options{})
 	for _, tc := range []struct {
@@ -331,7 +331,7 @@ func TestMiddlewareRefusesBadRoutes(t *testing.T) {
 		{"jwt without table", s, &config.Route{Name: "r", RouteAuth: config.RouteAuth{Auth: "jwt"}}},
 		{"token without secrets", noSessions, &config.Route{Name: "r", RouteAuth: config.RouteAuth{Auth: "signed"}}},
 	} {
-		if _, err := tc.s.Middleware(tc.rt); err == nil {
+		if _, err := tc.s.Policy(tc.rt); err == nil {
 			t.Errorf("%s: accepted", tc.name)
 		}
 	}
