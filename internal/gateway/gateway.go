@@ -1,5 +1,5 @@
 // Package gateway compiles a config into an immutable snapshot (router,
-// per-route handler chains, upstream pools), holds it in an atomic pointer,
+// per-route plans, upstream pools), holds it in an atomic pointer,
 // serves every request from the one snapshot it started on, reloads, drains
 // and shuts down.
 package gateway

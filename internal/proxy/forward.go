@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -161,11 +162,19 @@ func (o *outRequest) writeHead(bw *bufio.Writer) error {
 
 	conn := r.Header["Connection"]
 	trusted := o.info != nil && o.info.PeerTrusted
-	for k, vs := range r.Header {
-		if !p.passRequestHeader(k, conn, trusted) {
-			continue
+	// In name order: the same client request reaches the upstream as the
+	// same bytes, whether it came over HTTP/1.1 or HTTP/2 (whose header
+	// order is HPACK's) and whatever order a map walk takes.
+	var namesBuf [32]string
+	names := namesBuf[:0]
+	for k := range r.Header {
+		if p.passRequestHeader(k, conn, trusted) {
+			names = append(names, k)
 		}
-		for _, v := range vs {
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		for _, v := range r.Header[k] {
 			writeHeader(bw, k, v)
 		}
 	}

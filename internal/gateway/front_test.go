@@ -1,0 +1,212 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// tlsRaw opens a TLS connection to edge's HTTPS listener offering only
+// HTTP/1.1, for requests no well-behaved client would send.
+func (e *edgeUnderTest) tlsRaw(t *testing.T) net.Conn {
+	t.Helper()
+	cfg := e.client.Transport.(*http.Transport).TLSClientConfig.Clone()
+	cfg.ServerName = "api.example.com"
+	cfg.NextProtos = []string{"http/1.1"}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", e.addrs.HTTPS, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	return conn
+}
+
+// TestFrontRefusesSmugglingHeads: heads that two servers can frame
+// differently (RFC 9112 6.1, 6.3), or that break the header syntax, get
+// edge's JSON 400 and the connection is closed after it; the upstream never
+// sees them. A head over server.max_header_bytes gets 431.
+func TestFrontRefusesSmugglingHeads(t *testing.T) {
+	up := startBackend(t, "up", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "upstream") })
+	e := startEdgeWith(t, "max_header_bytes = \"4KB\"\n", "", fmt.Sprintf("[[upstreams]]\nname = \"up\"\ntargets = [%q]\n[[routes]]\nname = \"r\"\npath = \"/\"\nupstream = \"up\"\n", up.addr))
+	const host = "Host: api.example.com\r\n"
+	for _, tc := range []struct {
+		name, head string
+		status     int
+		code       int
+	}{
+		{"length and chunked", "POST / HTTP/1.1\r\n" + host + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, 40001},
+		{"chunked and length", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400, 40001},
+		{"two lengths", "POST / HTTP/1.1\r\n" + host + "Content-Length: 1\r\nContent-Length: 5\r\n\r\nhello", 400, 40001},
+		{"obs-fold", "GET / HTTP/1.1\r\n" + host + "X-A: 1\r\n X-B: 2\r\n\r\n", 400, 40001},
+		{"bare LF", "GET / HTTP/1.1\n" + host + "\n", 400, 40001},
+		{"control byte", "GET / HTTP/1.1\r\n" + host + "X-A: a\x01b\r\n\r\n", 400, 40001},
+		{"two Hosts", "GET / HTTP/1.1\r\n" + host + "Host: other.example.com\r\n\r\n", 400, 40001},
+		{"head too large", "GET / HTTP/1.1\r\n" + host + "X-A: " + strings.Repeat("a", 5000) + "\r\n\r\n", 431, 43101},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := e.tlsRaw(t)
+			if _, err := io.WriteString(conn, tc.head); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			var got struct{ Code int }
+			if resp.StatusCode != tc.status || json.Unmarshal(body, &got) != nil || got.Code != tc.code {
+				t.Fatalf("%d %q, want %d with code %d", resp.StatusCode, body, tc.status, tc.code)
+			}
+			if !resp.Close {
+				t.Fatal("the answer does not say the connection closes")
+			}
+			if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+				t.Fatalf("the connection stayed open (read: %v)", err)
+			}
+		})
+	}
+	if n := up.count(); n != 0 {
+		t.Fatalf("the upstream received %d refused requests", n)
+	}
+}
+
+// TestFrontHandsOverWhatItDoesNotServe: request shapes the HTTP/1.1 front
+// leaves to net/http (a chunked upload, 100-continue, HTTP/1.0, an
+// absolute-form target, a head larger than the front's buffer) are served
+// on the same connection, after requests the front served itself.
+func TestFrontHandsOverWhatItDoesNotServe(t *testing.T) {
+	up := startBackend(t, "up", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%s %s %d %d", r.Method, r.URL.Path, n, len(r.Header.Get("X-Big")))
+	})
+	e := startEdge(t, fmt.Sprintf("[[upstreams]]\nname = \"up\"\ntargets = [%q]\n[[routes]]\nname = \"r\"\npath = \"/\"\nupstream = \"up\"\n", up.addr))
+	const host = "Host: api.example.com\r\n"
+	big := strings.Repeat("b", 10000)
+	for _, tc := range []struct {
+		name, request, want string
+	}{
+		{"chunked upload", "POST /c HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "POST /c 5 0"},
+		{"100-continue", "POST /e HTTP/1.1\r\n" + host + "Expect: 100-continue\r\nContent-Length: 5\r\n\r\nhello", "POST /e 5 0"},
+		{"absolute form", "GET https://api.example.com/a HTTP/1.1\r\n" + host + "\r\n", "GET /a 0 0"},
+		{"large head", "GET /l HTTP/1.1\r\n" + host + "X-Big: " + big + "\r\n\r\n", "GET /l 0 10000"},
+		{"HTTP/1.0", "GET /o HTTP/1.0\r\n" + host + "\r\n", "GET /o 0 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := e.tlsRaw(t)
+			br := bufio.NewReader(conn)
+			// A request the front serves first, then the one it hands over.
+			if _, err := io.WriteString(conn, "GET /first HTTP/1.1\r\n"+host+"\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			for i, want := range []string{"GET /first 0 0", tc.want} {
+				if i == 1 {
+					if _, err := io.WriteString(conn, tc.request); err != nil {
+						t.Fatal(err)
+					}
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.StatusCode == http.StatusContinue {
+					if resp, err = http.ReadResponse(br, nil); err != nil {
+						t.Fatal(err)
+					}
+				}
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || string(body) != want {
+					t.Fatalf("request %d: %d %q, want 200 %q", i+1, resp.StatusCode, body, want)
+				}
+			}
+		})
+	}
+}
+
+// TestH1AndH2SendTheUpstreamTheSameBytes: one client request gives the
+// upstream the same request head, byte for byte, over HTTP/1.1 and HTTP/2.
+func TestH1AndH2SendTheUpstreamTheSameBytes(t *testing.T) {
+	var mu sync.Mutex
+	var heads []string
+	addr := rawUpstream(t, func(head string) {
+		mu.Lock()
+		heads = append(heads, head)
+		mu.Unlock()
+	})
+	e := startEdge(t, fmt.Sprintf("[[upstreams]]\nname = \"up\"\ntargets = [%q]\n[[routes]]\nname = \"r\"\npath = \"/\"\nupstream = \"up\"\n", addr))
+	for _, client := range []*http.Client{e.client, e.h2} {
+		req, _ := http.NewRequest("POST", e.url("api.example.com", "/same/path?b=2&a=1"), strings.NewReader("hello"))
+		req.Header.Set("User-Agent", "mini-program")
+		req.Header.Set("X-Request-Id", "fixed-id")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Add("X-Multi", "one")
+		req.Header.Add("X-Multi", "two")
+		req.Header.Set("Cookie", "a=b")
+		for i := range 12 {
+			req.Header.Set(fmt.Sprintf("X-Extra-%02d", i), "v")
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", resp.Proto, resp.StatusCode)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(heads) != 2 {
+		t.Fatalf("the upstream got %d requests, want 2", len(heads))
+	}
+	if heads[0] != heads[1] {
+		t.Fatalf("HTTP/1.1 and HTTP/2 differ at the upstream:\n--- h1\n%s--- h2\n%s", heads[0], heads[1])
+	}
+}
+
+// rawUpstream answers every request with 200 and reports its head as the
+// bytes arrived.
+func rawUpstream(t *testing.T, got func(head string)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					var head bytes.Buffer
+					tee := bufio.NewReader(io.TeeReader(br, &head))
+					req, err := http.ReadRequest(tee)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					got(head.String())
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
