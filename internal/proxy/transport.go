@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"edge/internal/httphdr"
+	"edge/internal/reqctx"
 )
 
 // connTransport is an HTTP/1.1 client for one target address. Unlike
@@ -348,7 +349,7 @@ func (pc *persistConn) roundTrip(req *http.Request, w requestWriter, readTimeout
 	// Watch the client until the response body is over, not just until the
 	// headers: a client that leaves while the upstream stalls mid-body
 	// must free this goroutine. The body's finish stops the watch.
-	stop := context.AfterFunc(req.Context(), pc.abandonFn)
+	stop := reqctx.AfterFunc(req.Context(), pc.abandonFn)
 	resp, err := pc.send(req, w)
 	if err != nil {
 		stop()

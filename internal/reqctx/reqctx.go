@@ -89,6 +89,7 @@ type Holder struct {
 	err    error
 	after  []afterFunc
 	nextID uint64
+	armed  bool
 	watch  func()
 }
 
@@ -117,7 +118,7 @@ func (h *Holder) Set(info *Info) { h.info = info }
 // Reset readies h for the next request.
 func (h *Holder) Reset() {
 	h.mu.Lock()
-	h.info, h.done, h.err = nil, nil, nil
+	h.info, h.done, h.err, h.armed = nil, nil, nil, false
 	clear(h.after)
 	h.after = h.after[:0]
 	h.mu.Unlock()
@@ -138,16 +139,22 @@ func (h *Holder) Value(key any) any {
 func (h *Holder) Done() <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.armLocked()
-	return h.done
-}
-
-func (h *Holder) armLocked() {
 	if h.done == nil {
 		h.done = make(chan struct{})
 		if h.err != nil {
 			close(h.done)
-		} else if h.watch != nil {
+		}
+	}
+	h.armLocked()
+	return h.done
+}
+
+// armLocked starts the server's watch once per request, for the first
+// caller that waits on the request's end.
+func (h *Holder) armLocked() {
+	if !h.armed {
+		h.armed = true
+		if h.err == nil && h.watch != nil {
 			h.watch()
 		}
 	}
@@ -162,7 +169,7 @@ func (h *Holder) Err() error {
 
 // AfterFunc runs f in its own goroutine when the request is cancelled;
 // context.AfterFunc and the contexts derived from h use it instead of a
-// goroutine each.
+// goroutine each, and the proxy calls it directly (reqctx.AfterFunc).
 func (h *Holder) AfterFunc(f func()) (stop func() bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -210,4 +217,13 @@ func (h *Holder) Cancel() {
 func HolderOf(ctx context.Context) (*Holder, bool) {
 	h, ok := ctx.(*Holder)
 	return h, ok
+}
+
+// AfterFunc is context.AfterFunc, without the wrapping contexts when ctx is
+// a Holder (the HTTP/1.1 front's requests).
+func AfterFunc(ctx context.Context, f func()) (stop func() bool) {
+	if h, ok := HolderOf(ctx); ok {
+		return h.AfterFunc(f)
+	}
+	return context.AfterFunc(ctx, f)
 }
