@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"edge/internal/apierror"
+	"edge/internal/httphdr"
 	"edge/internal/reqctx"
 )
 
@@ -208,8 +209,8 @@ func (c *conn) serveOne(rwc net.Conn, b *buffers, first bool) outcome {
 	if !first {
 		setReadDeadline(rwc, o.ReadHeaderTimeout)
 	}
-	n, err := findHead(b.br)
-	if err == errHeadTooLarge {
+	n, err := httphdr.PeekHead(b.br)
+	if err == httphdr.ErrHeadTooLarge {
 		if o.MaxHeaderBytes > readBufferSize {
 			return handOverConn
 		}
@@ -275,7 +276,7 @@ func (c *conn) serveOne(rwc net.Conn, b *buffers, first bool) outcome {
 	if !ok || !w.finish() {
 		return closeConn
 	}
-	if b.body.remaining > 0 && !b.body.drain(rwc) {
+	if b.body.Remaining > 0 && !b.body.drain(rwc) {
 		return lingerThenClose
 	}
 	if w.closeAfter || r.Close {
@@ -423,34 +424,17 @@ func setReadDeadline(c net.Conn, d time.Duration) {
 	}
 }
 
-// findHead waits until br holds a whole head and returns its length.
-func findHead(br *bufio.Reader) (int, error) {
-	for {
-		buf, _ := br.Peek(br.Buffered())
-		if n := headEnd(buf); n >= 0 {
-			return n, nil
-		}
-		if br.Buffered() >= br.Size() {
-			return 0, errHeadTooLarge
-		}
-		if _, err := br.Peek(br.Buffered() + 1); err != nil {
-			return 0, err
-		}
-	}
-}
-
 // body is a request body of known length, read from the connection.
 type body struct {
-	br        *bufio.Reader
-	remaining int64
-	err       error
+	httphdr.LengthBody
+	err error
 	// over is set once the body was read whole or failed: the client watch
 	// may read the connection from then on.
 	over atomic.Bool
 }
 
 func (b *body) reset(br *bufio.Reader, length int64) {
-	b.br, b.remaining, b.err = br, length, nil
+	b.R, b.Remaining, b.err = br, length, nil
 	b.over.Store(length == 0)
 }
 
@@ -458,27 +442,15 @@ func (b *body) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	if b.remaining <= 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > b.remaining {
-		p = p[:b.remaining]
-	}
-	n, err := b.br.Read(p)
-	b.remaining -= int64(n)
-	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	if err != nil {
+	n, err := b.LengthBody.Read(p)
+	switch {
+	case err == io.EOF:
+		b.over.Store(true)
+	case err != nil:
 		b.err = err
 		b.over.Store(true)
-		return n, err
 	}
-	if b.remaining == 0 {
-		b.over.Store(true)
-		return n, io.EOF
-	}
-	return n, nil
+	return n, err
 }
 
 func (b *body) Close() error { return nil }
@@ -487,11 +459,11 @@ func (b *body) Close() error { return nil }
 // connection can carry the next request; false when that is not possible
 // (too much left, or the body failed or was stopped).
 func (b *body) drain(rwc net.Conn) bool {
-	if b.err != nil || b.remaining > maxDrain {
+	if b.err != nil || b.Remaining > maxDrain {
 		return false
 	}
 	_ = rwc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, err := b.br.Discard(int(b.remaining))
-	b.remaining -= int64(n)
+	n, err := b.R.Discard(int(b.Remaining))
+	b.Remaining -= int64(n)
 	return err == nil
 }

@@ -1,8 +1,6 @@
 package h1
 
 import (
-	"bytes"
-	"errors"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -50,35 +48,13 @@ const (
 	problemHost       = "the Host header is missing, repeated or malformed"
 )
 
-var errHeadTooLarge = errors.New("request head too large")
-
-// headEnd returns the length of the head at the start of buf (through the
-// empty line that ends it), or -1 when buf holds no complete head. A bare
-// LF counts as a line end here so that such heads are found, and refused,
-// at once instead of waiting for a CRLF that never comes.
-func headEnd(buf []byte) int {
-	for i := 0; ; {
-		j := bytes.IndexByte(buf[i:], '\n')
-		if j < 0 {
-			return -1
-		}
-		i += j + 1
-		switch {
-		case i < len(buf) && buf[i] == '\n':
-			return i + 1
-		case i+1 < len(buf) && buf[i] == '\r' && buf[i+1] == '\n':
-			return i + 2
-		}
-	}
-}
-
 // parseHead reads the head in block into h and hdr (cleared by the
 // caller), which receives every header but Host, as net/http's server
 // leaves it. vals is the connection's reusable backing for header values.
 // Header names and values are checked by httpguts, net/http's own rules.
 func parseHead(block string, h *head, hdr http.Header, vals *[]string) verdict {
 	*h = head{contentLength: -1}
-	line, rest, ok := nextLine(block)
+	line, rest, ok := httphdr.NextLine(block)
 	if !ok {
 		h.problem = problemLineEnding
 		return refuse
@@ -89,7 +65,7 @@ func parseHead(block string, h *head, hdr http.Header, vals *[]string) verdict {
 	hosts, lengths := 0, 0
 	transferEncoding, other := false, false
 	for {
-		line, rest, ok = nextLine(rest)
+		line, rest, ok = httphdr.NextLine(rest)
 		if !ok {
 			h.problem = problemLineEnding
 			return refuse
@@ -119,7 +95,7 @@ func parseHead(block string, h *head, hdr http.Header, vals *[]string) verdict {
 			continue
 		case "Content-Length":
 			lengths++
-			n, ok := parseLength(value)
+			n, ok := httphdr.ParseLength(value)
 			if !ok {
 				h.problem = problemLength
 				return refuse
@@ -151,15 +127,6 @@ func parseHead(block string, h *head, hdr http.Header, vals *[]string) verdict {
 	}
 	h.close = httphdr.HasToken(hdr["Connection"], "close")
 	return serveHere
-}
-
-// nextLine splits the first CRLF-terminated line off s.
-func nextLine(s string) (line, rest string, ok bool) {
-	i := strings.IndexByte(s, '\n')
-	if i < 1 || s[i-1] != '\r' {
-		return "", "", false
-	}
-	return s[:i-1], s[i+1:], true
 }
 
 // requestLine takes "METHOD /origin-form HTTP/1.1" and nothing else; other
@@ -222,20 +189,4 @@ func plainQuery(q string) bool {
 		}
 	}
 	return true
-}
-
-// parseLength reads a Content-Length value: digits only, as net/http.
-func parseLength(v string) (int64, bool) {
-	if v == "" || len(v) > 18 {
-		return 0, false
-	}
-	var n int64
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, true
 }

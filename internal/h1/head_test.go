@@ -9,11 +9,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"edge/internal/httphdr"
 )
 
 // parse runs parseHead on the head at the start of raw.
 func parse(raw string) (verdict, head, http.Header, int) {
-	n := headEnd([]byte(raw))
+	n := httphdr.HeadEnd([]byte(raw))
 	if n < 0 {
 		return refuse, head{}, nil, -1
 	}

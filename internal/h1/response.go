@@ -65,7 +65,7 @@ func (w *response) WriteHeader(code int) {
 	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified || code < 200
 	delete(h, "Transfer-Encoding")
 	if cl := h["Content-Length"]; len(cl) == 1 {
-		if n, ok := parseLength(cl[0]); ok {
+		if n, ok := httphdr.ParseLength(cl[0]); ok {
 			w.declared = n
 		} else {
 			delete(h, "Content-Length")
@@ -87,7 +87,7 @@ func (w *response) WriteHeader(code int) {
 	}
 	// A body that failed, or is too long to read and drop after the
 	// answer, ends the connection: the client is told so.
-	bodyLeft := w.body.err != nil || w.body.remaining > maxDrain
+	bodyLeft := w.body.err != nil || w.body.Remaining > maxDrain
 	if bodyLeft || w.req.Close || w.c.s.draining.Load() || httphdr.HasToken(h["Connection"], "close") {
 		w.closeAfter = true
 	}

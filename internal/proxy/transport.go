@@ -445,7 +445,7 @@ func (pc *persistConn) send(req *http.Request, w requestWriter) (*http.Response,
 				continue
 			}
 		}
-		resp, err := http.ReadResponse(pc.br, req)
+		resp, err := readAnswer(pc.br, req)
 		if err != nil {
 			return nil, err
 		}
