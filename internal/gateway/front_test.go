@@ -210,3 +210,57 @@ func rawUpstream(t *testing.T, got func(head string)) string {
 	}()
 	return ln.Addr().String()
 }
+
+// TestFrontKeepsConnectionsInStep: pipelined requests are answered in
+// order; a body edge does not read (a request refused before the upstream)
+// is read and dropped, so the next request on the connection is read from
+// its own first byte; a HEAD answer carries its length and no body.
+func TestFrontKeepsConnectionsInStep(t *testing.T) {
+	up := startBackend(t, "up", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		body := fmt.Sprintf("%s %s %d", r.Method, r.URL.Path, n)
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		_, _ = io.WriteString(w, body)
+	})
+	e := startEdge(t, fmt.Sprintf("[[upstreams]]\nname = \"up\"\ntargets = [%q]\n[[routes]]\nname = \"r\"\npath = \"/api/\"\nupstream = \"up\"\n", up.addr))
+	conn := e.tlsRaw(t)
+	const host = "Host: api.example.com\r\n"
+	pipelined := "GET /api/one HTTP/1.1\r\n" + host + "\r\n" +
+		"POST /nowhere HTTP/1.1\r\n" + host + "Content-Length: 11\r\n\r\nnot wanted!" +
+		"POST /api/two HTTP/1.1\r\n" + host + "Content-Length: 3\r\n\r\nabc" +
+		"HEAD /api/three HTTP/1.1\r\n" + host + "\r\n" +
+		"GET /api/four HTTP/1.1\r\n" + host + "\r\n"
+	if _, err := io.WriteString(conn, pipelined); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	for _, want := range []struct {
+		method string
+		status int
+		body   string
+	}{
+		{"GET", 200, "GET /api/one 0"},
+		{"POST", 404, ""},
+		{"POST", 200, "POST /api/two 3"},
+		{"HEAD", 200, ""},
+		{"GET", 200, "GET /api/four 0"},
+	} {
+		resp, err := http.ReadResponse(br, &http.Request{Method: want.method})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != want.status || want.body != "" && string(body) != want.body {
+			t.Fatalf("%s: %d %q, want %d %q", want.method, resp.StatusCode, body, want.status, want.body)
+		}
+		if want.method == "HEAD" && (resp.ContentLength != int64(len("HEAD /api/three 0")) || len(body) != 0) {
+			t.Fatalf("HEAD: length %d, body %q", resp.ContentLength, body)
+		}
+		if resp.Close {
+			t.Fatalf("%s: the connection was closed", want.method)
+		}
+	}
+}
