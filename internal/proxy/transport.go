@@ -352,7 +352,7 @@ func (pc *persistConn) roundTrip(req *http.Request, w requestWriter, readTimeout
 	stop := reqctx.AfterFunc(req.Context(), pc.abandonFn)
 	resp, err := pc.send(req, w)
 	if err != nil {
-		stop()
+		stop.Stop()
 		return nil, pc.failed(req, err)
 	}
 
@@ -361,7 +361,7 @@ func (pc *persistConn) roundTrip(req *http.Request, w requestWriter, readTimeout
 			// Handing the connection over would leave the body writer
 			// running on it (and on w, which the caller recycles), or
 			// splice a peer that was never asked to switch.
-			stop()
+			stop.Stop()
 			_ = pc.conn.Close()
 			if pc.writing {
 				w.stopBody()
@@ -374,7 +374,7 @@ func (pc *persistConn) roundTrip(req *http.Request, w requestWriter, readTimeout
 		pc.raw = true
 		_ = pc.conn.SetDeadline(time.Time{})
 		if err := req.Context().Err(); err != nil {
-			stop()
+			stop.Stop()
 			return nil, pc.failed(req, err)
 		}
 		resp.Body = &upgradedConn{pc: pc, stop: stop}
@@ -385,7 +385,7 @@ func (pc *persistConn) roundTrip(req *http.Request, w requestWriter, readTimeout
 	if resp.Body == http.NoBody && !pc.writing {
 		pc.t.inflight.Add(-1)
 		// A watch that already fired has poisoned the connection's deadline.
-		if stop() && reusable {
+		if stop.Stop() && reusable {
 			pc.t.putIdle(pc)
 		} else {
 			pc.closeConn()
@@ -654,7 +654,7 @@ type pooledBody struct {
 	// unjoined: the answer ended while the body writer was still sending;
 	// Close joins it, once the caller has passed the answer on.
 	unjoined bool
-	stop     func() bool // ends the watch on the client's context
+	stop     reqctx.Registration // ends the watch on the client's context
 }
 
 func (b *pooledBody) Read(p []byte) (int, error) {
@@ -699,7 +699,7 @@ func (b *pooledBody) finish(complete bool) error {
 	berr := pc.bodyErr
 	// stop is false when the watch already fired: the connection's deadline
 	// is in the past and it cannot be reused.
-	if b.stop() && complete && b.reusable && berr == nil {
+	if b.stop.Stop() && complete && b.reusable && berr == nil {
 		pc.t.putIdle(pc)
 	} else {
 		pc.closeConn()
@@ -713,7 +713,7 @@ func (b *pooledBody) Close() error {
 	if b.done {
 		if b.unjoined {
 			b.unjoined = false
-			b.stop()
+			b.stop.Stop()
 			// The answer ended before the body was sent. Unless the writer
 			// has since sent all of it, the rest of the client's body is
 			// unwanted, whether the writer still waits for it or already
@@ -728,7 +728,7 @@ func (b *pooledBody) Close() error {
 		return nil
 	}
 	b.done = true
-	b.stop()
+	b.stop.Stop()
 	pc := b.pc
 	pc.t.inflight.Add(-1)
 	_ = pc.conn.Close()
@@ -770,7 +770,7 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 // pooled: ReverseProxy may still read on one goroutine while another closes.
 type upgradedConn struct {
 	pc     *persistConn
-	stop   func() bool
+	stop   reqctx.Registration
 	closed atomic.Bool
 }
 
@@ -778,7 +778,7 @@ func (u *upgradedConn) Read(p []byte) (int, error)  { return u.pc.br.Read(p) }
 func (u *upgradedConn) Write(p []byte) (int, error) { return u.pc.conn.Write(p) }
 func (u *upgradedConn) Close() error {
 	if u.closed.CompareAndSwap(false, true) {
-		u.stop()
+		u.stop.Stop()
 		u.pc.t.inflight.Add(-1)
 	}
 	return u.pc.conn.Close()

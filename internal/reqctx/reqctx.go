@@ -169,29 +169,38 @@ func (h *Holder) Err() error {
 
 // AfterFunc runs f in its own goroutine when the request is cancelled;
 // context.AfterFunc and the contexts derived from h use it instead of a
-// goroutine each, and the proxy calls it directly (reqctx.AfterFunc).
+// goroutine each.
 func (h *Holder) AfterFunc(f func()) (stop func() bool) {
+	id := h.register(f)
+	return func() bool { return h.unregister(id) }
+}
+
+// register adds f to run on Cancel and returns its id; 0 means the request
+// has already ended and f was started.
+func (h *Holder) register(f func()) uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.armLocked()
 	if h.err != nil {
 		go f()
-		return func() bool { return false }
+		return 0
 	}
 	h.nextID++
-	id := h.nextID
-	h.after = append(h.after, afterFunc{id: id, f: f})
-	return func() bool {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		for i, a := range h.after {
-			if a.id == id {
-				h.after = append(h.after[:i], h.after[i+1:]...)
-				return true
-			}
+	h.after = append(h.after, afterFunc{id: h.nextID, f: f})
+	return h.nextID
+}
+
+// unregister removes the callback id; false when it ran or was removed.
+func (h *Holder) unregister(id uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, a := range h.after {
+		if a.id == id {
+			h.after = append(h.after[:i], h.after[i+1:]...)
+			return true
 		}
-		return false
 	}
+	return false
 }
 
 // Cancel ends the request's context: the client went away.
@@ -219,11 +228,27 @@ func HolderOf(ctx context.Context) (*Holder, bool) {
 	return h, ok
 }
 
-// AfterFunc is context.AfterFunc, without the wrapping contexts when ctx is
-// a Holder (the HTTP/1.1 front's requests).
-func AfterFunc(ctx context.Context, f func()) (stop func() bool) {
-	if h, ok := HolderOf(ctx); ok {
-		return h.AfterFunc(f)
+// Registration is a callback registered by AfterFunc, until Stop.
+type Registration struct {
+	h    *Holder
+	id   uint64
+	stop func() bool
+}
+
+// Stop keeps the callback from running; false when it has run or was
+// stopped already (context.AfterFunc's stop).
+func (r Registration) Stop() bool {
+	if r.h != nil {
+		return r.id != 0 && r.h.unregister(r.id)
 	}
-	return context.AfterFunc(ctx, f)
+	return r.stop()
+}
+
+// AfterFunc is context.AfterFunc, without the wrapping contexts or a stop
+// closure when ctx is a Holder (the HTTP/1.1 front's requests).
+func AfterFunc(ctx context.Context, f func()) Registration {
+	if h, ok := HolderOf(ctx); ok {
+		return Registration{h: h, id: h.register(f)}
+	}
+	return Registration{stop: context.AfterFunc(ctx, f)}
 }

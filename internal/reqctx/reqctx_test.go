@@ -31,7 +31,7 @@ func TestHolderActsAsARequestContext(t *testing.T) {
 	if watches != 1 {
 		t.Fatalf("watch armed %d times, want once per request", watches)
 	}
-	if !stopped() {
+	if !stopped.Stop() {
 		t.Fatal("stop of a pending AfterFunc reported false")
 	}
 	h.Cancel()
