@@ -89,14 +89,7 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 	// goes live (routes and upstream targets, limits with their IP list
 	// files, certificates), so a failure anywhere leaves all of it as it
 	// was; then everything switches at once.
-	limitsPlan, err := s.gw.lasting.limits.Prepare(cfg)
-	if err != nil {
-		err = fmt.Errorf("limits: %w", err)
-		s.reloadFailed(trigger, err, now)
-		return ReloadFailed, err
-	}
-	targets := s.gw.lasting.targets.Stage()
-	snap, err := s.gw.compile(cfg, targets, limitsPlan)
+	next, err := s.gw.Prepare(cfg)
 	if err != nil {
 		s.reloadFailed(trigger, err, now)
 		return ReloadFailed, err
@@ -111,8 +104,6 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 		s.log.Warn("TLS change needs a restart; keeping the running TLS settings", "detail", err.Error())
 	}
 
-	targets.Commit()
-	limitsPlan.Commit()
 	if err := tlsChange.Commit(); err != nil {
 		s.log.Warn("certificate files are in use but will not be reloaded when they change", "error", err.Error())
 	}
@@ -120,11 +111,7 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 	// config answers, so nobody sees it serve while the metric still
 	// reports the previous failure.
 	s.metrics.ReloadResult(true, now)
-	old := s.gw.snap.Swap(snap)
-	// The old snapshot's health checks end before the new ones begin, so
-	// no target is checked by two snapshots at once.
-	old.stop()
-	snap.start(s.gw.healthChanged)
+	next.Apply()
 	s.cfg, s.cfgHash = cfg, hash
 	setLevel(s.level, cfg.Log.Level)
 	s.log.Info("config reloaded", "trigger", trigger, "routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))

@@ -90,14 +90,7 @@ func New(o Options) (*Server, error) {
 	s.gw.httpsPort.Store(edgetls.PortOf(cfg.Server.ListenHTTPS))
 	// The engine compiled this config when it was created; preparing it
 	// again binds the same buckets for the routes.
-	limitsPlan, err := state.limits.Prepare(cfg)
-	if err != nil {
-		state.close()
-		s.access.close()
-		return nil, fmt.Errorf("limits: %w", err)
-	}
-	targets := s.gw.lasting.targets.Stage()
-	snap, err := s.gw.compile(cfg, targets, limitsPlan)
+	next, err := s.gw.Prepare(cfg)
 	if err != nil {
 		state.close()
 		s.access.close()
@@ -110,10 +103,7 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("setting up TLS: %w", err)
 	}
 	s.gw.tlsm = s.tlsm
-	targets.Commit()
-	limitsPlan.Commit()
-	s.gw.snap.Store(snap)
-	snap.start(s.gw.healthChanged)
+	next.Apply()
 	s.metrics.ReloadResult(true, time.Now())
 	return s, nil
 }

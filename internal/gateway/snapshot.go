@@ -90,6 +90,43 @@ type route struct {
 	final http.Handler
 }
 
+// staged is a compiled config that does not serve yet: its snapshot, and
+// the upstream targets and limits it was compiled against, uncommitted.
+type staged struct {
+	g       *Gateway
+	snap    *snapshot
+	targets *proxy.Stage
+	limits  *limits.Prepared
+}
+
+// Prepare compiles cfg against the lasting state without changing what
+// serves: a failure leaves everything as it was.
+func (g *Gateway) Prepare(cfg *config.Config) (*staged, error) {
+	lim, err := g.lasting.limits.Prepare(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("limits: %w", err)
+	}
+	targets := g.lasting.targets.Stage()
+	snap, err := g.compile(cfg, targets, lim)
+	if err != nil {
+		return nil, err
+	}
+	return &staged{g: g, snap: snap, targets: targets, limits: lim}, nil
+}
+
+// Apply makes the staged config serve: its targets and limits commit, its
+// snapshot is swapped in (the one pointer a request loads), and the
+// replaced snapshot's health checks end before the new ones begin, so no
+// target is checked by two snapshots at once.
+func (st *staged) Apply() {
+	st.targets.Commit()
+	st.limits.Commit()
+	if old := st.g.snap.Swap(st.snap); old != nil {
+		old.stop()
+	}
+	st.snap.start(st.g.healthChanged)
+}
+
 // compile builds a snapshot from a validated config, taking its upstream
 // targets from the stage and binding each route to its limits in the
 // prepared limits config, so the snapshot is the one pointer a reload swaps. Nothing goes live and nothing starts: the caller
