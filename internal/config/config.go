@@ -13,6 +13,7 @@ type Config struct {
 	TLS       TLS        `toml:"tls"`
 	Log       Log        `toml:"log"`
 	Cluster   Cluster    `toml:"cluster"`
+	WechatAPI WechatAPI  `toml:"wechat_api"`
 	Upstreams []Upstream `toml:"upstreams"`
 	Routes    []Route    `toml:"routes"`
 
@@ -52,6 +53,10 @@ type Server struct {
 	// header besides IP literals and localhost: a browser page that
 	// rebinds its own name to the admin address sends that name.
 	AdminHosts []string `toml:"admin_hosts"`
+	// ListenWechatAPI is the egress listener for WeChat server API calls
+	// and GET /wechat/token (see [wechat_api]). Default "off"; loopback
+	// only unless wechat_api.allow_remote is set.
+	ListenWechatAPI string `toml:"listen_wechat_api"`
 	// StateDir keeps certificates and other state. Default: "edge-state"
 	// beside the config file.
 	StateDir string `toml:"state_dir"`

@@ -18,6 +18,7 @@ func (s *Server) setDefaults() {
 	s.ListenHTTPS = ":443"
 	s.ListenHTTP = ":80"
 	s.ListenAdmin = "127.0.0.1:9180"
+	s.ListenWechatAPI = "off"
 	s.StateDir = "edge-state"
 	s.ReadHeaderTimeout = Duration(10 * time.Second)
 	s.ReadTimeout = Duration(60 * time.Second)

@@ -10,6 +10,8 @@ var restartKeys = []struct {
 	{"server.listen_https", func(c *Config) any { return c.Server.ListenHTTPS }},
 	{"server.listen_http", func(c *Config) any { return c.Server.ListenHTTP }},
 	{"server.listen_admin", func(c *Config) any { return c.Server.ListenAdmin }},
+	{"server.listen_wechat_api", func(c *Config) any { return c.Server.ListenWechatAPI }},
+	{"wechat_api", func(c *Config) any { return c.WechatAPI }},
 	{"server.state_dir", func(c *Config) any { return c.Server.StateDir }},
 	{"server.read_header_timeout", func(c *Config) any { return c.Server.ReadHeaderTimeout }},
 	{"server.write_timeout", func(c *Config) any { return c.Server.WriteTimeout }},

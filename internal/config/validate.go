@@ -23,6 +23,7 @@ func (cfg *Config) validate(c *checker) {
 	validateRoutes(c, cfg.Routes, cfg.Upstreams)
 	cfg.IdentitySections.validate(c)
 	cfg.LimitSections.validate(c)
+	cfg.validateWechatAPI(c)
 }
 
 func (s *Server) validate(c *checker) {

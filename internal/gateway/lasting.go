@@ -18,6 +18,7 @@ import (
 	"edge/internal/metrics"
 	"edge/internal/proxy"
 	edgetls "edge/internal/tls"
+	"edge/internal/wechatapi"
 )
 
 // lasting is the state that outlives a snapshot, in one place: the Redis
@@ -32,6 +33,9 @@ type lasting struct {
 	// Redis.
 	redisGate *identity.RedisGate
 	targets   *proxy.Registry
+	// wechat is the access_token service; nil when
+	// server.listen_wechat_api is off.
+	wechat *wechatapi.Service
 }
 
 // newLasting sets up the lasting state from the first config; the nonce
@@ -67,6 +71,13 @@ func newLasting(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*last
 		l.redisGate = identity.NewRedisGate(log, time.Second)
 	}
 	l.nonces = identity.NewNonceStore(identityRedis, cfg.Sessions.NonceCacheSize, l.redisGate)
+	if cfg.Server.WechatAPIOn() {
+		o := wechatapi.Options{Config: cfg.WechatAPI, Metrics: m.WechatAPI, Log: log}
+		if l.redis != nil {
+			o.Redis = l.redis
+		}
+		l.wechat = wechatapi.New(cfg, o)
+	}
 	return l, nil
 }
 
@@ -102,6 +113,9 @@ func (l *lasting) tlsOptions(m *metrics.Metrics) []edgetls.Option {
 }
 
 func (l *lasting) close() {
+	if l.wechat != nil {
+		l.wechat.Close()
+	}
 	l.targets.Close()
 	if l.limits != nil {
 		_ = l.limits.Close()

@@ -113,6 +113,9 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 	s.metrics.ReloadResult(true, now)
 	next.Apply()
 	s.cfg, s.cfgHash = cfg, hash
+	if wx := s.gw.lasting.wechat; wx != nil {
+		wx.SetApps(cfg.Apps)
+	}
 	setLevel(s.level, cfg.Log.Level)
 	s.log.Info("config reloaded", "trigger", trigger, "routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
 	return ReloadApplied, nil
@@ -133,6 +136,8 @@ func keepRestartOnly(cur, next *config.Config) {
 	next.Server.ListenHTTPS = cur.Server.ListenHTTPS
 	next.Server.ListenHTTP = cur.Server.ListenHTTP
 	next.Server.ListenAdmin = cur.Server.ListenAdmin
+	next.Server.ListenWechatAPI = cur.Server.ListenWechatAPI
+	next.WechatAPI = cur.WechatAPI
 	next.Server.StateDir = cur.Server.StateDir
 	next.Server.ReadHeaderTimeout = cur.Server.ReadHeaderTimeout
 	next.Server.WriteTimeout = cur.Server.WriteTimeout

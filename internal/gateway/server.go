@@ -42,7 +42,7 @@ type Options struct {
 }
 
 // Addrs are the bound listener addresses; empty when a listener is off.
-type Addrs struct{ HTTPS, HTTP, Admin string }
+type Addrs struct{ HTTPS, HTTP, Admin, WechatAPI string }
 
 // Server owns the listeners, the gateway, the certificate manager and
 // reloading.
@@ -221,6 +221,27 @@ func (s *Server) Serve(ctx context.Context) error {
 		admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 		go s.serve(admin, ln)
 	}
+	if wx := s.gw.lasting.wechat; wx != nil {
+		ln, err := listen(sc.ListenWechatAPI)
+		if err != nil {
+			return err
+		}
+		addrs.WechatAPI = ln.Addr().String()
+		srv := &http.Server{
+			Handler:           wx,
+			ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),
+			// Bounds a slow upload holding one of wechat_api.max_concurrent.
+			ReadTimeout:    s.cfg.WechatAPI.Timeout.Std(),
+			IdleTimeout:    sc.IdleTimeout.Std(),
+			MaxHeaderBytes: int(sc.MaxHeaderBytes),
+			ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		}
+		// Drained with the traffic listeners: an app's call to WeChat in
+		// flight finishes.
+		servers = append(servers, srv)
+		go s.serve(srv, ln)
+		wx.Start()
+	}
 	go s.serve(front, httpsLn)
 	s.tlsm.Start()
 
@@ -241,7 +262,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if p := s.tlsm.CAPath(); p != "" {
 		s.log.Info("internal TLS: trust this CA to avoid browser warnings", "ca", p)
 	}
-	s.log.Info("edge is serving", "https", addrs.HTTPS, "http", addrs.HTTP, "admin", addrs.Admin, "config", s.opts.ConfigPath)
+	s.log.Info("edge is serving", "https", addrs.HTTPS, "http", addrs.HTTP, "admin", addrs.Admin, "wechat_api", addrs.WechatAPI, "config", s.opts.ConfigPath)
 	if s.opts.Listening != nil {
 		s.opts.Listening(addrs)
 	}

@@ -36,10 +36,11 @@ type Metrics struct {
 	lastReloadAttemptTS  prometheus.Gauge
 
 	// Feature collectors, each defined in its own file of this package.
-	Webhook  *Webhook
-	Identity *Identity
-	Limits   *Limits
-	TLS      *TLS
+	Webhook   *Webhook
+	Identity  *Identity
+	Limits    *Limits
+	TLS       *TLS
+	WechatAPI *WechatAPI
 }
 
 // latencyBuckets suit an API gateway: 1 ms to 30 s.
@@ -134,6 +135,9 @@ func New(version string) *Metrics {
 		panic(err)
 	}
 	if m.TLS, err = NewTLS(reg); err != nil {
+		panic(err)
+	}
+	if m.WechatAPI, err = NewWechatAPI(reg); err != nil {
 		panic(err)
 	}
 	return m
