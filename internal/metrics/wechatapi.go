@@ -16,7 +16,6 @@ type WechatAPI struct {
 	expiry    *prometheus.GaugeVec
 	refreshes *prometheus.CounterVec
 	calls     *prometheus.CounterVec
-	inFlight  prometheus.Gauge
 }
 
 // NewWechatAPI creates the collectors and registers them with reg.
@@ -38,12 +37,8 @@ func NewWechatAPI(reg prometheus.Registerer) (*WechatAPI, error) {
 			Name: "edge_wechat_api_calls_total",
 			Help: "Calls forwarded to WeChat's server APIs, by app, API (a fixed list; \"other\" for the rest) and answer class: ok, token (40001/40014/42001), quota (45xxx), busy (-1), error (another errcode), http_error (a non-200 status), unreachable (no answer), overload (refused: wechat_api.max_concurrent in flight).",
 		}, []string{"app", "api", "class"}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "edge_wechat_api_calls_in_flight",
-			Help: "Calls to WeChat's server APIs in flight now.",
-		}),
 	}
-	for _, c := range []prometheus.Collector{m.obtained, m.expiry, m.refreshes, m.calls, m.inFlight} {
+	for _, c := range []prometheus.Collector{m.obtained, m.expiry, m.refreshes, m.calls} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering wechat api metrics: %w", err)
 		}
@@ -62,6 +57,3 @@ func (m *WechatAPI) Refresh(app, result string) { m.refreshes.WithLabelValues(ap
 
 // Call counts one forwarded call.
 func (m *WechatAPI) Call(app, api, class string) { m.calls.WithLabelValues(app, api, class).Inc() }
-
-// InFlight is the gauge of calls in flight.
-func (m *WechatAPI) InFlight() prometheus.Gauge { return m.inFlight }

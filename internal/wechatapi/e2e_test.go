@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,7 +25,14 @@ func startEdge(t *testing.T, f *fakeWechat, extra string) (*testpeer.EdgeProcess
 	t.Helper()
 	t.Setenv("WX_TEST_SECRET", testSecret)
 	addr := testpeer.FreePort(t)
-	body := fmt.Sprintf(`
+	e := testpeer.StartEdge(t, fmt.Sprintf("listen_wechat_api = %q\n", addr), edgeBody(f, extra))
+	return e, addr
+}
+
+// edgeBody is the config below [server]: the fake's app, whose secret is
+// read from WX_TEST_SECRET, and [wechat_api] pointing at the fake.
+func edgeBody(f *fakeWechat, extra string) string {
+	return fmt.Sprintf(`
 [[apps]]
 name = "shop"
 appid = %q
@@ -41,8 +49,6 @@ secrets = ["0123456789abcdef0123456789abcdef"]
 base_url = %q
 timeout = "10s"
 %s`, testAppID, f.URL(), extra)
-	e := testpeer.StartEdge(t, fmt.Sprintf("listen_wechat_api = %q\n", addr), body)
-	return e, addr
 }
 
 var client = &http.Client{Timeout: 20 * time.Second}
@@ -234,6 +240,33 @@ func TestTwoReplicasOneRedis(t *testing.T) {
 	// One normal call that brings the refused token back, then one force.
 	if stable, forced := f.Counts(); stable != 4 || forced != 1 {
 		t.Fatalf("after a revocation: %d stable_token calls, %d forced; want 4 and 1", stable, forced)
+	}
+}
+
+// An [[apps]] change reaches the token service on reload: a wrong secret
+// gives no token; the corrected one, reloaded with SIGHUP, does.
+func TestAppsFollowReload(t *testing.T) {
+	f := newFakeWechat(t, time.Now)
+	t.Setenv("WX_TEST_SECRET", "not-the-secret")
+	addr := testpeer.FreePort(t)
+	serverExtra := fmt.Sprintf("listen_wechat_api = %q\n", addr)
+	e := testpeer.StartEdge(t, serverExtra, edgeBody(f, ""))
+	tokenURL := "http://" + addr + "/wechat/token"
+	if status, ans := call(t, client, "GET", tokenURL, nil); status != 502 || !strings.Contains(ans, "50202") {
+		t.Fatalf("with a wrong secret: %d %s", status, ans)
+	}
+	e.WriteConfig(serverExtra, strings.Replace(edgeBody(f, ""), "${WX_TEST_SECRET}", testSecret, 1))
+	e.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		status, ans := call(t, client, "GET", tokenURL, nil)
+		if status == 200 && strings.Contains(ans, f.Current()) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the reload: %d %s", status, ans)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -133,10 +133,6 @@ func (s *Service) forward(w http.ResponseWriter, r *http.Request, a *appToken, p
 		return
 	}
 	defer func() { <-s.sem }()
-	if m := s.opts.Metrics; m != nil {
-		m.InFlight().Inc()
-		defer m.InFlight().Dec()
-	}
 	maxBody := int64(s.opts.Config.MaxBody)
 	if r.ContentLength > maxBody {
 		apierror.Write(w, r, apierror.BodyTooLarge, "the body is larger than wechat_api.max_body")

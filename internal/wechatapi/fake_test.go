@@ -94,13 +94,13 @@ func (f *fakeWechat) stableToken(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `{"errcode":40002,"errmsg":"invalid grant_type"}`)
 		return
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stableCalls++
 	if req.AppID != testAppID || req.Secret != testSecret {
 		fmt.Fprint(w, `{"errcode":40125,"errmsg":"invalid appsecret"}`)
 		return
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.stableCalls++
 	now := f.now()
 	switch {
 	case req.ForceRefresh:
@@ -167,5 +167,8 @@ func (f *fakeWechat) BodySum(path string) string {
 func (f *fakeWechat) Current() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.cur == nil {
+		return "(none issued)"
+	}
 	return f.cur.value
 }

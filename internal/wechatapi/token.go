@@ -38,6 +38,11 @@ const (
 	// recheck spaces the renewal attempts that got the same token back (too
 	// early for WeChat) or failed.
 	recheck = time.Minute
+	// failBackoff: after a failed fetch with no valid token to fall back
+	// on, calls get the same error for this long instead of each asking
+	// WeChat again (a wrong secret would otherwise cost one stable_token
+	// call per API call).
+	failBackoff = 5 * time.Second
 	// expirySafety: a token this close to its expiry is not handed out; a
 	// call may spend that long in flight.
 	expirySafety = 30 * time.Second
@@ -86,6 +91,9 @@ type appToken struct {
 	lastForce  time.Time
 	forceDay   string
 	forceCount int
+	// The last failed fetch; guarded by sem.
+	failed   error
+	failedAt time.Time
 }
 
 func newAppToken(a config.App) *appToken {
@@ -132,14 +140,19 @@ func (s *Service) Token(ctx context.Context, a *appToken) (*token, error) {
 	if t = a.cur.Load(); t.valid(now) && !t.due(now) {
 		return t, nil
 	}
+	if !t.valid(now) && a.failed != nil && now.Sub(a.failedAt) < failBackoff {
+		return nil, a.failed
+	}
 	nt, err := s.renew(ctx, a, t, false)
 	if err != nil {
+		a.failed, a.failedAt = err, now
 		s.opts.Log.Warn("access_token renewal failed", "app", a.name, "error", err.Error())
 		if t.valid(now) {
 			return t, nil
 		}
 		return nil, err
 	}
+	a.failed = nil
 	return nt, nil
 }
 

@@ -215,7 +215,8 @@ func TestReplicasShareOneFetch(t *testing.T) {
 }
 
 // Errors from stable_token name the app and WeChat's errcode, never the
-// secret.
+// secret; calls right after a failure get the error without asking WeChat
+// again.
 func TestStableTokenErrorHidesSecret(t *testing.T) {
 	clock := testpeer.NewClock(time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC))
 	f := newFakeWechat(t, clock.Now)
@@ -224,11 +225,25 @@ func TestStableTokenErrorHidesSecret(t *testing.T) {
 	cfg := &config.Config{}
 	cfg.Apps = []config.App{{Name: "shop", Platform: config.PlatformWechat, AppID: testAppID, Secret: "wrong-secret-value"}}
 	s := New(cfg, Options{Config: w, Now: clock.Now})
-	_, err := s.Token(ctx10(t), s.apps.Load().byID[testAppID])
+	a := s.apps.Load().byID[testAppID]
+	_, err := s.Token(ctx10(t), a)
 	if err == nil || !strings.Contains(err.Error(), "errcode 40125") || !strings.Contains(err.Error(), `"shop"`) {
 		t.Fatalf("error: %v", err)
 	}
 	if strings.Contains(err.Error(), "wrong-secret-value") {
 		t.Fatalf("the secret reached the error: %v", err)
+	}
+	for range 5 {
+		if _, err := s.Token(ctx10(t), a); err == nil {
+			t.Fatal("a token after a failure")
+		}
+	}
+	if stable, _ := f.Counts(); stable != 1 {
+		t.Fatalf("stable_token calls within %s of a failure: %d, want 1", failBackoff, stable)
+	}
+	clock.Advance(failBackoff)
+	_, _ = s.Token(ctx10(t), a)
+	if stable, _ := f.Counts(); stable != 2 {
+		t.Fatalf("stable_token calls after the backoff: %d, want 2", stable)
 	}
 }
