@@ -26,7 +26,7 @@ func guard(g Gateway, next http.Handler) http.Handler {
 	crossOrigin := http.NewCrossOriginProtection()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sc := g.Server()
-		if !hostAllowed(r.Host, sc.AdminHosts) {
+		if !HostAllowed(r.Host, sc.AdminHosts) {
 			apierror.Write(w, r, apierror.Forbidden, "the admin listener does not answer this Host; add the name to server.admin_hosts")
 			return
 		}
@@ -43,10 +43,11 @@ func guard(g Gateway, next http.Handler) http.Handler {
 	})
 }
 
-// hostAllowed: IP literals and localhost cannot be a rebound name;
+// HostAllowed reports whether a loopback listener may answer a request
+// with this Host: IP literals and localhost cannot be a rebound name;
 // other names only when the operator listed them. No Host at all (an
 // HTTP/1.0 health check) cannot come from a browser.
-func hostAllowed(hostport string, listed []string) bool {
+func HostAllowed(hostport string, listed []string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h

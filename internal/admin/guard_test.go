@@ -11,7 +11,7 @@ func TestAdminHostAllowed(t *testing.T) {
 		"attacker.example": false, "127.0.0.1.attacker.example": false, "localhost.attacker.example:9180": false,
 		"edge-admin.internal.attacker.example": false, "sub.localhost": false,
 	} {
-		if got := hostAllowed(host, listed); got != want {
+		if got := HostAllowed(host, listed); got != want {
 			t.Errorf("Host %q: allowed %v, want %v", host, got, want)
 		}
 	}

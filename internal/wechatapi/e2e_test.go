@@ -62,6 +62,10 @@ func call(t *testing.T, c *http.Client, method, u string, body []byte, hdr ...st
 		t.Fatal(err)
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "Host" {
+			req.Host = hdr[i+1]
+			continue
+		}
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	resp, err := c.Do(req)
@@ -147,6 +151,19 @@ func TestEgressThroughBinary(t *testing.T) {
 		status, ans := call(t, client, "POST", base+upload+"?type=image", big, "Content-Type", "application/octet-stream", "X-Wx-Appid", testAppID)
 		if status != 200 || !strings.Contains(ans, fmt.Sprintf(`"len":%d`, len(big))) || f.BodySum(upload) != sha(big) {
 			t.Fatalf("upload: %d %s", status, ans)
+		}
+	})
+
+	t.Run("a browser page cannot use the listener", func(t *testing.T) {
+		before := f.Calls(check)
+		if status, ans := call(t, client, "GET", base+"/wechat/token", nil, "Host", "rebound.example:9190"); status != 403 || strings.Contains(ans, "TOKEN-") {
+			t.Fatalf("rebound Host: %d %s", status, ans)
+		}
+		if status, _ := call(t, client, "POST", base+check, body, "Sec-Fetch-Site", "cross-site"); status != 403 {
+			t.Fatalf("cross-origin POST: %d", status)
+		}
+		if f.Calls(check) != before {
+			t.Fatal("a refused request reached WeChat")
 		}
 	})
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"edge/internal/admin"
 	"edge/internal/apierror"
 )
 
@@ -38,6 +39,18 @@ const replayLimit = 1 << 20
 // ServeHTTP serves the egress listener: GET /wechat/token, and every other
 // request forwarded to WeChat with the app's access_token.
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// A page in a browser on this machine reaches a loopback listener too,
+	// as with the admin listener: by rebinding its own name (refused by
+	// Host) or by a cross-origin POST (refused by Sec-Fetch-Site / Origin).
+	// Either would call WeChat as the app.
+	if r.URL.Host == "" && !s.opts.Config.AllowRemote && !admin.HostAllowed(r.Host, nil) {
+		apierror.Write(w, r, apierror.Forbidden, "the WeChat API listener answers only IP addresses and localhost in Host")
+		return
+	}
+	if s.crossOrigin.Check(r) != nil {
+		apierror.Write(w, r, apierror.Forbidden, "cross-origin request to the WeChat API listener refused")
+		return
+	}
 	if r.Method == http.MethodConnect {
 		apierror.Write(w, r, apierror.BadRequest, "CONNECT is not supported: call http://api.weixin.qq.com/... (plain http) through this proxy; edge adds the access_token and calls WeChat over https itself")
 		return
@@ -159,12 +172,12 @@ func (s *Service) forward(w http.ResponseWriter, r *http.Request, a *appToken, p
 	head, complete, err := peek(resp.Body)
 	class, _ := classify(resp.StatusCode, head, complete)
 	if err == nil && class == "token" {
-		s.call(a, api, class)
 		// The old answer is passed on if no new token comes, or the body
 		// was streamed and cannot be sent again: the app's own retry then
 		// finds the new token.
 		nt, rerr := s.Rejected(ctx, a, tok)
 		if rerr == nil && replay != nil {
+			s.call(a, api, class)
 			resp.Body.Close()
 			resp, err = s.send(ctx, r, path, nt.Value, bytes.NewReader(replay))
 			if err != nil {

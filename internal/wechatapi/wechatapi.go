@@ -46,6 +46,8 @@ type Service struct {
 	// WeChat's per-API quotas are not known to edge anyway.
 	sem  chan struct{}
 	apps atomic.Pointer[appSet]
+	// crossOrigin refuses a browser page's cross-origin calls.
+	crossOrigin *http.CrossOriginProtection
 
 	stop    context.CancelFunc
 	stopped chan struct{}
@@ -77,9 +79,10 @@ func New(cfg *config.Config, o Options) *Service {
 		}
 	}
 	s := &Service{
-		opts: o,
-		base: trimSlash(o.Config.BaseURL),
-		sem:  make(chan struct{}, o.Config.MaxConcurrent),
+		opts:        o,
+		base:        trimSlash(o.Config.BaseURL),
+		sem:         make(chan struct{}, o.Config.MaxConcurrent),
+		crossOrigin: http.NewCrossOriginProtection(),
 		client: &http.Client{
 			Transport: o.Transport,
 			// A redirect would carry the token to another address.
