@@ -154,6 +154,23 @@ func TestEgressThroughBinary(t *testing.T) {
 		}
 	})
 
+	t.Run("a large body is not sent twice", func(t *testing.T) {
+		big := make([]byte, 2<<20)
+		const upload = "/cgi-bin/media/upload"
+		before := f.Calls(upload)
+		stable, _ := f.Counts()
+		f.Expire()
+		status, ans := call(t, client, "POST", base+upload+"?type=image", big)
+		if status != 200 || !strings.Contains(ans, `"errcode":42001`) || f.Calls(upload) != before+1 {
+			t.Fatalf("upload with an expired token: %d %s, %d calls", status, ans, f.Calls(upload)-before)
+		}
+		// The token was refreshed all the same: the app's own retry works.
+		status, ans = call(t, client, "POST", base+upload+"?type=image", big)
+		if now, _ := f.Counts(); status != 200 || !strings.Contains(ans, `"errcode":0`) || now != stable+1 {
+			t.Fatalf("the app's retry: %d %s, %d stable_token calls", status, ans, now-stable)
+		}
+	})
+
 	t.Run("a browser page cannot use the listener", func(t *testing.T) {
 		before := f.Calls(check)
 		if status, ans := call(t, client, "GET", base+"/wechat/token", nil, "Host", "rebound.example:9190"); status != 403 || strings.Contains(ans, "TOKEN-") {
@@ -186,8 +203,9 @@ func TestEgressThroughBinary(t *testing.T) {
 		`edge_wechat_api_calls_total{api="/wxa/msg_sec_check",app="shop",class="token"} 1`,
 		`edge_wechat_api_calls_total{api="/wxa/msg_sec_check",app="shop",class="ok"} 2`,
 		`edge_wechat_api_calls_total{api="/cgi-bin/message/subscribe/send",app="shop",class="quota"} 1`,
+		`edge_wechat_api_calls_total{api="/cgi-bin/media/upload",app="shop",class="token"} 1`,
 		`edge_wechat_api_calls_total{api="other",app="shop",class="ok"} 0`,
-		`edge_wechat_token_refreshes_total{app="shop",result="fetched"} 2`,
+		`edge_wechat_token_refreshes_total{app="shop",result="fetched"} 3`,
 		`edge_wechat_token_expiry_timestamp_seconds{app="shop"}`,
 	} {
 		if strings.HasSuffix(want, " 0") {

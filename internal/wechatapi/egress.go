@@ -305,7 +305,9 @@ func withToken(raw, tok string) string {
 	for raw != "" {
 		var pair string
 		pair, raw, _ = strings.Cut(raw, "&")
-		if k, _, _ := strings.Cut(pair, "="); k == "access_token" || pair == "" {
+		// Compared decoded: WeChat would read access%5Ftoken as access_token.
+		k, _, _ := strings.Cut(pair, "=")
+		if dk, err := url.QueryUnescape(k); pair == "" || k == "access_token" || err == nil && dk == "access_token" {
 			continue
 		}
 		b.WriteString(pair)
