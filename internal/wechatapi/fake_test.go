@@ -33,6 +33,7 @@ type fakeWechat struct {
 	apiCalls    map[string]int
 	bodies      map[string]string // path → sha256 of the last body
 	answers     map[string]string // path → answer when the token is good
+	busy        bool              // stable_token answers -1
 }
 
 type issued struct {
@@ -97,6 +98,10 @@ func (f *fakeWechat) stableToken(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.stableCalls++
+	if f.busy {
+		fmt.Fprint(w, `{"errcode":-1,"errmsg":"system error"}`)
+		return
+	}
 	if req.AppID != testAppID || req.Secret != testSecret {
 		fmt.Fprint(w, `{"errcode":40125,"errmsg":"invalid appsecret"}`)
 		return
@@ -137,6 +142,13 @@ func (f *fakeWechat) Revoke() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cur.revoked = true
+}
+
+// Busy makes stable_token answer -1 (system busy) or work again.
+func (f *fakeWechat) Busy(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.busy = on
 }
 
 // Answer sets what path answers when the token is good.

@@ -38,8 +38,8 @@ const (
 	// recheck spaces the renewal attempts that got the same token back (too
 	// early for WeChat) or failed.
 	recheck = time.Minute
-	// failBackoff: after a failed fetch with no valid token to fall back
-	// on, calls get the same error for this long instead of each asking
+	// failBackoff: after a failed fetch, calls go on with the token they
+	// have, or get the same error, for this long instead of each asking
 	// WeChat again (a wrong secret would otherwise cost one stable_token
 	// call per API call).
 	failBackoff = 5 * time.Second
@@ -140,7 +140,10 @@ func (s *Service) Token(ctx context.Context, a *appToken) (*token, error) {
 	if t = a.cur.Load(); t.valid(now) && !t.due(now) {
 		return t, nil
 	}
-	if !t.valid(now) && a.failed != nil && now.Sub(a.failedAt) < failBackoff {
+	if a.failed != nil && now.Sub(a.failedAt) < failBackoff {
+		if t.valid(now) {
+			return t, nil
+		}
 		return nil, a.failed
 	}
 	nt, err := s.renew(ctx, a, t, false)

@@ -98,6 +98,35 @@ func TestTokenRenewedBeforeExpiry(t *testing.T) {
 	wantCalls(4)
 }
 
+// A renewal that fails leaves the valid token in use, and is tried again
+// after failBackoff, not by every call.
+func TestFailedRenewalKeepsToken(t *testing.T) {
+	clock := testpeer.NewClock(time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC))
+	f := newFakeWechat(t, clock.Now)
+	s, a := newTestService(t, f, clock, nil)
+	ctx := ctx10(t)
+	first, err := s.Token(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Busy(true)
+	clock.Advance(fakeLifetime - renewAhead)
+	for range 5 {
+		tok, err := s.Token(ctx, a)
+		if err != nil || tok.Value != first.Value {
+			t.Fatalf("while WeChat is busy: %v, %v", tok, err)
+		}
+	}
+	if stable, _ := f.Counts(); stable != 2 {
+		t.Fatalf("stable_token calls: %d, want 2 (the fetch, one failed renewal)", stable)
+	}
+	f.Busy(false)
+	clock.Advance(6 * time.Minute) // past failBackoff, inside WeChat's window
+	if tok, err := s.Token(ctx, a); err != nil || tok.Value == first.Value {
+		t.Fatalf("after WeChat recovered: %v, %v", tok, err)
+	}
+}
+
 // force_refresh is spent only when stable_token hands back the refused
 // token, at most once per 30 s and 20 times per Beijing day, whether the
 // limits are kept in memory or in Redis across replicas.
