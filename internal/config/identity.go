@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -35,21 +36,43 @@ type IdentitySections struct {
 //	appid      = "wx1234567890abcdef"
 //	secret     = "${SHOP_APP_SECRET}"
 //	login_path = "/edge/login"
+//
+// An Alipay mini-program signs its login calls instead of sending a secret:
+//
+//	[[apps]]
+//	name              = "shop-alipay"
+//	platform          = "alipay"
+//	appid             = "2021000000000000"
+//	private_key       = "${SHOP_ALIPAY_PRIVATE_KEY}"
+//	alipay_public_key = "alipay_public_key.txt"
+//	login_path        = "/edge/login-alipay"
 type App struct {
 	// Name identifies the app in routes (route key app) and metric labels.
 	Name string `toml:"name"`
-	// Platform is "wechat" (default). "alipay" is reserved for later and
-	// refused for now.
+	// Platform is "wechat" (default) or "alipay".
 	Platform string `toml:"platform"`
-	// AppID is the platform's app id (wx... for WeChat).
+	// AppID is the platform's app id (wx... for WeChat, 16 digits for
+	// Alipay).
 	AppID string `toml:"appid"`
-	// Secret is the platform app secret; write "${ENV}" or "file:/path" so
-	// it never sits in the file in clear.
+	// Secret is the WeChat app secret; write "${ENV}" or "file:/path" so
+	// it never sits in the file in clear. Alipay apps have none.
 	Secret Secret `toml:"secret"`
-	// Code2SessionURL is the platform's login API. Default
+	// Code2SessionURL is WeChat's login API. Default
 	// "https://api.weixin.qq.com/sns/jscode2session"; point it at an egress
 	// proxy or, in tests, at a local fake.
 	Code2SessionURL string `toml:"code2session_url"`
+	// PrivateKey is an Alipay app's own RSA private key (2048 bits): PEM
+	// (PKCS#8 or PKCS#1) or the bare base64 the Alipay key tool writes, as
+	// "${ENV}" or "file:/path". It signs alipay.system.oauth.token.
+	PrivateKey Secret `toml:"private_key"`
+	// AlipayPublicKey is a file holding Alipay's public key (not the app's
+	// own), in the formats of [routes.alipay] public_key. It verifies
+	// Alipay's answers, so a forged answer cannot log anyone in.
+	AlipayPublicKey string `toml:"alipay_public_key"`
+	// GatewayURL is Alipay's open API gateway. Default
+	// "https://openapi.alipay.com/gateway.do"; the sandbox, an egress proxy
+	// or, in tests, a local fake.
+	GatewayURL string `toml:"gateway_url"`
 	// LoginPath is where the mini-program POSTs {"code": ...}, answered by
 	// edge itself. Default "/edge/login"; two apps need two paths.
 	LoginPath string `toml:"login_path"`
@@ -175,14 +198,15 @@ const (
 
 // Defaults of the identity sections.
 const (
-	DefaultCode2SessionURL = "https://api.weixin.qq.com/sns/jscode2session"
-	DefaultLoginPath       = "/edge/login"
-	DefaultLoginTimeout    = Duration(5 * time.Second)
-	DefaultSessionTTL      = Duration(2 * time.Hour)
-	DefaultSkew            = Duration(300 * time.Second)
-	DefaultNonceCacheSize  = 1 << 20
-	DefaultJWTLeeway       = Duration(60 * time.Second)
-	DefaultOpenIDClaim     = "sub"
+	DefaultCode2SessionURL  = "https://api.weixin.qq.com/sns/jscode2session"
+	DefaultAlipayGatewayURL = "https://openapi.alipay.com/gateway.do"
+	DefaultLoginPath        = "/edge/login"
+	DefaultLoginTimeout     = Duration(5 * time.Second)
+	DefaultSessionTTL       = Duration(2 * time.Hour)
+	DefaultSkew             = Duration(300 * time.Second)
+	DefaultNonceCacheSize   = 1 << 20
+	DefaultJWTLeeway        = Duration(60 * time.Second)
+	DefaultOpenIDClaim      = "sub"
 )
 
 func (a *App) setDefaults() {
@@ -191,6 +215,9 @@ func (a *App) setDefaults() {
 	}
 	if a.Code2SessionURL == "" {
 		a.Code2SessionURL = DefaultCode2SessionURL
+	}
+	if a.GatewayURL == "" {
+		a.GatewayURL = DefaultAlipayGatewayURL
 	}
 	if a.LoginPath == "" {
 		a.LoginPath = DefaultLoginPath
@@ -360,6 +387,58 @@ func loadJWKS(path, alg string) ([]JWTKey, error) {
 		return nil, fmt.Errorf("key set %s has no %s signing key", path, alg)
 	}
 	return keys, nil
+}
+
+// AlipayPrivateKey parses an Alipay app's private_key the way login uses
+// it, so that validation and the running gateway agree on what it means.
+// Errors describe the key, never its contents.
+func (a *App) AlipayPrivateKey() (*rsa.PrivateKey, error) {
+	return parseRSAPrivateKey(a.PrivateKey.Value())
+}
+
+// LoadAlipayPublicKey reads alipay_public_key, a path Parse has made
+// absolute.
+func (a *App) LoadAlipayPublicKey() (*rsa.PublicKey, error) {
+	if a.AlipayPublicKey == "" {
+		return nil, errors.New("is required: the file holding Alipay's public key (not the app's own; open.alipay.com, the app's development settings), which verifies Alipay's login answers")
+	}
+	return readRSAPublicKey(a.AlipayPublicKey, true)
+}
+
+// parseRSAPrivateKey accepts a PEM private key (PKCS#8 or PKCS#1) and the
+// bare base64 DER that Alipay's key tool writes, which is what operators
+// most often have at hand.
+func parseRSAPrivateKey(v string) (*rsa.PrivateKey, error) {
+	if v == "" {
+		return nil, errors.New(`is required: the app's RSA private key, as "${ENV_NAME}" or "file:/path" (PEM or the base64 of Alipay's key tool)`)
+	}
+	var der []byte
+	if block, _ := pem.Decode([]byte(v)); block != nil {
+		if block.Type != "PRIVATE KEY" && block.Type != "RSA PRIVATE KEY" {
+			return nil, fmt.Errorf("holds a %q PEM block; expected PRIVATE KEY or RSA PRIVATE KEY (the app's private key, not a public key)", block.Type)
+		}
+		der = block.Bytes
+	} else {
+		var err error
+		if der, err = base64.StdEncoding.DecodeString(strings.Join(strings.Fields(v), "")); err != nil {
+			return nil, errors.New("is neither PEM nor a base64 private key")
+		}
+	}
+	var key any
+	key, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		if key, err = x509.ParsePKCS1PrivateKey(der); err != nil {
+			return nil, errors.New("is not a PKCS#8 or PKCS#1 private key")
+		}
+	}
+	rk, ok := key.(*rsa.PrivateKey)
+	if !ok {
+		return nil, errors.New("is not an RSA key; Alipay's RSA2 signs with RSA")
+	}
+	if rk.N.BitLen() < 2048 {
+		return nil, fmt.Errorf("is a %d-bit key; RSA2 needs 2048 bits", rk.N.BitLen())
+	}
+	return rk, nil
 }
 
 // LoginRouteName is the route name of an app's login endpoint, as it appears

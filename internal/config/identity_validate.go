@@ -25,25 +25,20 @@ func (s *IdentitySections) validate(c *checker) {
 			}
 			names[a.Name] = i
 		}
-		if a.Platform == PlatformAlipay {
-			c.add(key+".platform", "alipay login is not supported yet; use \"wechat\"")
-		} else {
-			c.oneOf(key+".platform", a.Platform, PlatformWechat)
-		}
+		c.oneOf(key+".platform", a.Platform, PlatformWechat, PlatformAlipay)
 		switch {
 		case a.AppID == "" || len(a.AppID) > 64 || !validToken(a.AppID):
-			c.add(key+".appid", "must be the mini-program's appid (wx... for WeChat), as shown in the platform console")
+			c.add(key+".appid", "must be the mini-program's appid (wx... for WeChat, 16 digits for Alipay), as shown in the platform console")
 		default:
 			if j, dup := appids[a.AppID]; dup {
 				c.add(key+".appid", "%q is already the appid of apps[%d]; each app appears once", a.AppID, j)
 			}
 			appids[a.AppID] = i
 		}
-		if a.Secret.Value() == "" {
-			c.add(key+".secret", "is required: the app secret from the platform console, written as \"${ENV_NAME}\" or \"file:/path\"")
-		}
-		if msg := httpURLProblem(a.Code2SessionURL); msg != "" {
-			c.add(key+".code2session_url", "%s; the default is %q", msg, DefaultCode2SessionURL)
+		if a.Platform == PlatformAlipay {
+			a.validateAlipay(c, key)
+		} else {
+			a.validateWechat(c, key)
 		}
 		switch {
 		case !strings.HasPrefix(a.LoginPath, "/") || strings.ContainsAny(a.LoginPath, "?# "):
@@ -64,6 +59,41 @@ func (s *IdentitySections) validate(c *checker) {
 		}
 	}
 	s.Sessions.validate(c, len(s.Apps) > 0 || c.cfg.routesNeedSessions())
+}
+
+func (a *App) validateWechat(c *checker, key string) {
+	if a.Secret.Value() == "" {
+		c.add(key+".secret", "is required: the app secret from the platform console, written as \"${ENV_NAME}\" or \"file:/path\"")
+	}
+	if msg := httpURLProblem(a.Code2SessionURL); msg != "" {
+		c.add(key+".code2session_url", "%s; the default is %q", msg, DefaultCode2SessionURL)
+	}
+	for _, k := range []string{"private_key", "alipay_public_key", "gateway_url"} {
+		if c.has(key + "." + k) {
+			c.add(key+"."+k, "applies to platform = \"alipay\" only; remove it or set platform = \"alipay\"")
+		}
+	}
+}
+
+func (a *App) validateAlipay(c *checker, key string) {
+	if strings.Trim(a.AppID, "0123456789") != "" {
+		c.add(key+".appid", "%q is not an Alipay app_id; Alipay's are digits only, like \"2021000000000000\" (open.alipay.com, the app's overview)", a.AppID)
+	}
+	for _, k := range []string{"secret", "code2session_url"} {
+		if c.has(key + "." + k) {
+			c.add(key+"."+k, "applies to WeChat apps only; an Alipay app signs its login calls with private_key; remove it")
+		}
+	}
+	if msg := httpURLProblem(a.GatewayURL); msg != "" {
+		c.add(key+".gateway_url", "%s; the default is %q", msg, DefaultAlipayGatewayURL)
+	}
+	c.resolve(&a.AlipayPublicKey)
+	if _, err := a.AlipayPrivateKey(); err != nil {
+		c.add(key+".private_key", "%v", err)
+	}
+	if _, err := a.LoadAlipayPublicKey(); err != nil {
+		c.add(key+".alipay_public_key", "%v", err)
+	}
 }
 
 func (s *Sessions) validate(c *checker, needed bool) {
@@ -141,6 +171,9 @@ func (r *RouteAuth) validate(c *checker, key string) {
 	if r.RefererCheck && len(apps) == 0 {
 		c.add(key+".referer_check", "needs at least one [[apps]] whose appid the Referer must name")
 	}
+	if r.RefererCheck && len(apps) > 0 && !refererCheckable(apps, r.App) {
+		c.add(key+".referer_check", "checks the WeChat Referer (servicewechat.com), which Alipay clients never send; remove it from routes of Alipay apps")
+	}
 	if r.ReleaseOnly && !r.RefererCheck {
 		c.add(key+".release_only", "works through the Referer; add referer_check = true")
 	}
@@ -152,6 +185,22 @@ func (r *RouteAuth) validate(c *checker, key string) {
 	case r.JWT != nil:
 		r.JWT.validate(c, key+".jwt")
 	}
+}
+
+// refererCheckable reports whether the route's app (any app when name is
+// empty) can pass the check: only WeChat clients send the Referer it reads.
+// An unknown name is reported on its own.
+func refererCheckable(apps []App, name string) bool {
+	found := false
+	for _, a := range apps {
+		if name == "" || a.Name == name {
+			if a.Platform != PlatformAlipay {
+				return true
+			}
+			found = true
+		}
+	}
+	return !found
 }
 
 func (j *RouteJWT) validate(c *checker, key string) {

@@ -1,8 +1,9 @@
 // Package identity owns who a mini-program request comes from: the login
-// endpoint (code2Session), session tokens sealed with AES-GCM, the
-// EDGE-HMAC-SHA256 request signature with its replay protection, JWT and
-// trusted-header identities, the Referer check, and the stripping and
-// injecting of the identity headers the upstream reads.
+// endpoint (WeChat's code2Session, Alipay's alipay.system.oauth.token),
+// session tokens sealed with AES-GCM, the EDGE-HMAC-SHA256 request
+// signature with its replay protection, JWT and trusted-header identities,
+// the Referer check, and the stripping and injecting of the identity
+// headers the upstream reads.
 package identity
 
 import (
@@ -37,8 +38,9 @@ type Options struct {
 	// RedisGate skips Redis while it does not answer; one per process,
 	// shared with the nonce store. nil: every call tries Redis.
 	RedisGate *RedisGate
-	// Client calls code2Session and login hooks; nil: a client that follows
-	// no redirects. Each call is bounded by the app's login_timeout.
+	// Client calls code2Session, Alipay's gateway and login hooks; nil: a
+	// client that follows no redirects. Each call is bounded by the app's
+	// login_timeout.
 	Client *http.Client
 	// Metrics counts logins and rejections; nil: not counted.
 	Metrics *metrics.Identity

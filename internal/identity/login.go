@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"edge/internal/apierror"
+	"edge/internal/config"
 	"edge/internal/reqctx"
 )
 
@@ -47,20 +48,36 @@ var code2SessionErrors = map[int]apierror.Code{
 }
 
 type loginHandler struct {
-	svc     *Service
-	app     *app
-	base    *url.URL
+	svc *Service
+	app *app
+	// exchange trades the client's code for the user's identity with the
+	// app's platform.
+	exchange func(ctx context.Context, code string) (*platformSession, *loginError)
+	// getCode is the client API that hands out login codes, named in
+	// answers so a developer knows what to call again.
+	getCode string
 	hook    string
 	timeout time.Duration
 	results map[string]prometheus.Counter
 }
 
 func (s *Service) newLoginHandler(a *app) (*loginHandler, error) {
-	base, err := url.Parse(a.cfg.Code2SessionURL)
-	if err != nil {
-		return nil, fmt.Errorf("code2session_url: %w", err)
+	h := &loginHandler{svc: s, app: a, hook: a.cfg.LoginHook, timeout: a.cfg.LoginTimeout.Std()}
+	switch a.cfg.Platform {
+	case config.PlatformAlipay:
+		al, err := newAlipayLogin(&a.cfg, s.opts.Client, s.opts.Now)
+		if err != nil {
+			return nil, err
+		}
+		h.exchange, h.getCode = al.exchange, "my.getAuthCode"
+	default:
+		base, err := url.Parse(a.cfg.Code2SessionURL)
+		if err != nil {
+			return nil, fmt.Errorf("code2session_url: %w", err)
+		}
+		w := &wechatLogin{base: base, appID: a.cfg.AppID, secret: a.cfg.Secret, client: s.opts.Client}
+		h.exchange, h.getCode = w.code2Session, "wx.login"
 	}
-	h := &loginHandler{svc: s, app: a, base: base, hook: a.cfg.LoginHook, timeout: a.cfg.LoginTimeout.Std()}
 	if s.opts.Metrics != nil {
 		h.results = make(map[string]prometheus.Counter, 5)
 		for _, r := range []string{loginOK, loginCodeRejected, loginPlatformError, loginHookError, loginBadRequest} {
@@ -70,8 +87,10 @@ func (s *Service) newLoginHandler(a *app) (*loginHandler, error) {
 	return h, nil
 }
 
-// platformSession is code2Session's answer. SessionKey must never reach a
-// log line or the client; only the login hook receives it.
+// platformSession is the identity a platform vouches for: code2Session's
+// answer, or the openid of an Alipay login (which has no SessionKey).
+// SessionKey must never reach a log line or the client; only the login
+// hook receives it.
 type platformSession struct {
 	OpenID     string `json:"openid"`
 	UnionID    string `json:"unionid"`
@@ -129,12 +148,15 @@ func (h *loginHandler) login(r *http.Request) ([]byte, *loginError) {
 	if err != nil || len(body) > maxLoginBody || json.Unmarshal(body, &req) != nil || !validLoginCode(req.Code) {
 		// Not 40106: that tells the client to call wx.login again, and a
 		// client that builds the body wrong would loop on it forever.
-		return nil, &loginError{code: apierror.BadRequest, result: loginBadRequest, msg: `send {"code": "<code from wx.login>"} as JSON`}
+		return nil, &loginError{code: apierror.BadRequest, result: loginBadRequest, msg: `send {"code": "<code from ` + h.getCode + `>"} as JSON`}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
-	ps, lerr := h.code2Session(ctx, req.Code)
+	ps, lerr := h.exchange(ctx, req.Code)
 	if lerr != nil {
+		if lerr.code == apierror.LoginCodeRejected {
+			lerr.msg = "the login code was rejected; call " + h.getCode + " again"
+		}
 		return nil, lerr
 	}
 	appid := h.app.cfg.AppID
@@ -175,8 +197,8 @@ func (h *loginHandler) login(r *http.Request) ([]byte, *loginError) {
 	return answer, nil
 }
 
-// validLoginCode accepts what wx.login returns: short, printable, no
-// spaces. The platform judges the rest.
+// validLoginCode accepts what wx.login and my.getAuthCode return: short,
+// printable, no spaces. The platform judges the rest.
 func validLoginCode(s string) bool {
 	if s == "" || len(s) > maxLoginCode {
 		return false
@@ -189,47 +211,65 @@ func validLoginCode(s string) bool {
 	return true
 }
 
-func (h *loginHandler) code2Session(ctx context.Context, code string) (*platformSession, *loginError) {
-	down := func(err error) *loginError {
-		return &loginError{code: apierror.PlatformDown, result: loginPlatformError, msg: "the login service of the platform is unavailable; try again", err: err}
-	}
-	u := *h.base
+// platformDown is a login the platform could not serve: not the user's
+// fault, so the client tries again later rather than asking for a new code
+// in a loop.
+func platformDown(err error) *loginError {
+	return &loginError{code: apierror.PlatformDown, result: loginPlatformError, msg: "the login service of the platform is unavailable; try again", err: err}
+}
+
+// codeRejected is a login whose code the platform refused; the handler
+// words the answer for the platform's client API.
+func codeRejected(err error) *loginError {
+	return &loginError{code: apierror.LoginCodeRejected, result: loginCodeRejected, err: err}
+}
+
+// wechatLogin exchanges wx.login codes with code2Session.
+type wechatLogin struct {
+	base   *url.URL
+	appID  string
+	secret config.Secret
+	client *http.Client
+}
+
+func (w *wechatLogin) code2Session(ctx context.Context, code string) (*platformSession, *loginError) {
+	u := *w.base
 	q := u.Query()
-	q.Set("appid", h.app.cfg.AppID)
-	q.Set("secret", h.app.cfg.Secret.Value())
+	q.Set("appid", w.appID)
+	q.Set("secret", w.secret.Value())
 	q.Set("js_code", code)
 	q.Set("grant_type", "authorization_code")
 	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, down(fmt.Errorf("building the code2Session request: %w", redactURL(err)))
+		return nil, platformDown(fmt.Errorf("building the code2Session request: %w", redactURL(err)))
 	}
-	resp, err := h.svc.opts.Client.Do(req)
+	resp, err := w.client.Do(req)
 	if err != nil {
-		return nil, down(fmt.Errorf("calling code2Session: %w", redactURL(err)))
+		return nil, platformDown(fmt.Errorf("calling code2Session: %w", redactURL(err)))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, down(fmt.Errorf("code2Session answered HTTP %d", resp.StatusCode))
+		return nil, platformDown(fmt.Errorf("code2Session answered HTTP %d", resp.StatusCode))
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPlatformBody))
 	if err != nil {
-		return nil, down(fmt.Errorf("reading the code2Session answer: %w", redactURL(err)))
+		return nil, platformDown(fmt.Errorf("reading the code2Session answer: %w", redactURL(err)))
 	}
 	var ps platformSession
 	if err := json.Unmarshal(body, &ps); err != nil {
-		return nil, down(fmt.Errorf("code2Session answered something other than JSON (%d bytes)", len(body)))
+		return nil, platformDown(fmt.Errorf("code2Session answered something other than JSON (%d bytes)", len(body)))
 	}
 	if ps.ErrCode != 0 {
 		code, known := code2SessionErrors[ps.ErrCode]
 		err := fmt.Errorf("code2Session errcode %d: %.200s", ps.ErrCode, ps.ErrMsg)
 		if known && code == apierror.LoginCodeRejected {
-			return nil, &loginError{code: code, result: loginCodeRejected, msg: "the login code was rejected; call wx.login again", err: err}
+			return nil, codeRejected(err)
 		}
-		return nil, down(err)
+		return nil, platformDown(err)
 	}
 	if ps.OpenID == "" || ps.SessionKey == "" {
-		return nil, down(errors.New("code2Session answered without openid or session_key"))
+		return nil, platformDown(errors.New("code2Session answered without openid or session_key"))
 	}
 	return &ps, nil
 }
