@@ -58,9 +58,11 @@ type hold struct {
 }
 
 // cancel gives the token back. At the reservation's own instant the
-// limiter restores exactly one token (less only the tokens reserved after
-// it, which an immediate reservation has none of), and for a count of at
-// least one token the float subtraction and addition are exact.
+// limiter adds back exactly one token, and for a count of at least one
+// token the float subtraction and addition are exact: the bucket is as it
+// was. (Should a request for the same key be decided in between, at a
+// later time, the limiter restores that much less and counts that time
+// again, which nets out.)
 func (h *hold) cancel() { h.r.CancelAt(h.at) }
 
 // micro floors engine time (ns) to its microsecond.
