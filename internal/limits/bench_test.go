@@ -25,8 +25,8 @@ func (d *discard) WriteHeader(int)             {}
 func benchConfig(b *testing.B) *config.Config {
 	return cfgWith(config.LimitSections{
 		Limits: []config.LimitRule{
-			{Name: "per_user", Key: "openid+route", Rate: rate(b, "1000000/s")},
-			{Name: "per_ip", Key: "ip", Rate: rate(b, "1000000/s")},
+			{Name: "per_user", Key: "openid+route", Rate: parseRate(b, "1000000/s")},
+			{Name: "per_ip", Key: "ip", Rate: parseRate(b, "1000000/s")},
 		},
 		Bans: config.Bans{Threshold: 10, Count: config.ViolationKinds},
 	})
@@ -46,7 +46,7 @@ func BenchmarkDecisionMemory(b *testing.B) {
 		// One microsecond a decision is exactly the rules' rate, so every
 		// decision is an allowed one.
 		now += int64(time.Microsecond)
-		if d := h.e.decideMemory(p, info, r, now, buf[:0], false); d.result != resAllowed {
+		if d := h.e.decideMemory(p, info, r, now, buf[:0], false, false); d.result != resAllowed {
 			b.Fatal("refused")
 		}
 	}
@@ -81,7 +81,7 @@ func BenchmarkDecisionMemoryParallel(b *testing.B) {
 		info := reqInfo(r)
 		var buf [8]verdict
 		for pb.Next() {
-			h.e.decideMemory(p, info, r, h.e.now(), buf[:0], false)
+			h.e.decideMemory(p, info, r, h.e.now(), buf[:0], false, false)
 		}
 	})
 }

@@ -72,7 +72,7 @@ func cfgWith(ls config.LimitSections) *config.Config {
 	}
 }
 
-func rate(t testing.TB, s string) config.Rate {
+func parseRate(t testing.TB, s string) config.Rate {
 	t.Helper()
 	r, err := config.ParseRate(s)
 	if err != nil {

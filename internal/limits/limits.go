@@ -58,6 +58,12 @@ type Engine struct {
 	mu    sync.Mutex
 	state map[string]*buckets
 
+	// scriptClock, set only by tests, is the time the limit script decides
+	// at instead of Redis' TIME, so that a test drives Redis and memory on
+	// one injected clock. It must not be behind Redis' own clock, on which
+	// the buckets' keys expire.
+	scriptClock func() time.Time
+
 	bans     *banStore
 	viol     *violations
 	inflight *inflight
@@ -337,10 +343,10 @@ func (e *Engine) Prepare(cfg *config.Config) (*Prepared, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	state := make(map[string]*buckets)
-	keep := func(id string) *buckets {
+	keep := func(id string, interval, tolerance int64) *buckets {
 		b := e.state[id]
 		if b == nil {
-			b = newBuckets(maxKeys, e.m.Evictions())
+			b = newBuckets(maxKeys, interval, tolerance, e.m.Evictions())
 		}
 		state[id] = b
 		return b
@@ -352,9 +358,9 @@ func (e *Engine) Prepare(cfg *config.Config) (*Prepared, error) {
 			return nil, fmt.Errorf("compiling limits[%d] %q: %w", i, lc.Name, err)
 		}
 		id := r.redisPrefix + "/" + strconv.Itoa(maxKeys)
-		r.mem = keep(id)
+		r.mem = keep(id, r.interval, r.tolerance)
 		if e.be.client != nil && s.policy == config.RedisFailLocal {
-			r.local = keep(id + "/local/" + strconv.FormatInt(replicas, 10))
+			r.local = keep(id+"/local/"+strconv.FormatInt(replicas, 10), r.localInterval, r.localTol)
 		}
 		rules = append(rules, r)
 	}
@@ -408,17 +414,17 @@ func compileRule(lc config.LimitRule, replicas int64) (*rule, error) {
 	if burst <= 0 {
 		burst = lc.Rate.N
 	}
-	interval := int64(lc.Rate.Interval())
-	if interval < int64(time.Microsecond) {
+	// Whole microseconds, as Redis counts, so that memory and Redis
+	// decide alike (see buckets.go).
+	interval := int64(lc.Rate.Interval().Truncate(time.Microsecond))
+	if interval <= 0 {
 		return nil, fmt.Errorf("rate %s is too fast to limit", lc.Rate)
 	}
 	// The tolerance is capped so that no arithmetic overflows, in
-	// nanoseconds here or in the doubles of Redis' Lua.
+	// nanoseconds here or in the doubles of Redis' Lua; it stays a whole
+	// number of intervals, a token bucket's burst.
 	const maxTolerance int64 = 1000 << 50
-	tolerance := maxTolerance
-	if burst <= maxTolerance/interval {
-		tolerance = burst * interval
-	}
+	tolerance := min(burst, maxTolerance/interval) * interval
 	id := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%d\x00%d", lc.Name, lc.Key, interval, tolerance)))
 	r := &rule{
 		name:          lc.Name,

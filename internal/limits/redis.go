@@ -22,12 +22,24 @@ import (
 // with replicas/sentinel), not on a Redis Cluster.
 
 // limitScript runs the GCRA of every rule of a route, all or nothing: a
-// request refused by one rule is charged to none. KEYS are the buckets;
-// ARGV holds interval and tolerance per rule, in microseconds. It answers
-// {1, 0, ahead...} when allowed, {0, i, ahead_i} when rule i refused.
+// request refused by one rule is charged to none. GCRA keeps one number
+// per key, the time the bucket is full again (TAT); a request is allowed
+// when, after adding one interval, the TAT is at most tolerance (burst ×
+// interval) ahead of now: a token bucket of the same rate and burst, which
+// is what the in-memory limiter runs. KEYS are the buckets; ARGV holds
+// interval and tolerance per rule, in microseconds, and after them, only
+// from tests, the time to decide at (µs since the Unix epoch) instead of
+// TIME. A key expires at its TAT on the script's clock (PXAT): a full
+// bucket carries nothing. It answers {1, 0, ahead...} when allowed,
+// {0, i, ahead_i} when rule i refused.
 var limitScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now
+if #ARGV > 2 * #KEYS then
+  now = tonumber(ARGV[#ARGV])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local tats = {}
 for i = 1, #KEYS do
   local interval = tonumber(ARGV[2*i-1])
@@ -41,9 +53,8 @@ for i = 1, #KEYS do
 end
 local out = {1, 0}
 for i = 1, #KEYS do
-  local ahead = tats[i] - now
-  redis.call('SET', KEYS[i], string.format('%d', tats[i]), 'PX', string.format('%d', math.floor(ahead / 1000) + 1))
-  out[i + 2] = ahead
+  redis.call('SET', KEYS[i], string.format('%d', tats[i]), 'PXAT', string.format('%d', math.floor(tats[i] / 1000) + 1))
+  out[i + 2] = tats[i] - now
 end
 return out
 `)

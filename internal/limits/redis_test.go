@@ -41,7 +41,7 @@ func TestRedisTwoEnginesShareOneLimit(t *testing.T) {
 	const burst, engines, workers, each = 100, 2, 4, 40
 	srv := testpeer.Redis(t)
 	cfg := cfgWith(config.LimitSections{
-		Limits:  []config.LimitRule{{Name: "global", Key: "route", Rate: rate(t, "1/h"), Burst: burst}},
+		Limits:  []config.LimitRule{{Name: "global", Key: "route", Rate: parseRate(t, "1/h"), Burst: burst}},
 		Limiter: config.Limiter{RedisTimeout: patientRedis},
 	})
 	var allowed, limited atomic.Int64
@@ -101,7 +101,7 @@ func TestRedisFailurePolicies(t *testing.T) {
 			srv := testpeer.Redis(t)
 			rc := redisClient(t, srv)
 			h := newHarness(t, cfgWith(config.LimitSections{
-				Limits: []config.LimitRule{{Name: "r", Key: "ip", Rate: rate(t, "10/m"), Burst: 4}},
+				Limits: []config.LimitRule{{Name: "r", Key: "ip", Rate: parseRate(t, "10/m"), Burst: 4}},
 				Limiter: config.Limiter{OnRedisFailure: tc.policy, Replicas: 2,
 					RedisTimeout: patientRedis, ProbeInterval: config.Duration(time.Second)},
 			}), harnessOpt{redis: rc})
@@ -238,7 +238,7 @@ func TestRedisAdminLiftOutwaitsRedisTimeout(t *testing.T) {
 	t.Cleanup(func() { _ = rc.Close() })
 	peek := redisClient(t, srv)
 	h := newHarness(t, cfgWith(config.LimitSections{
-		Limits: []config.LimitRule{{Name: "r", Key: "ip", Rate: rate(t, "1/h"), Burst: 100}},
+		Limits: []config.LimitRule{{Name: "r", Key: "ip", Rate: parseRate(t, "1/h"), Burst: 100}},
 		Limiter: config.Limiter{OnRedisFailure: config.RedisFailClosed,
 			RedisTimeout: config.Duration(50 * time.Millisecond), ProbeInterval: config.Duration(time.Second)},
 		Bans: config.Bans{Threshold: 1, Window: config.Duration(time.Minute), Duration: config.Duration(time.Hour),

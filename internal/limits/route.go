@@ -149,7 +149,7 @@ const keyBufSize = 192
 // the failure policy; in memory when there is no Redis.
 func (e *Engine) decide(ctx context.Context, s *snapshot, p *plan, info *reqctx.Info, r *http.Request, now int64, vs []verdict) decision {
 	if e.be.client == nil {
-		return e.decideMemory(p, info, r, now, vs, false)
+		return e.decideMemory(p, info, r, now, vs, false, s.alwaysHeaders)
 	}
 	if e.be.use(now, s.probeInterval) {
 		d, asked, err := e.decideRedis(ctx, s, p, info, r, vs)
@@ -171,33 +171,38 @@ func (e *Engine) decide(ctx context.Context, s *snapshot, p *plan, info *reqctx.
 		p.rules[0].count[resFailClosed].Inc()
 		return decision{result: resFailClosed}
 	}
-	return e.decideMemory(p, info, r, now, vs, true)
+	return e.decideMemory(p, info, r, now, vs, true, s.alwaysHeaders)
 }
 
-// decideMemory applies every rule in order and refunds the earlier ones
-// when a later one refuses, so that only allowed requests are charged.
-func (e *Engine) decideMemory(p *plan, info *reqctx.Info, r *http.Request, now int64, vs []verdict, local bool) decision {
+// decideMemory applies every rule in order and gives the earlier rules
+// their tokens back when a later one refuses, so that only allowed
+// requests are charged, as the Redis script does in one step. headers
+// asks for the verdicts of an allowed request (always_send_headers).
+func (e *Engine) decideMemory(p *plan, info *reqctx.Info, r *http.Request, now int64, vs []verdict, local, headers bool) decision {
 	var kb [keyBufSize]byte
+	var hb [8]hold
+	holds := hb[:0]
+	last := len(p.rules) - 1
 	for i := range p.rules {
 		slot := &p.rules[i]
 		key, ok := appendKey(kb[:0], slot.parts, slot.fallback, info, r, p.route)
 		if !ok {
-			e.refund(p, i, info, r, local)
+			cancelHolds(holds)
 			slot.count[resNoKey].Inc()
 			return decision{result: resNoKey, rule: i, local: local, verdicts: vs}
 		}
-		var v verdict
+		b := slot.mem
 		if local {
-			v = slot.local.take(key, now, slot.localInterval, slot.localTol)
-		} else {
-			v = slot.mem.take(key, now, slot.interval, slot.tolerance)
+			b = slot.local
 		}
+		v, h := b.take(key, now, i < last, headers)
 		vs = append(vs, v)
 		if !v.ok {
-			e.refund(p, i, info, r, local)
+			cancelHolds(holds)
 			slot.count[resLimited].Inc()
 			return decision{result: resLimited, rule: i, local: local, verdicts: vs}
 		}
+		holds = append(holds, h)
 	}
 	for i := range p.rules {
 		p.rules[i].count[resAllowed].Inc()
@@ -205,17 +210,9 @@ func (e *Engine) decideMemory(p *plan, info *reqctx.Info, r *http.Request, now i
 	return decision{result: resAllowed, local: local, verdicts: vs}
 }
 
-// refund gives back what rules before n took.
-func (e *Engine) refund(p *plan, n int, info *reqctx.Info, r *http.Request, local bool) {
-	var kb [keyBufSize]byte
-	for i := 0; i < n; i++ {
-		slot := &p.rules[i]
-		key, _ := appendKey(kb[:0], slot.parts, slot.fallback, info, r, p.route)
-		if local {
-			slot.local.refund(key, slot.localInterval)
-		} else {
-			slot.mem.refund(key, slot.interval)
-		}
+func cancelHolds(holds []hold) {
+	for i := range holds {
+		holds[i].cancel()
 	}
 }
 
@@ -235,6 +232,9 @@ func (e *Engine) decideRedis(ctx context.Context, s *snapshot, p *plan, info *re
 		}
 		keys[i] = string(key)
 		args = append(args, slot.redisInterval, slot.redisTol)
+	}
+	if e.scriptClock != nil {
+		args = append(args, e.scriptClock().UnixMicro())
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.redisTimeout)
 	defer cancel()

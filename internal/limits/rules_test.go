@@ -43,7 +43,7 @@ func TestRateBurstRefill(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, cfgWith(config.LimitSections{Limits: []config.LimitRule{
-				{Name: "r", Key: "ip", Rate: rate(t, tc.rate), Burst: tc.burst},
+				{Name: "r", Key: "ip", Rate: parseRate(t, tc.rate), Burst: tc.burst},
 			}}), harnessOpt{})
 			for i, s := range tc.steps {
 				h.clock.Advance(s.advance)
@@ -113,7 +113,7 @@ func TestKeys(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, cfgWith(config.LimitSections{Limits: []config.LimitRule{
-				{Name: "r", Key: tc.key, Rate: rate(t, "1/m"), OnMissingKey: tc.missing},
+				{Name: "r", Key: tc.key, Rate: parseRate(t, "1/m"), OnMissingKey: tc.missing},
 			}}), harnessOpt{})
 			for i, rq := range tc.reqs {
 				if got := h.serve(rq.route, rq.c).Code; got != rq.code {
@@ -126,9 +126,9 @@ func TestKeys(t *testing.T) {
 
 func TestSeveralRulesOnOneRoute(t *testing.T) {
 	h := newHarness(t, cfgWith(config.LimitSections{Limits: []config.LimitRule{
-		{Name: "per_ip", Key: "ip", Rate: rate(t, "5/m")},
-		{Name: "per_user", Key: "openid", Rate: rate(t, "2/m"), Routes: []string{"api"}},
-		{Name: "login_only", Key: "ip", Rate: rate(t, "1/m"), Routes: []string{"login"}},
+		{Name: "per_ip", Key: "ip", Rate: parseRate(t, "5/m")},
+		{Name: "per_user", Key: "openid", Rate: parseRate(t, "2/m"), Routes: []string{"api"}},
+		{Name: "login_only", Key: "ip", Rate: parseRate(t, "1/m"), Routes: []string{"login"}},
 	}}), harnessOpt{})
 	alice := client{ip: "192.0.2.1", openid: "o-alice"}
 	if got := h.allowed("api", alice, 5); got != 2 {
@@ -182,7 +182,7 @@ func TestLimitedAnswer(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, cfgWith(config.LimitSections{Limits: []config.LimitRule{
-				{Name: "r", Key: "ip", Rate: rate(t, tc.rate), Burst: tc.burst},
+				{Name: "r", Key: "ip", Rate: parseRate(t, tc.rate), Burst: tc.burst},
 			}}), harnessOpt{})
 			c := client{ip: "2001:db8::1"}
 			h.allowed("api", c, tc.burst)
@@ -225,8 +225,8 @@ func TestHeadersOnAllowedResponses(t *testing.T) {
 	for _, tc := range cases {
 		h := newHarness(t, cfgWith(config.LimitSections{
 			Limits: []config.LimitRule{
-				{Name: "r", Key: "ip", Rate: rate(t, "3/s")},
-				{Name: "d", Key: "ip", Rate: rate(t, "100/d")},
+				{Name: "r", Key: "ip", Rate: parseRate(t, "3/s")},
+				{Name: "d", Key: "ip", Rate: parseRate(t, "100/d")},
 			},
 			Limiter: config.Limiter{AlwaysSendHeaders: tc.always},
 		}), harnessOpt{})
@@ -249,7 +249,7 @@ func TestForwardedForCannotChangeTheKey(t *testing.T) {
 	// The gateway computes ClientIP (honouring X-Forwarded-For only from
 	// trusted proxies); the limiter must count by it and nothing else.
 	h := newHarness(t, cfgWith(config.LimitSections{Limits: []config.LimitRule{
-		{Name: "r", Key: "ip", Rate: rate(t, "1/m")},
+		{Name: "r", Key: "ip", Rate: parseRate(t, "1/m")},
 	}}), harnessOpt{})
 	for i, xff := range []string{"", "203.0.113.1", "203.0.113.2, 203.0.113.3"} {
 		c := client{ip: "192.0.2.1", header: map[string]string{"X-Forwarded-For": xff, "X-Real-IP": xff}}
@@ -265,8 +265,8 @@ func TestForwardedForCannotChangeTheKey(t *testing.T) {
 
 func TestReloadKeepsUnchangedRules(t *testing.T) {
 	base := config.LimitSections{Limits: []config.LimitRule{
-		{Name: "keep", Key: "ip", Rate: rate(t, "2/m")},
-		{Name: "change", Key: "openid", Rate: rate(t, "2/m")},
+		{Name: "keep", Key: "ip", Rate: parseRate(t, "2/m")},
+		{Name: "change", Key: "openid", Rate: parseRate(t, "2/m")},
 	}}
 	h := newHarness(t, cfgWith(base), harnessOpt{})
 	c := client{ip: "192.0.2.1", openid: "o1"}
@@ -275,8 +275,8 @@ func TestReloadKeepsUnchangedRules(t *testing.T) {
 	}
 
 	next := config.LimitSections{Limits: []config.LimitRule{
-		{Name: "keep", Key: "ip", Rate: rate(t, "2/m")},
-		{Name: "change", Key: "openid", Rate: rate(t, "3/m")},
+		{Name: "keep", Key: "ip", Rate: parseRate(t, "2/m")},
+		{Name: "change", Key: "openid", Rate: parseRate(t, "3/m")},
 	}}
 	if err := h.e.Update(cfgWith(next)); err != nil {
 		t.Fatal(err)
@@ -300,10 +300,10 @@ func TestReloadKeepsUnchangedRules(t *testing.T) {
 
 func TestUpdateRejectsBadConfigAndKeepsTheOld(t *testing.T) {
 	h := newHarness(t, cfgWith(config.LimitSections{Limits: []config.LimitRule{
-		{Name: "r", Key: "ip", Rate: rate(t, "1/m")},
+		{Name: "r", Key: "ip", Rate: parseRate(t, "1/m")},
 	}}), harnessOpt{})
 	bad := []config.LimitSections{
-		{Limits: []config.LimitRule{{Name: "x", Key: "cookie", Rate: rate(t, "1/s")}}},
+		{Limits: []config.LimitRule{{Name: "x", Key: "cookie", Rate: parseRate(t, "1/s")}}},
 		{Limits: []config.LimitRule{{Name: "x", Key: "ip"}}},
 		{Access: config.Access{UserAgentDeny: []string{"("}}},
 		{Access: config.Access{IPDenyFiles: []string{"/nonexistent/deny.txt"}}},
