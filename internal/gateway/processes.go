@@ -12,6 +12,11 @@ import (
 	"edge/internal/proxy"
 )
 
+var (
+	_ process.Events = (*metrics.Process)(nil)
+	_ proxy.Gate     = (*process.Instance)(nil)
+)
+
 // startProcesses starts the instances of every upstream that has a
 // [upstreams.run], once: they outlive snapshots, and a reload keeps them
 // (config.KeepRun).
@@ -95,7 +100,7 @@ func (g *Gateway) instanceCounts() []metrics.InstanceCount {
 	for _, name := range g.processNames() {
 		n := make(map[string]int)
 		for _, in := range g.lasting.procs[name].Instances() {
-			n[in.Status().State]++
+			n[in.State()]++
 		}
 		for _, st := range process.States {
 			out = append(out, metrics.InstanceCount{Upstream: name, State: st, N: n[st]})
@@ -122,11 +127,11 @@ func (g *Gateway) processReadiness() (ok bool, detail []string) {
 		ready := 0
 		var states []string
 		for _, in := range g.lasting.procs[name].Instances() {
-			st := in.Status()
-			if st.State == process.StateReady {
+			st := in.State()
+			if st == process.StateReady {
 				ready++
 			}
-			states = append(states, fmt.Sprintf("%d=%s", st.ID, st.State))
+			states = append(states, fmt.Sprintf("%d=%s", in.ID, st))
 		}
 		if ready == 0 {
 			ok = false

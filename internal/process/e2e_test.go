@@ -75,6 +75,7 @@ max_fails = 0
 name = %[1]q
 path = "/%[1]s/"
 upstream = %[1]q
+strip_prefix = true
 `, name, app, instances, env)
 }
 
@@ -326,5 +327,29 @@ func TestMaxMemoryRestarts(t *testing.T) {
 	})
 	if !strings.Contains(e.Stderr(), "instance above max_memory") {
 		t.Fatal("no log line says why the instance was restarted")
+	}
+}
+
+// TestHungInstanceTakenOut: an instance that stops answering its health
+// check is taken out of the pool (state unhealthy, process left running)
+// and the other serves everything.
+func TestHungInstanceTakenOut(t *testing.T) {
+	t.Parallel()
+	e := testpeer.StartEdge(t, "", upstream(testApp(t), "api", 2, ""))
+	c := caller{t, e, e.Client(t, false)}
+	eventually(t, 20*time.Second, "both instances ready", func() bool {
+		return strings.Contains(e.Metrics(t, "edge_upstream_instances{"), `{state="ready",upstream="api"} 2`)
+	})
+	code, hung := c.get("/api/hang")
+	if code != 200 {
+		t.Fatalf("/hang: %d %s", code, hung)
+	}
+	eventually(t, 20*time.Second, "the hung instance marked unhealthy", func() bool {
+		return strings.Contains(e.Metrics(t, "edge_upstream_instances{"), `{state="unhealthy",upstream="api"} 1`)
+	})
+	for range 10 {
+		if code, body := c.get("/api/"); code != 200 || body == hung {
+			t.Fatalf("after the hang: %d %q (the hung instance is %q)", code, body, hung)
+		}
 	}
 }

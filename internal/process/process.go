@@ -11,9 +11,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,55 +87,45 @@ type Instance struct {
 	ID   int
 	Addr string
 
-	group   *Group
-	log     *slog.Logger
-	events  Events
-	open    atomic.Bool
-	state   atomic.Value // string
-	pid     atomic.Int64
-	started atomic.Int64 // unix nanos of the current process's start
-	restart atomic.Int64
+	group  *Group
+	log    *slog.Logger
+	events Events
+	open   atomic.Bool
+	state  atomic.Value // string
+	pid    atomic.Int64
 }
 
 // Open reports whether the instance may receive requests: its process is
 // running and passes the health check.
 func (in *Instance) Open() bool { return in.open.Load() }
 
-// Status is what an instance is doing now.
-type Status struct {
-	Upstream string
-	ID       int
-	Addr     string
-	State    string
-	PID      int
-	Restarts int64
-	Since    time.Time // start of the current process; zero when none runs
-}
-
-// Status reports the instance's state.
-func (in *Instance) Status() Status {
-	s := Status{Upstream: in.group.spec.Upstream, ID: in.ID, Addr: in.Addr, State: in.state.Load().(string),
-		PID: int(in.pid.Load()), Restarts: in.restart.Load()}
-	if n := in.started.Load(); n != 0 {
-		s.Since = time.Unix(0, n)
-	}
-	return s
-}
+// State is what the instance is doing now (one of States).
+func (in *Instance) State() string { return in.state.Load().(string) }
 
 // Start chooses a free loopback port per instance and starts supervising
 // them; it returns at once, before any instance is healthy.
 func Start(spec Spec, log *slog.Logger, ev Events) (*Group, error) {
 	g := &Group{spec: spec}
+	// Held until all are chosen, so no two instances get one port.
+	var held []net.Listener
+	release := func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}
 	for i := range spec.Instances {
-		addr, err := freePort()
+		ln, err := listenFree()
 		if err != nil {
+			release()
 			return nil, fmt.Errorf("upstream %q: choosing a port for instance %d: %w", spec.Upstream, i, err)
 		}
-		in := &Instance{ID: i, Addr: addr, group: g, events: ev,
+		held = append(held, ln)
+		in := &Instance{ID: i, Addr: ln.Addr().String(), group: g, events: ev,
 			log: log.With("upstream", spec.Upstream, "instance", i)}
 		in.state.Store(StateStarting)
 		g.instances = append(g.instances, in)
 	}
+	release()
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
 	for _, in := range g.instances {
@@ -144,9 +137,6 @@ func Start(spec Spec, log *slog.Logger, ev Events) (*Group, error) {
 // Instances are the group's slots, in order.
 func (g *Group) Instances() []*Instance { return g.instances }
 
-// Spec is what the group runs.
-func (g *Group) Spec() Spec { return g.spec }
-
 // Stop stops every instance (SIGTERM to its process group, SIGKILL after
 // stop_grace), all at once, and returns when they are gone.
 func (g *Group) Stop() {
@@ -154,16 +144,37 @@ func (g *Group) Stop() {
 	g.wg.Wait()
 }
 
-// freePort asks the kernel for a port nobody holds now. The instance binds
-// it a moment later; a port taken in between makes the instance fail to
-// start, which the restart loop reports.
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+// listenFree binds a loopback port below the kernel's ephemeral range.
+// A port from that range (what port 0 would give) could be taken by any
+// outgoing connection, edge's own to its upstreams included, while the
+// instance is down between two runs; below it only listeners compete.
+// The caller closes the listener just before the instance binds the port.
+func listenFree() (net.Listener, error) {
+	low := ephemeralLow()
+	for range 200 {
+		port := minPort + rand.IntN(low-minPort)
+		if ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+			return ln, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return nil, fmt.Errorf("no free loopback port between %d and %d", minPort, low)
+}
+
+// minPort keeps instances off the low ports well-known services use.
+const minPort = 10000
+
+// ephemeralLow is where the kernel's range for outgoing connections
+// starts (Linux's default when it cannot be read).
+func ephemeralLow() int {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	return max(low, minPort+1000)
 }
 
 func (in *Instance) setState(s string) {
@@ -183,13 +194,11 @@ func (in *Instance) supervise(ctx context.Context) {
 		reason, err := in.runOnce(ctx)
 		in.open.Store(false)
 		in.pid.Store(0)
-		in.started.Store(0)
 		if ctx.Err() != nil {
 			in.setState(StateStopped)
 			return
 		}
 		wait, failed := p.exited(&c, started, time.Now())
-		in.restart.Add(1)
 		in.events.Restarted(in.group.spec.Upstream, reason)
 		if failed {
 			in.setState(StateFailed)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -21,6 +22,14 @@ import (
 // so nothing it started holds the port when the next one starts.
 func (in *Instance) runOnce(ctx context.Context) (reason string, err error) {
 	spec := in.group.spec
+	// Whatever answers on the port gets the instance's traffic once it
+	// passes the health check: a port someone else holds must not be
+	// mistaken for the instance.
+	ln, err := net.Listen("tcp", in.Addr)
+	if err != nil {
+		return ReasonExit, fmt.Errorf("port %s is taken by another program: %w", in.Addr, err)
+	}
+	ln.Close()
 	cmd := exec.Command(spec.Command, spec.Args...)
 	cmd.Dir = spec.Dir
 	cmd.Env = append(os.Environ(), spec.Env...)
@@ -49,7 +58,6 @@ func (in *Instance) runOnce(ctx context.Context) (reason string, err error) {
 	}
 	pid := cmd.Process.Pid
 	in.pid.Store(int64(pid))
-	in.started.Store(time.Now().UnixNano())
 	in.log.Info("instance started", "pid", pid, "addr", in.Addr)
 	readers := make(chan struct{}, 2)
 	go func() { in.copyLines(outR, "stdout"); readers <- struct{}{} }()

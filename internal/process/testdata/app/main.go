@@ -46,10 +46,11 @@ func main() {
 		_, _ = fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /crash", func(w http.ResponseWriter, r *http.Request) { os.Exit(4) })
-	mux.HandleFunc("GET /hang", func(w http.ResponseWriter, r *http.Request) { close(hung) })
-	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
+	whoami := func(w http.ResponseWriter, r *http.Request) {
 		_, _ = fmt.Fprintf(w, "pid=%d instance=%s\n", pid, os.Getenv("EDGE_INSTANCE"))
-	})
+	}
+	mux.HandleFunc("GET /hang", func(w http.ResponseWriter, r *http.Request) { close(hung); whoami(w, r) })
+	mux.HandleFunc("GET /", whoami)
 	if err := http.ListenAndServe("127.0.0.1:"+os.Getenv("PORT"), mux); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
