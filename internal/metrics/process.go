@@ -11,7 +11,7 @@ type Process struct {
 func newProcess(reg *prometheus.Registry) *Process {
 	p := &Process{restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "edge_upstream_instance_restarts_total",
-		Help: "Instances of an upstream edge runs that ended and were restarted, by reason: exit (the process ended by itself) or memory (above max_memory).",
+		Help: "Ends of instances of an upstream edge runs, each followed by a restart (after a backoff, or after 5 minutes once the instance is failed), by reason: exit (the process ended or could not start) or memory (stopped above max_memory).",
 	}, []string{"upstream", "reason"})}
 	reg.MustRegister(p.restarts)
 	return p

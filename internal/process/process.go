@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -191,7 +192,13 @@ func (in *Instance) supervise(ctx context.Context) {
 	for {
 		in.setState(StateStarting)
 		started := time.Now()
+		// Pdeathsig fires when the thread that started the child ends,
+		// not the process: a thread some other goroutine later locked and
+		// left would take the instance with it. Held for the child's life,
+		// this thread is no one else's.
+		runtime.LockOSThread()
 		reason, err := in.runOnce(ctx)
+		runtime.UnlockOSThread()
 		in.open.Store(false)
 		in.pid.Store(0)
 		if ctx.Err() != nil {
