@@ -30,6 +30,9 @@ type Gateway interface {
 	Server() *config.Server
 	// Sealer opens and revokes session tokens; nil without [sessions].
 	Sealer() *identity.Sealer
+	// Processes is the state of the app instances edge runs, one line
+	// per upstream; ok is false when an upstream has none ready.
+	Processes() (ok bool, detail []string)
 }
 
 // Options are the parts the admin API serves.
@@ -53,7 +56,20 @@ func Handler(o Options) http.Handler {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
-		_, _ = io.WriteString(w, "ready\n")
+		// One failed instance leaves the others serving, and the replica
+		// ready; an upstream with no instance up cannot be served here,
+		// and a load balancer should send its users elsewhere.
+		ok, detail := o.Gateway.Processes()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "not ready: an upstream has no instance ready\n")
+		} else {
+			_, _ = io.WriteString(w, "ready\n")
+		}
+		for _, line := range detail {
+			_, _ = io.WriteString(w, line+"\n")
+		}
 	})
 	// Profiles, as Caddy's admin endpoint offers: the admin listener is
 	// loopback-only by default, and guarded.

@@ -126,6 +126,9 @@ type Cluster struct {
 type Upstream struct {
 	Name    string   `toml:"name"`
 	Targets []Target `toml:"targets"`
+	// Run makes edge start the upstream's targets itself (see Run); its
+	// instances join Targets, if any are listed too.
+	Run *Run `toml:"run"`
 	// Balance is round_robin (default), least_conn, random_two or hash.
 	Balance string `toml:"balance"`
 	// HashKey for balance = "hash": "ip" (default) or "header:<Name>".
@@ -144,6 +147,29 @@ type Upstream struct {
 	Retries     int         `toml:"retries"`
 	HealthCheck HealthCheck `toml:"health_check"`
 	Passive     Passive     `toml:"passive_health"`
+}
+
+// Run is how edge runs an upstream's instances: each is the command on a
+// loopback port of its own, given in the PortEnv variable, and gets traffic
+// once it answers the upstream's health check. Restart-only: a reload keeps
+// the running instances and their settings.
+type Run struct {
+	Command string   `toml:"command"` // a name looked up in PATH, or a path (relative to dir)
+	Args    []string `toml:"args"`
+	// Dir is the working directory; relative to the config file's.
+	// Default: the config file's directory.
+	Dir string `toml:"dir"`
+	// Env is added to edge's own environment; values may be "${ENV}" or
+	// "file:/path", as other secrets are, and are never logged.
+	Env       map[string]Secret `toml:"env"`
+	Instances int               `toml:"instances"` // default 1
+	PortEnv   string            `toml:"port_env"`  // default "PORT"
+	// StopGrace is how long an instance has to exit after SIGTERM before
+	// its process group gets SIGKILL. Default 10s.
+	StopGrace Duration `toml:"stop_grace"`
+	// MaxMemory restarts an instance whose resident memory exceeds it
+	// (pm2's max_memory_restart). Default 0: no limit.
+	MaxMemory ByteSize `toml:"max_memory"`
 }
 
 // Target is one backend address. In TOML either "host:port" or

@@ -54,6 +54,12 @@ func (u *Upstream) setDefaults() {
 
 func (t *Target) setDefaults() { t.Weight = 1 }
 
+func (r *Run) setDefaults() {
+	r.Instances = 1
+	r.PortEnv = "PORT"
+	r.StopGrace = Duration(10 * time.Second)
+}
+
 func (h *HealthCheck) setDefaults() {
 	h.Interval = Duration(5 * time.Second)
 	h.Timeout = Duration(2 * time.Second)

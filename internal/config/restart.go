@@ -1,8 +1,8 @@
 package config
 
 // restartKeys are the settings a running process cannot take live: they
-// belong to listeners, the certificate storage or the cluster connection,
-// made once at start.
+// belong to listeners, the certificate storage, the cluster connection or
+// the app processes edge runs, made once at start.
 var restartKeys = []struct {
 	key string
 	get func(*Config) any
@@ -21,6 +21,9 @@ var restartKeys = []struct {
 	{"cluster.redis", func(c *Config) any { return c.Cluster.Redis }},
 	{"log.access_file", func(c *Config) any { return c.Log.AccessFile }},
 	{"log.access_max_size", func(c *Config) any { return c.Log.AccessMaxSize }},
+	// Instances start once; replacing them on a change is a rolling
+	// deploy's job, not a reload's.
+	{"upstreams.run", func(c *Config) any { return runFingerprint(c) }},
 	{"log.access_max_backups", func(c *Config) any { return c.Log.AccessMaxBackups }},
 }
 

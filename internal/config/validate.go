@@ -227,8 +227,11 @@ func validateUpstreams(c *checker, ups []Upstream) {
 		u := &ups[i]
 		key := indexKey("upstreams", i)
 		checkName(c, key, u.Name, "upstream", seen, i)
-		if len(u.Targets) == 0 {
-			c.add(key+".targets", `needs at least one target; write targets = ["127.0.0.1:3000"]`)
+		if len(u.Targets) == 0 && u.Run == nil {
+			c.add(key+".targets", `needs at least one target; write targets = ["127.0.0.1:3000"], or [upstreams.run] for edge to start the app itself`)
+		}
+		if u.Run != nil {
+			validateRun(c, key, u)
 		}
 		for j, t := range u.Targets {
 			tk := indexKey(key+".targets", j)

@@ -54,6 +54,7 @@ func newGateway(m *metrics.Metrics, log *slog.Logger, access *accessLog, configP
 		lasting:    l,
 	}
 	m.RegisterTargetHealth(g.targetHealth)
+	m.RegisterInstances(g.instanceCounts)
 	return g
 }
 

@@ -16,6 +16,7 @@ import (
 	"edge/internal/limits"
 	"edge/internal/logsample"
 	"edge/internal/metrics"
+	"edge/internal/process"
 	"edge/internal/proxy"
 	edgetls "edge/internal/tls"
 	"edge/internal/wechatapi"
@@ -36,6 +37,9 @@ type lasting struct {
 	// wechat is the access_token service; nil when
 	// server.listen_wechat_api is off.
 	wechat *wechatapi.Service
+	// procs are the instance groups of upstreams with [upstreams.run], by
+	// upstream name, started from the first config.
+	procs map[string]*process.Group
 }
 
 // newLasting sets up the lasting state from the first config; the nonce
@@ -78,6 +82,10 @@ func newLasting(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*last
 		}
 		l.wechat = wechatapi.New(cfg, o)
 	}
+	if l.procs, err = startProcesses(cfg, m, log); err != nil {
+		l.close()
+		return nil, err
+	}
 	return l, nil
 }
 
@@ -112,7 +120,10 @@ func (l *lasting) tlsOptions(m *metrics.Metrics) []edgetls.Option {
 	return opts
 }
 
+// close runs after the drain, so the app instances it stops first have no
+// request left to answer.
 func (l *lasting) close() {
+	stopProcesses(l.procs)
 	if l.wechat != nil {
 		l.wechat.Close()
 	}

@@ -145,4 +145,5 @@ func keepRestartOnly(cur, next *config.Config) {
 	next.Server.MaxHeaderBytes = cur.Server.MaxHeaderBytes
 	next.TLS.Mode = cur.TLS.Mode
 	next.Cluster = cur.Cluster
+	config.KeepRun(cur, next)
 }

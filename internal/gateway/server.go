@@ -333,10 +333,11 @@ func (s *Server) currentConfig() *config.Config {
 // adminAPI is the Server as the admin API sees it.
 type adminAPI struct{ s *Server }
 
-func (a adminAPI) Ready() bool              { return a.s.ready.Load() }
-func (a adminAPI) Reload() (string, error)  { return a.s.Reload(TriggerAdmin) }
-func (a adminAPI) Server() *config.Server   { return &a.s.gw.snap.Load().cfg.Server }
-func (a adminAPI) Sealer() *identity.Sealer { return a.s.gw.snap.Load().identity.Sealer() }
+func (a adminAPI) Ready() bool                 { return a.s.ready.Load() }
+func (a adminAPI) Reload() (string, error)     { return a.s.Reload(TriggerAdmin) }
+func (a adminAPI) Server() *config.Server      { return &a.s.gw.snap.Load().cfg.Server }
+func (a adminAPI) Sealer() *identity.Sealer    { return a.s.gw.snap.Load().identity.Sealer() }
+func (a adminAPI) Processes() (bool, []string) { return a.s.gw.processReadiness() }
 
 func (s *Server) adminHandler() http.Handler {
 	return admin.Handler(admin.Options{

@@ -200,6 +200,12 @@ func (g *Gateway) buildUpstream(uc config.Upstream, stage *proxy.Stage) *proxy.U
 		targets[i] = stage.Target(uc.Name, tc.Address, to)
 		weights[i] = tc.Weight
 	}
+	if uc.Run != nil {
+		for _, t := range g.instanceTargets(uc.Name, stage, to) {
+			targets = append(targets, t)
+			weights = append(weights, 1)
+		}
+	}
 	hashHeader := ""
 	if h, ok := strings.CutPrefix(uc.HashKey, "header:"); ok {
 		hashHeader = textproto.CanonicalMIMEHeaderKey(h)

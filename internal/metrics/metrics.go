@@ -41,6 +41,7 @@ type Metrics struct {
 	Limits    *Limits
 	TLS       *TLS
 	WechatAPI *WechatAPI
+	Process   *Process
 }
 
 // latencyBuckets suit an API gateway: 1 ms to 30 s.
@@ -140,6 +141,7 @@ func New(version string) *Metrics {
 	if m.WechatAPI, err = NewWechatAPI(reg); err != nil {
 		panic(err)
 	}
+	m.Process = newProcess(reg)
 	return m
 }
 
@@ -303,25 +305,32 @@ type TargetHealth struct {
 // RegisterTargetHealth exports edge_upstream_target_healthy, read at scrape
 // time from the live snapshot, so a reload never leaves stale series.
 func (m *Metrics) RegisterTargetHealth(list func() []TargetHealth) {
-	m.Registry.MustRegister(&healthCollector{list: list, desc: prometheus.NewDesc(
+	m.Registry.MustRegister(&gaugeList[TargetHealth]{list: list, desc: prometheus.NewDesc(
 		"edge_upstream_target_healthy",
 		"1 if the target receives traffic (active and passive health), else 0.",
-		[]string{"upstream", "target"}, nil)})
+		[]string{"upstream", "target"}, nil),
+		point: func(t TargetHealth) (float64, []string) {
+			v := 0.0
+			if t.Healthy {
+				v = 1
+			}
+			return v, []string{t.Upstream, t.Target}
+		}})
 }
 
-type healthCollector struct {
-	list func() []TargetHealth
-	desc *prometheus.Desc
+// gaugeList is a gauge family read at scrape time from a list the gateway
+// builds from live state: a series that state no longer has is gone.
+type gaugeList[T any] struct {
+	list  func() []T
+	desc  *prometheus.Desc
+	point func(T) (value float64, labels []string)
 }
 
-func (c *healthCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *gaugeList[T]) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
-func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, t := range c.list() {
-		v := 0.0
-		if t.Healthy {
-			v = 1
-		}
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, t.Upstream, t.Target)
+func (c *gaugeList[T]) Collect(ch chan<- prometheus.Metric) {
+	for _, x := range c.list() {
+		v, labels := c.point(x)
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, labels...)
 	}
 }

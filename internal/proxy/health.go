@@ -90,13 +90,20 @@ func (h *healthChecker) round(ctx context.Context) {
 	results := make([]bool, len(h.targets))
 	var wg sync.WaitGroup
 	for i, t := range h.targets {
-		wg.Go(func() { results[i] = h.probe(ctx, t) })
+		if !t.gated() {
+			wg.Go(func() { results[i] = h.probe(ctx, t) })
+		}
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
 		return
 	}
 	for i, t := range h.targets {
+		// A supervised instance is checked by its supervisor, which also
+		// knows when the process died.
+		if t.gated() {
+			continue
+		}
 		if t.recordCheck(results[i], h.opts) && h.onChange != nil {
 			h.onChange(t, results[i])
 		}

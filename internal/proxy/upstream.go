@@ -26,8 +26,12 @@ type Target struct {
 	// least_conn sees long streams as load; the transport keeps it.
 	inflight atomic.Int64
 
-	activeDown atomic.Bool  // set by the active health check
-	downUntil  atomic.Int64 // unix nanos; passive health cooldown
+	activeDown atomic.Bool // set by the active health check
+	// gate, when set, is the owner of a target edge runs itself (a
+	// supervised instance): it alone says whether the target is up, from
+	// its own health check and the process's life.
+	gate      atomic.Pointer[gateRef]
+	downUntil atomic.Int64 // unix nanos; passive health cooldown
 
 	mu         sync.Mutex
 	failCount  int
@@ -55,8 +59,26 @@ const (
 	nWarnings
 )
 
+// Gate holds a target out of service while its process is not ready.
+type Gate interface{ Open() bool }
+
+type gateRef struct{ Gate }
+
+// SetGate hands the target's health to g. A target keeps one gate for its
+// life: its address belongs to one supervised instance.
+func (t *Target) SetGate(g Gate) {
+	if r := t.gate.Load(); r == nil || r.Gate != g {
+		t.gate.Store(&gateRef{g})
+	}
+}
+
+func (t *Target) gated() bool { return t.gate.Load() != nil }
+
 // Available reports whether the target may receive requests now.
 func (t *Target) Available(now time.Time) bool {
+	if r := t.gate.Load(); r != nil {
+		return r.Open() && now.UnixNano() >= t.downUntil.Load()
+	}
 	return !t.activeDown.Load() && now.UnixNano() >= t.downUntil.Load()
 }
 

@@ -120,7 +120,21 @@ func StartEdgeIn(t testing.TB, dir, serverExtra, body string) *EdgeProcess {
 	e := &EdgeProcess{HTTPS: ports[0], HTTP: ports[1], Admin: ports[2], Dir: dir, t: t,
 		ConfigPath: filepath.Join(dir, "edge.toml")}
 	e.WriteConfig(serverExtra, body)
-	e.start()
+	e.start(true)
+	return e
+}
+
+// StartEdgeAnswering is StartEdge that waits only until /readyz answers,
+// ready or not: for a config whose readiness is what the test looks at
+// (an upstream whose app never comes up).
+func StartEdgeAnswering(t testing.TB, serverExtra, body string) *EdgeProcess {
+	t.Helper()
+	dir := t.TempDir()
+	ports := FreePorts(t, 3)
+	e := &EdgeProcess{HTTPS: ports[0], HTTP: ports[1], Admin: ports[2], Dir: dir, t: t,
+		ConfigPath: filepath.Join(dir, "edge.toml")}
+	e.WriteConfig(serverExtra, body)
+	e.start(false)
 	return e
 }
 
@@ -137,7 +151,9 @@ func (e *EdgeProcess) WriteConfig(serverExtra, body string) {
 	}
 }
 
-func (e *EdgeProcess) start() {
+// start runs the binary and waits until /readyz answers 200, or answers
+// at all when ready is false.
+func (e *EdgeProcess) start(ready bool) {
 	t := e.t
 	t.Helper()
 	e.stdout, e.stderr = &SyncBuffer{}, &SyncBuffer{}
@@ -166,7 +182,7 @@ func (e *EdgeProcess) start() {
 		resp, err := http.Get("http://" + e.Admin + "/readyz")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == 200 {
+			if resp.StatusCode == 200 || !ready {
 				return
 			}
 		}
@@ -181,7 +197,7 @@ func (e *EdgeProcess) start() {
 func (e *EdgeProcess) Restart() {
 	e.t.Helper()
 	e.Stop()
-	e.start()
+	e.start(true)
 }
 
 // Signal sends sig to the process.

@@ -227,6 +227,6 @@ func StartEdgeAt(t testing.TB, dir string, addrs [3]string, serverExtra, body st
 	e := &EdgeProcess{HTTPS: addrs[0], HTTP: addrs[1], Admin: addrs[2], Dir: dir, t: t,
 		ConfigPath: filepath.Join(dir, "edge.toml")}
 	e.WriteConfig(serverExtra, body)
-	e.start()
+	e.start(true)
 	return e
 }

@@ -1,0 +1,87 @@
+package config
+
+import (
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+)
+
+// validateRun checks an upstream's [upstreams.run] and resolves its dir.
+func validateRun(c *checker, key string, u *Upstream) {
+	r := u.Run
+	rk := key + ".run"
+	if r.Dir == "" {
+		r.Dir = c.dir
+	} else {
+		c.resolve(&r.Dir)
+		if fi, err := os.Stat(r.Dir); err != nil || !fi.IsDir() {
+			c.add(rk+".dir", "%q is not a directory; it is the instances' working directory (default: the config file's)", r.Dir)
+		}
+	}
+	switch {
+	case r.Command == "":
+		c.add(rk+".command", `is missing; write the program to run, like command = "node" and args = ["server.js"]`)
+	case !strings.Contains(r.Command, "/"):
+		if _, err := exec.LookPath(r.Command); err != nil {
+			c.add(rk+".command", "%q is not found in PATH; install it or write its full path", r.Command)
+		}
+	}
+	if r.Instances < 1 {
+		c.add(rk+".instances", "must be 1 or more, not %d; it is how many copies of the app run (pm2's instances)", r.Instances)
+	}
+	if !validEnvName(r.PortEnv) {
+		c.add(rk+".port_env", "%q is not an environment variable name; write letters, digits and _, like \"PORT\"", r.PortEnv)
+	}
+	for name := range r.Env {
+		if !validEnvName(name) {
+			c.add(joinKey(rk+".env", name), "%q is not an environment variable name; write letters, digits and _", name)
+		}
+		if name == r.PortEnv {
+			c.add(joinKey(rk+".env", name), "is set by edge for each instance (port_env); remove it from env")
+		}
+	}
+	if r.StopGrace <= 0 {
+		c.add(rk+".stop_grace", `must be more than 0, like "10s"; it is how long an instance has to exit after SIGTERM`)
+	}
+	if u.HealthCheck.Path == "" {
+		c.add(key+".health_check.path", `is required with [upstreams.run]: an instance gets traffic only once it answers it; write path = "/healthz" (any path the app answers with 2xx)`)
+	}
+}
+
+// RunEnv is the run's environment as "NAME=value" lines, in name order.
+func (r *Run) RunEnv() []string {
+	out := make([]string, 0, len(r.Env))
+	for _, name := range slices.Sorted(maps.Keys(r.Env)) {
+		out = append(out, name+"="+r.Env[name].Value())
+	}
+	return out
+}
+
+// runFingerprint tells whether any upstream's run settings differ, secrets
+// included (by value, which a Secret's printing hides).
+func runFingerprint(c *Config) string {
+	var b strings.Builder
+	for _, u := range c.Upstreams {
+		if r := u.Run; r != nil {
+			fmt.Fprintf(&b, "%q %q %q %q %q %d %q %d %d\n", u.Name, r.Command, r.Args, r.Dir, r.RunEnv(),
+				r.Instances, r.PortEnv, r.StopGrace, r.MaxMemory)
+		}
+	}
+	return b.String()
+}
+
+// KeepRun gives next's upstreams the run settings cur runs with, by name:
+// the instances are started once, and a reload neither restarts, adds nor
+// removes them.
+func KeepRun(cur, next *Config) {
+	running := make(map[string]*Run)
+	for _, u := range cur.Upstreams {
+		running[u.Name] = u.Run
+	}
+	for i := range next.Upstreams {
+		next.Upstreams[i].Run = running[next.Upstreams[i].Name]
+	}
+}

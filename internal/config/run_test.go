@@ -1,0 +1,83 @@
+package config
+
+import (
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+)
+
+// runUpstream is an upstream with a valid run on lines 1-6, before the
+// lines a case adds to [upstreams.run].
+func runUpstream(lines ...string) string {
+	return doc(append([]string{`[[upstreams]]`, `name = "api"`, `[upstreams.health_check]`, `path = "/healthz"`,
+		`[upstreams.run]`, `command = "sh"`}, lines...)...)
+}
+
+func TestRunProblems(t *testing.T) {
+	cases := []struct {
+		name string
+		text string
+		want []want
+	}{
+		{"no command", doc(`[[upstreams]]`, `name = "api"`, `[upstreams.health_check]`, `path = "/healthz"`, `[upstreams.run]`, `args = ["x"]`),
+			[]want{{"upstreams[0].run.command", 5, "is missing; write the program to run"}}},
+		{"command not in PATH", doc(`[[upstreams]]`, `name = "api"`, `[upstreams.health_check]`, `path = "/healthz"`, `[upstreams.run]`, `command = "no-such-program-edge"`),
+			[]want{{"upstreams[0].run.command", 6, `"no-such-program-edge" is not found in PATH`}}},
+		{"no health check", doc(`[[upstreams]]`, `name = "api"`, `[upstreams.run]`, `command = "sh"`),
+			[]want{{"upstreams[0].health_check.path", 1, "is required with [upstreams.run]"}}},
+		{"bad values", runUpstream(`instances = 0`, `port_env = "1PORT"`, `stop_grace = "0s"`, `dir = "no-such-dir"`),
+			[]want{
+				{"upstreams[0].run.instances", 7, "must be 1 or more, not 0"},
+				{"upstreams[0].run.port_env", 8, `"1PORT" is not an environment variable name`},
+				{"upstreams[0].run.stop_grace", 9, "must be more than 0"},
+				{"upstreams[0].run.dir", 10, "is not a directory"},
+			}},
+		{"env sets the port", runUpstream(`env = { PORT = "3000" }`),
+			[]want{{"upstreams[0].run.env.PORT", 7, "is set by edge for each instance"}}},
+		{"unknown key", runUpstream(`instance = 2`),
+			[]want{{"upstreams[0].run.instance", 7, `did you mean "instances"?`}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, e := parseIn(t, testDir(t), tc.text)
+			wantProblems(t, e, tc.want)
+		})
+	}
+}
+
+func TestRunDefaultsAndEnv(t *testing.T) {
+	dir := testDir(t)
+	t.Setenv("EDGE_TEST_DB_PASSWORD", "s3cret")
+	cfg := mustParse(t, dir, runUpstream(`args = ["server.js"]`, `env = { NODE_ENV = "production", DB_PASSWORD = "${EDGE_TEST_DB_PASSWORD}" }`, `max_memory = "300MB"`))
+	r := cfg.Upstreams[0].Run
+	abs, _ := filepath.Abs(dir)
+	if r.Instances != 1 || r.PortEnv != "PORT" || r.StopGrace.Std() != 10*time.Second || r.MaxMemory != 300<<20 || r.Dir != abs {
+		t.Fatalf("run: %+v", r)
+	}
+	if got := r.RunEnv(); !slices.Equal(got, []string{"DB_PASSWORD=s3cret", "NODE_ENV=production"}) {
+		t.Fatalf("env: %q", got)
+	}
+}
+
+// TestRunIsRestartOnly: any change to a run, a secret's value included, is
+// reported as needing a restart, and KeepRun keeps what runs.
+func TestRunIsRestartOnly(t *testing.T) {
+	dir := testDir(t)
+	t.Setenv("EDGE_TEST_TOKEN", "one")
+	cur := mustParse(t, dir, runUpstream(`env = { TOKEN = "${EDGE_TEST_TOKEN}" }`))
+	t.Setenv("EDGE_TEST_TOKEN", "two")
+	next := mustParse(t, dir, runUpstream(`env = { TOKEN = "${EDGE_TEST_TOKEN}" }`))
+	if got := RestartNeeded(cur, next); !slices.Equal(got, []string{"upstreams.run"}) {
+		t.Fatalf("restart needed: %v", got)
+	}
+	KeepRun(cur, next)
+	if got := RestartNeeded(cur, next); len(got) != 0 {
+		t.Fatalf("after KeepRun: %v", got)
+	}
+	added := mustParse(t, dir, runUpstream()+"\n"+doc(`[[upstreams]]`, `name = "new"`, `[upstreams.health_check]`, `path = "/h"`, `[upstreams.run]`, `command = "sh"`))
+	KeepRun(cur, added)
+	if added.Upstreams[1].Run != nil {
+		t.Fatal("a run added by a reload must wait for a restart")
+	}
+}

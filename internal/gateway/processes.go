@@ -1,0 +1,142 @@
+package gateway
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"edge/internal/config"
+	"edge/internal/metrics"
+	"edge/internal/process"
+	"edge/internal/proxy"
+)
+
+var (
+	_ process.Events = (*metrics.Process)(nil)
+	_ proxy.Gate     = (*process.Instance)(nil)
+)
+
+// startProcesses starts the instances of every upstream that has a
+// [upstreams.run], once: they outlive snapshots, and a reload keeps them
+// (config.KeepRun).
+func startProcesses(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (map[string]*process.Group, error) {
+	groups := make(map[string]*process.Group)
+	for _, uc := range cfg.Upstreams {
+		if uc.Run == nil {
+			continue
+		}
+		m.Process.Start(uc.Name, process.ReasonExit, process.ReasonMemory)
+		g, err := process.Start(processSpec(uc), log, m.Process)
+		if err != nil {
+			stopProcesses(groups)
+			return nil, err
+		}
+		groups[uc.Name] = g
+	}
+	return groups, nil
+}
+
+func processSpec(uc config.Upstream) process.Spec {
+	r, hc := uc.Run, uc.HealthCheck
+	expect := func(code int) bool { return code >= 200 && code < 400 }
+	if len(hc.ExpectStatus) > 0 {
+		expect = func(code int) bool { return slices.Contains(hc.ExpectStatus, code) }
+	}
+	return process.Spec{
+		Upstream:  uc.Name,
+		Command:   r.Command,
+		Args:      r.Args,
+		Dir:       r.Dir,
+		Env:       r.RunEnv(),
+		Instances: r.Instances,
+		PortEnv:   r.PortEnv,
+		StopGrace: r.StopGrace.Std(),
+		MaxMemory: int64(r.MaxMemory),
+		Health: process.Health{
+			Path:               hc.Path,
+			Interval:           hc.Interval.Std(),
+			Timeout:            hc.Timeout.Std(),
+			Expect:             expect,
+			HealthyThreshold:   hc.HealthyThreshold,
+			UnhealthyThreshold: hc.UnhealthyThreshold,
+		},
+		Policy: process.DefaultPolicy,
+	}
+}
+
+// stopProcesses stops every group at once: each waits out its own
+// stop_grace, so the longest one bounds the whole.
+func stopProcesses(groups map[string]*process.Group) {
+	done := make(chan struct{}, len(groups))
+	for _, g := range groups {
+		go func() { g.Stop(); done <- struct{}{} }()
+	}
+	for range groups {
+		<-done
+	}
+}
+
+// instanceTargets are the targets of an upstream's running instances, each
+// gated by its instance: out of service until it answers its health check.
+func (g *Gateway) instanceTargets(name string, stage *proxy.Stage, to proxy.TransportOptions) []*proxy.Target {
+	group := g.lasting.procs[name]
+	if group == nil {
+		return nil
+	}
+	var ts []*proxy.Target
+	for _, in := range group.Instances() {
+		t := stage.Target(name, in.Addr, to)
+		t.SetGate(in)
+		ts = append(ts, t)
+	}
+	return ts
+}
+
+// instanceCounts feeds edge_upstream_instances: every state of every group,
+// zeros included, so a state that empties drops to 0 rather than vanishing.
+func (g *Gateway) instanceCounts() []metrics.InstanceCount {
+	var out []metrics.InstanceCount
+	for _, name := range g.processNames() {
+		n := make(map[string]int)
+		for _, in := range g.lasting.procs[name].Instances() {
+			n[in.State()]++
+		}
+		for _, st := range process.States {
+			out = append(out, metrics.InstanceCount{Upstream: name, State: st, N: n[st]})
+		}
+	}
+	return out
+}
+
+func (g *Gateway) processNames() []string {
+	names := make([]string, 0, len(g.lasting.procs))
+	for name := range g.lasting.procs {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// processReadiness is /readyz's view of the instances: one line per
+// upstream edge runs; ok is false when one of them has no instance ready,
+// since this edge cannot serve that upstream at all.
+func (g *Gateway) processReadiness() (ok bool, detail []string) {
+	ok = true
+	for _, name := range g.processNames() {
+		ready := 0
+		var states []string
+		for _, in := range g.lasting.procs[name].Instances() {
+			st := in.State()
+			if st == process.StateReady {
+				ready++
+			}
+			states = append(states, fmt.Sprintf("%d=%s", in.ID, st))
+		}
+		if ready == 0 {
+			ok = false
+		}
+		detail = append(detail, fmt.Sprintf("upstream %s: %d/%d instances ready (%s)", name, ready, len(states), strings.Join(states, " ")))
+	}
+	return ok, detail
+}

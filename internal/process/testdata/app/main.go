@@ -1,0 +1,58 @@
+// Command app is the app the process tests have edge run: it serves HTTP on
+// $PORT after $DELAY, answers /health, and can be told to crash, hang or hold memory.
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// ballast holds the memory BALLAST_MB asks for, for the max_memory test.
+var ballast []byte
+
+func main() {
+	pid := os.Getpid()
+	if dir := os.Getenv("PIDS_DIR"); dir != "" {
+		// The test finds every process edge ever started here.
+		_ = os.WriteFile(filepath.Join(dir, strconv.Itoa(pid)), nil, 0o644)
+	}
+	fmt.Printf("app %d starting\n", pid)
+	if os.Getenv("CRASH") != "" {
+		fmt.Fprintln(os.Stderr, "crashing at once, as told")
+		os.Exit(3)
+	}
+	if mb, err := strconv.Atoi(os.Getenv("BALLAST_MB")); err == nil {
+		// Touched, so it is resident, not just reserved.
+		ballast = make([]byte, mb<<20)
+		for i := range ballast {
+			ballast[i] = 1
+		}
+	}
+	if d, err := time.ParseDuration(os.Getenv("DELAY")); err == nil {
+		time.Sleep(d)
+	}
+	hung := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hung:
+			select {}
+		default:
+		}
+		_, _ = fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /crash", func(w http.ResponseWriter, r *http.Request) { os.Exit(4) })
+	whoami := func(w http.ResponseWriter, r *http.Request) {
+		_, _ = fmt.Fprintf(w, "pid=%d instance=%s\n", pid, os.Getenv("EDGE_INSTANCE"))
+	}
+	mux.HandleFunc("GET /hang", func(w http.ResponseWriter, r *http.Request) { close(hung); whoami(w, r) })
+	mux.HandleFunc("GET /", whoami)
+	if err := http.ListenAndServe("127.0.0.1:"+os.Getenv("PORT"), mux); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
