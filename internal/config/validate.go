@@ -653,6 +653,12 @@ func (r *Route) validateRewrite(c *checker, key string) {
 		return
 	}
 	checkTemplate(c, key+".to", r.Rewrite.To, re.NumSubexp(), "rewrite.from")
+	// Every request would be refused at run time, as CleanPath refuses
+	// these in any path.
+	path, _, _ := strings.Cut(r.Rewrite.To, "?")
+	if p, err := url.PathUnescape(path); err != nil || strings.ContainsAny(p, ";\\") {
+		c.add(key+".to", `%q holds ';', '\' or a broken %%-escape in its path, which edge refuses in any path; remove it`, r.Rewrite.To)
+	}
 }
 
 var redirectStatuses = []int{301, 302, 307, 308}

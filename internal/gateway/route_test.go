@@ -60,7 +60,7 @@ upstream = "up"
 name = "semi"
 exact = "/semi"
 upstream = "up"
-rewrite = { from = '^/semi$', to = "/x%%3By" }
+rewrite = { from = '^/semi$', to = "/q/$args" }
 [[routes]]
 name = "health"
 exact = "/healthz"
@@ -124,7 +124,7 @@ redirect = { to = "https://$host/new$request_uri" }
 	}
 
 	last()
-	resp, body := e.get(t, "api.example.com", "/semi")
+	resp, body := e.get(t, "api.example.com", "/semi?a%3Bb")
 	assertAPIError(t, resp, body, http.StatusBadRequest, 40001)
 	if got := last(); got != "" {
 		t.Errorf("a refused rewrite reached the upstream: %q", got)
