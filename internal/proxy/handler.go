@@ -43,9 +43,11 @@ func (h HeaderRules) Empty() bool { return len(h.Set) == 0 && len(h.Remove) == 0
 
 // ProxyOptions configure the proxy handler of one route.
 type ProxyOptions struct {
-	Route          string
-	Upstream       *Upstream
-	StripPrefix    string // the route's prefix to remove, "" to keep the path
+	Route       string
+	Upstream    *Upstream
+	StripPrefix string // the route's prefix to remove, "" to keep the path
+	// Rewrite, when not nil, changes the path (and maybe the query) sent
+	// upstream; configs never set it beside StripPrefix.
 	Rewrite        *Rewrite
 	RequestHeaders HeaderRules
 	WebSocket      bool
