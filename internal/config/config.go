@@ -198,16 +198,29 @@ type Passive struct {
 }
 
 // Route matches requests and says what answers them: exactly one of
-// Upstream, Static or Respond.
+// Upstream, Static, Respond or Redirect. It matches paths by exactly one of
+// Path, Exact or Regex; see proxy.Router for which route wins.
 type Route struct {
-	Name    string   `toml:"name"`
-	Hosts   []string `toml:"hosts"`   // exact or "*.example.com"; empty = any host
-	Path    string   `toml:"path"`    // prefix; default "/"
-	Methods []string `toml:"methods"` // empty = any method
+	Name  string   `toml:"name"`
+	Hosts []string `toml:"hosts"` // exact or "*.example.com"; empty = any host
+	Path  string   `toml:"path"`  // prefix; default "/" unless exact or regex is set
+	// BeforeRegex makes this prefix, when it is the longest that matches,
+	// win over regex routes (nginx "location ^~").
+	BeforeRegex bool   `toml:"before_regex"`
+	Exact       string `toml:"exact"` // the whole path (nginx "location =")
+	// Regex is an RE2 expression matched against the cleaned path (nginx
+	// "location ~"); RegexIgnoreCase makes it case-insensitive ("~*").
+	Regex           string   `toml:"regex"`
+	RegexIgnoreCase bool     `toml:"regex_ignore_case"`
+	Methods         []string `toml:"methods"` // empty = any method
 
-	Upstream string   `toml:"upstream"`
-	Static   string   `toml:"static"`
-	Respond  *Respond `toml:"respond"`
+	Upstream string    `toml:"upstream"`
+	Static   string    `toml:"static"`
+	Respond  *Respond  `toml:"respond"`
+	Redirect *Redirect `toml:"redirect"`
+
+	// Rewrite changes the path sent upstream (nginx "rewrite ... break").
+	Rewrite *Rewrite `toml:"rewrite"`
 
 	// StripPrefix removes Path from the request path before proxying.
 	StripPrefix bool `toml:"strip_prefix"`
@@ -232,6 +245,29 @@ type Route struct {
 	RouteAuth
 	RouteCallback
 	RouteAccess
+}
+
+// Rewrite replaces a path that From matches with To, where $1..$9 are
+// From's groups (see proxy.Template for the variables). A To with a query
+// replaces the client's; without one the client's query is kept.
+type Rewrite struct {
+	From string `toml:"from"`
+	To   string `toml:"to"`
+}
+
+// Redirect answers with Status and a Location built from To, where $1..$9
+// are the groups of the route's regex.
+type Redirect struct {
+	To     string `toml:"to"`
+	Status int    `toml:"status"` // 301, 302 (default), 307 or 308
+}
+
+// RegexSource is the expression a regex route is compiled from.
+func (r *Route) RegexSource() string {
+	if r.RegexIgnoreCase {
+		return "(?i)" + r.Regex
+	}
+	return r.Regex
 }
 
 // Respond is a fixed answer.

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/textproto"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,8 +163,13 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 	specs := make([]proxy.RouteSpec, len(cfg.Routes))
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
-		specs[i] = proxy.RouteSpec{Hosts: rc.Hosts, Prefix: rc.Path, Methods: rc.Methods}
-		rt, err := g.buildRoute(rc, upstreams, svc, lim.Route(rc.Name))
+		specs[i] = proxy.RouteSpec{Hosts: rc.Hosts, Prefix: rc.Path, BeforeRegex: rc.BeforeRegex, Exact: rc.Exact, Methods: rc.Methods}
+		if rc.Regex != "" {
+			if specs[i].Regex, err = regexp.Compile(rc.RegexSource()); err != nil {
+				return nil, fmt.Errorf("route %q: regex: %w", rc.Name, err)
+			}
+		}
+		rt, err := g.buildRoute(rc, specs[i].Regex, upstreams, svc, lim.Route(rc.Name))
 		if err != nil {
 			return nil, fmt.Errorf("route %q: %w", rc.Name, err)
 		}
@@ -251,8 +257,9 @@ func headerRules(set map[string]string, remove []string) proxy.HeaderRules {
 	return h
 }
 
-// buildRoute compiles one route's plan; serve runs its steps in order.
-func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstream, svc *identity.Service, lim limits.Route) (*route, error) {
+// buildRoute compiles one route's plan; serve runs its steps in order. re
+// is the route's compiled regex, nil unless it matches by one.
+func (g *Gateway) buildRoute(rc *config.Route, re *regexp.Regexp, upstreams map[string]*proxy.Upstream, svc *identity.Service, lim limits.Route) (*route, error) {
 	rt := &route{
 		name:            rc.Name,
 		metrics:         g.metrics.Route(rc.Name),
@@ -271,6 +278,18 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 	if rc.UpstreamReadTimeout != nil {
 		readTimeout = rc.UpstreamReadTimeout.Std()
 	}
+	var rewrite *proxy.Rewrite
+	if rc.Rewrite != nil {
+		from, err := regexp.Compile(rc.Rewrite.From)
+		if err != nil {
+			return nil, fmt.Errorf("rewrite.from: %w", err)
+		}
+		to, err := proxy.ParseTemplate(rc.Rewrite.To)
+		if err != nil {
+			return nil, fmt.Errorf("rewrite.to: %w", err)
+		}
+		rewrite = &proxy.Rewrite{From: from, To: to}
+	}
 	var h http.Handler
 	var err error
 	switch {
@@ -279,6 +298,7 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 			Route:          rc.Name,
 			Upstream:       upstreams[rc.Upstream],
 			StripPrefix:    strip,
+			Rewrite:        rewrite,
 			RequestHeaders: headerRules(rc.SetRequestHeaders, rc.RemoveRequestHeaders),
 			WebSocket:      rc.WebSocket,
 			ReadTimeout:    readTimeout,
@@ -296,8 +316,14 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 		}
 	case rc.Respond != nil:
 		h = respondHandler(*rc.Respond)
+	case rc.Redirect != nil:
+		to, err := proxy.ParseTemplate(rc.Redirect.To)
+		if err != nil {
+			return nil, fmt.Errorf("redirect.to: %w", err)
+		}
+		h = proxy.NewRedirect(re, to, rc.Redirect.Status)
 	default:
-		return nil, fmt.Errorf("no upstream, static or respond")
+		return nil, fmt.Errorf("no upstream, static, respond or redirect")
 	}
 	if rc.Gzip {
 		h = proxy.Gzip(h, proxy.GzipOptions{})
