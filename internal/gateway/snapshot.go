@@ -88,6 +88,9 @@ type route struct {
 	// final answers: the upstream, static files, a fixed answer or a
 	// login; gzip'd when the route asks.
 	final http.Handler
+	// release sends a share of the requests to the next version instead
+	// of final; nil without [routes.release].
+	release *release
 }
 
 // staged is a compiled config that does not serve yet: its snapshot, and
@@ -123,6 +126,7 @@ func (st *staged) Apply() {
 	st.limits.Commit()
 	if old := st.g.snap.Swap(st.snap); old != nil {
 		old.stop()
+		st.g.logReleasesReset(old, st.snap)
 	}
 	st.snap.start(st.g.healthChanged)
 }
@@ -271,13 +275,10 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 	if rc.UpstreamReadTimeout != nil {
 		readTimeout = rc.UpstreamReadTimeout.Std()
 	}
-	var h http.Handler
-	var err error
-	switch {
-	case rc.Upstream != "":
-		h = proxy.NewProxy(proxy.ProxyOptions{
+	proxyTo := func(upstream string) http.Handler {
+		return proxy.NewProxy(proxy.ProxyOptions{
 			Route:          rc.Name,
-			Upstream:       upstreams[rc.Upstream],
+			Upstream:       upstreams[upstream],
 			StripPrefix:    strip,
 			RequestHeaders: headerRules(rc.SetRequestHeaders, rc.RemoveRequestHeaders),
 			WebSocket:      rc.WebSocket,
@@ -285,6 +286,15 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 			WebSocketsOpen: g.metrics.WebSocketsOpen(),
 			Logger:         g.log,
 		})
+	}
+	var h http.Handler
+	var err error
+	switch {
+	case rc.Upstream != "":
+		h = proxyTo(rc.Upstream)
+		if rc.Release != nil {
+			rt.release = newRelease(rc.Release, proxyTo(rc.Release.Upstream))
+		}
 	case rc.Static != "":
 		prefix := ""
 		if rc.Path != "/" {
@@ -301,6 +311,9 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 	}
 	if rc.Gzip {
 		h = proxy.Gzip(h, proxy.GzipOptions{})
+		if rt.release != nil {
+			rt.release.next = proxy.Gzip(rt.release.next, proxy.GzipOptions{})
+		}
 	}
 	rt.final = h
 	if rc.Verify != "" {
@@ -402,6 +415,10 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info
 	}
 	defer adm.Release()
 	if rt.verify != nil && !rt.verify.Check(w, r) {
+		return
+	}
+	if rt.release != nil && rt.release.toNext(info) {
+		rt.release.next.ServeHTTP(w, r)
 		return
 	}
 	rt.final.ServeHTTP(w, r)
