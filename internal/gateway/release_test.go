@@ -354,3 +354,35 @@ func TestReleaseChoiceAllocates(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseKeepsRouteOptions: the next version is served by the same
+// route, so its options (here strip_prefix, header rules and gzip) apply
+// to it as to the current one.
+func TestReleaseKeepsRouteOptions(t *testing.T) {
+	cur := startBackend(t, "cur", nil)
+	next := startBackend(t, "next", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"path":"`+r.URL.Path+`","pad":"`+strings.Repeat("x", 2048)+`"}`)
+	})
+	e := startEdge(t, versionUpstreams(cur, next)+apiRoute+`strip_prefix = true
+gzip = true
+set_request_headers = { "X-App" = "shop" }
+[routes.release]
+upstream = "next"
+weight = 100
+`)
+	resp, body := e.do(t, http.MethodGet, e.url("api.example.com", "/api/orders"), nil, http.Header{"Accept-Encoding": {"gzip"}})
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Backend") != "next" {
+		t.Fatalf("answer: %d from %q", resp.StatusCode, resp.Header.Get("X-Backend"))
+	}
+	if got := resp.Header.Get("Content-Encoding"); got != "gzip" {
+		t.Errorf("Content-Encoding %q, want gzip", got)
+	}
+	if len(body) > 1024 {
+		t.Errorf("body of %d bytes came uncompressed", len(body))
+	}
+	last := next.lastRequest()
+	if last.URL.Path != "/orders" || last.Header.Get("X-App") != "shop" {
+		t.Errorf("next received %s with X-App %q, want /orders with shop", last.URL.Path, last.Header.Get("X-App"))
+	}
+}

@@ -275,10 +275,13 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 	if rc.UpstreamReadTimeout != nil {
 		readTimeout = rc.UpstreamReadTimeout.Std()
 	}
-	proxyTo := func(upstream string) http.Handler {
-		return proxy.NewProxy(proxy.ProxyOptions{
+	var h http.Handler
+	var err error
+	switch {
+	case rc.Upstream != "":
+		h = proxy.NewProxy(proxy.ProxyOptions{
 			Route:          rc.Name,
-			Upstream:       upstreams[upstream],
+			Upstream:       upstreams[rc.Upstream],
 			StripPrefix:    strip,
 			RequestHeaders: headerRules(rc.SetRequestHeaders, rc.RemoveRequestHeaders),
 			WebSocket:      rc.WebSocket,
@@ -286,14 +289,8 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 			WebSocketsOpen: g.metrics.WebSocketsOpen(),
 			Logger:         g.log,
 		})
-	}
-	var h http.Handler
-	var err error
-	switch {
-	case rc.Upstream != "":
-		h = proxyTo(rc.Upstream)
 		if rc.Release != nil {
-			rt.release = newRelease(rc.Release, proxyTo(rc.Release.Upstream))
+			rt.release = newRelease(rc.Release, proxy.ForUpstream(h, upstreams[rc.Release.Upstream], readTimeout))
 		}
 	case rc.Static != "":
 		prefix := ""
