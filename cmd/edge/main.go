@@ -1,4 +1,5 @@
-// Command edge is the mini-program gateway: edge run | validate | version.
+// Command edge is the mini-program gateway: edge run | validate | version,
+// and release, which talks to a running edge's admin listener.
 package main
 
 import (
@@ -52,6 +53,8 @@ Usage:
   edge [run] [-config PATH]     serve (the default command)
   edge validate [-config PATH]  check a config file and exit (like nginx -t)
   edge version                  print the version
+  edge release ROUTE weight N|promote|rollback
+                                change a route's release live (admin API)
 
 The config path is -config, else $EDGE_CONFIG, else ./edge.toml.
 Signals: SIGHUP reloads the config; SIGTERM or SIGINT drain and stop (a
@@ -69,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args, stdout, stderr)
 	case "validate":
 		return runValidate(args, stdout, stderr)
+	case "release":
+		return runRelease(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "edge", buildVersion())
 		return nil

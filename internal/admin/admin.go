@@ -41,7 +41,9 @@ type Options struct {
 	Registry *prometheus.Registry
 	// Bans serves /bans and /bans/... (the limits engine's handler).
 	Bans http.Handler
-	Log  *slog.Logger
+	// Releases serves /routes/NAME/release (release.go).
+	Releases Releases
+	Log      *slog.Logger
 }
 
 // Handler is the admin listener's handler.
@@ -78,6 +80,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.Handle("/bans", o.Bans)
 	mux.Handle("/bans/", o.Bans)
+	releaseRoutes(mux, o.Releases)
 	mux.HandleFunc("POST /sessions/revoke", func(w http.ResponseWriter, r *http.Request) { revokeSession(w, r, o) })
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
 		result, err := o.Gateway.Reload()

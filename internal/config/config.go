@@ -240,6 +240,9 @@ type Route struct {
 	UpstreamReadTimeout *Duration `toml:"upstream_read_timeout"`
 	WebSocket           bool      `toml:"websocket"` // allow Upgrade: websocket
 	Gzip                bool      `toml:"gzip"`      // compress compressible responses
+	// Release sends a share of the requests to a second upstream (see
+	// Release).
+	Release *Release `toml:"release"`
 
 	// Per-route keys of the identity, callback and limits features, inlined.
 	RouteAuth

@@ -386,6 +386,7 @@ func validateRoutes(c *checker, routes []Route, ups []Upstream) {
 		key := indexKey("routes", i)
 		checkName(c, key, r.Name, "route", seen, i)
 		r.validate(c, key, upNames)
+		r.validateRelease(c, key, upNames)
 		mk := matchKey(r)
 		if prev, dup := matches[mk]; dup {
 			c.add(key, "matches the same hosts, path and methods as routes[%d] (%q, line %d), so it can never be chosen; change its hosts, path or methods, or remove one of them",

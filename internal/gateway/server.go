@@ -339,11 +339,22 @@ func (a adminAPI) Server() *config.Server      { return &a.s.gw.snap.Load().cfg.
 func (a adminAPI) Sealer() *identity.Sealer    { return a.s.gw.snap.Load().identity.Sealer() }
 func (a adminAPI) Processes() (bool, []string) { return a.s.gw.processReadiness() }
 
+// releases orders a live release change with reloads, so a change is
+// never made to a snapshot a reload is replacing.
+type releases struct{ s *Server }
+
+func (r releases) SetReleaseWeight(route string, weight int) (admin.Release, error) {
+	r.s.reloadMu.Lock()
+	defer r.s.reloadMu.Unlock()
+	return r.s.gw.SetReleaseWeight(route, weight)
+}
+
 func (s *Server) adminHandler() http.Handler {
 	return admin.Handler(admin.Options{
 		Gateway:  adminAPI{s},
 		Registry: s.metrics.Registry,
 		Bans:     s.gw.lasting.limits.AdminHandler(),
+		Releases: releases{s},
 		Log:      s.log,
 	})
 }

@@ -89,6 +89,9 @@ type route struct {
 	// final answers: the upstream, static files, a fixed answer or a
 	// login; gzip'd when the route asks.
 	final http.Handler
+	// release sends a share of the requests to the next version instead
+	// of final; nil without [routes.release].
+	release *release
 }
 
 // staged is a compiled config that does not serve yet: its snapshot, and
@@ -124,6 +127,7 @@ func (st *staged) Apply() {
 	st.limits.Commit()
 	if old := st.g.snap.Swap(st.snap); old != nil {
 		old.stop()
+		st.g.logReleasesReset(old, st.snap)
 	}
 	st.snap.start(st.g.healthChanged)
 }
@@ -305,6 +309,9 @@ func (g *Gateway) buildRoute(rc *config.Route, re *regexp.Regexp, upstreams map[
 			WebSocketsOpen: g.metrics.WebSocketsOpen(),
 			Logger:         g.log,
 		})
+		if rc.Release != nil {
+			rt.release = newRelease(rc.Release, proxy.ForUpstream(h, upstreams[rc.Release.Upstream], readTimeout))
+		}
 	case rc.Static != "":
 		prefix := ""
 		if rc.Path != "/" {
@@ -327,6 +334,9 @@ func (g *Gateway) buildRoute(rc *config.Route, re *regexp.Regexp, upstreams map[
 	}
 	if rc.Gzip {
 		h = proxy.Gzip(h, proxy.GzipOptions{})
+		if rt.release != nil {
+			rt.release.next = proxy.Gzip(rt.release.next, proxy.GzipOptions{})
+		}
 	}
 	rt.final = h
 	if rc.Verify != "" {
@@ -428,6 +438,10 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info
 	}
 	defer adm.Release()
 	if rt.verify != nil && !rt.verify.Check(w, r) {
+		return
+	}
+	if rt.release != nil && rt.release.toNext(info) {
+		rt.release.next.ServeHTTP(w, r)
 		return
 	}
 	rt.final.ServeHTTP(w, r)
