@@ -143,8 +143,30 @@ type Upstream struct {
 	// a route's read_timeout would read as the client's.
 	ReadTimeout Duration `toml:"read_timeout"`
 	// Retries is how many other targets an idempotent request may try when
-	// the connection to a target fails. Default 1; 0 disables.
-	Retries     int         `toml:"retries"`
+	// the connection to a target fails, or when a target answers with a
+	// status in RetryOn (nginx proxy_next_upstream_tries is Retries + 1).
+	// Default 1; 0 disables.
+	Retries int `toml:"retries"`
+	// RetryOn lists the statuses (502, 503, 504) on which an idempotent
+	// request without a body goes to the next target (nginx
+	// proxy_next_upstream http_502 ...). Default empty: an answer is
+	// always passed on.
+	RetryOn []int `toml:"retry_on"`
+	// RetryTimeout bounds the time from the first try after which no
+	// other target is tried (nginx proxy_next_upstream_timeout). Default
+	// 0: no bound but Retries.
+	RetryTimeout Duration `toml:"retry_timeout"`
+	// TLS makes edge speak HTTPS to every target, verifying its
+	// certificate against TLSCA (default: the system roots) for
+	// TLSServerName (default: the target's host).
+	TLS           bool   `toml:"tls"`
+	TLSCA         string `toml:"tls_ca"`
+	TLSServerName string `toml:"tls_server_name"`
+	// TLSClientCert and TLSClientKey are PEM files of the certificate edge
+	// presents to targets that ask for one (mutual TLS).
+	TLSClientCert string `toml:"tls_client_cert"`
+	TLSClientKey  string `toml:"tls_client_key"`
+
 	HealthCheck HealthCheck `toml:"health_check"`
 	Passive     Passive     `toml:"passive_health"`
 }
@@ -173,10 +195,13 @@ type Run struct {
 }
 
 // Target is one backend address. In TOML either "host:port" or
-// { address = "host:port", weight = 2 }.
+// { address = "host:port", weight = 2, backup = true }.
 type Target struct {
 	Address string `toml:"address"`
 	Weight  int    `toml:"weight"` // default 1
+	// Backup targets get requests only while no other target is
+	// available (nginx backup).
+	Backup bool `toml:"backup"`
 }
 
 // HealthCheck is the active check; it runs when Path is set.

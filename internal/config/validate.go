@@ -173,26 +173,27 @@ func (t *TLS) validate(c *checker) {
 
 // checkReadable checks that a file the process will read at start exists,
 // is a regular file and opens, so a typo is caught at validate time.
-func checkReadable(c *checker, key, path, what string) {
+func checkReadable(c *checker, key, path, what string) bool {
 	if path == "" {
 		c.add(key, "is missing; write the path to %s", what)
-		return
+		return false
 	}
 	st, err := os.Stat(path)
 	if err != nil {
 		c.add(key, "cannot read %q: %v; write the path to %s (relative paths start at the config file's directory)", path, unwrapPath(err), what)
-		return
+		return false
 	}
 	if !st.Mode().IsRegular() {
 		c.add(key, "%q is not a regular file; write the path to %s", path, what)
-		return
+		return false
 	}
 	f, err := os.Open(path)
 	if err != nil {
 		c.add(key, "cannot open %q: %v; let edge's user read it", path, unwrapPath(err))
-		return
+		return false
 	}
 	f.Close()
+	return true
 }
 
 func (l *Log) validate(c *checker) {
@@ -263,6 +264,8 @@ func validateUpstreams(c *checker, ups []Upstream) {
 		if u.Retries < 0 {
 			c.add(key+".retries", "must be 0 or more, not %d; 0 disables retries (default 1)", u.Retries)
 		}
+		validateRetryOn(c, key, u)
+		validateUpstreamTLS(c, key, u)
 		u.HealthCheck.validate(c, key+".health_check")
 		u.Passive.validate(c, key+".passive_health")
 	}
@@ -310,7 +313,7 @@ func checkTargetAddress(c *checker, key, addr string) {
 		return
 	}
 	if rest, ok := strings.CutPrefix(addr, "https://"); ok {
-		c.add(key, "%q has a scheme; write host:port only, like %q (edge talks plain HTTP to targets)", addr, strings.TrimSuffix(rest, "/"))
+		c.add(key, "%q has a scheme; write host:port only, like %q, and tls = true in the upstream for HTTPS", addr, strings.TrimSuffix(rest, "/"))
 		return
 	}
 	host, port, err := net.SplitHostPort(addr)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/textproto"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -146,7 +147,10 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 	}
 	upstreams := make(map[string]*proxy.Upstream, len(cfg.Upstreams))
 	for _, uc := range cfg.Upstreams {
-		u := g.buildUpstream(uc, targets)
+		u, err := g.buildUpstream(uc, targets)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %q: %w", uc.Name, err)
+		}
 		upstreams[uc.Name] = u
 		s.upstreamList = append(s.upstreamList, u)
 	}
@@ -197,23 +201,25 @@ var balances = map[string]proxy.Balance{
 	"random_two": proxy.RandomTwo, "hash": proxy.Hash,
 }
 
-func (g *Gateway) buildUpstream(uc config.Upstream, stage *proxy.Stage) *proxy.Upstream {
+func (g *Gateway) buildUpstream(uc config.Upstream, stage *proxy.Stage) (*proxy.Upstream, error) {
+	tlsOpts, err := upstreamTLS(uc)
+	if err != nil {
+		return nil, err
+	}
 	to := proxy.TransportOptions{
 		ConnectTimeout:        uc.ConnectTimeout.Std(),
 		ResponseHeaderTimeout: uc.ResponseHeaderTimeout.Std(),
 		MaxIdle:               uc.Keepalive,
 		IdleTimeout:           upstreamIdleTimeout,
+		TLS:                   tlsOpts,
 	}
-	targets := make([]*proxy.Target, len(uc.Targets))
-	weights := make([]int, len(uc.Targets))
+	members := make([]proxy.Member, len(uc.Targets))
 	for i, tc := range uc.Targets {
-		targets[i] = stage.Target(uc.Name, tc.Address, to)
-		weights[i] = tc.Weight
+		members[i] = proxy.Member{Target: stage.Target(uc.Name, tc.Address, to), Weight: tc.Weight, Backup: tc.Backup}
 	}
 	if uc.Run != nil {
 		for _, t := range g.instanceTargets(uc.Name, stage, to) {
-			targets = append(targets, t)
-			weights = append(weights, 1)
+			members = append(members, proxy.Member{Target: t, Weight: 1})
 		}
 	}
 	hashHeader := ""
@@ -221,11 +227,13 @@ func (g *Gateway) buildUpstream(uc config.Upstream, stage *proxy.Stage) *proxy.U
 		hashHeader = textproto.CanonicalMIMEHeaderKey(h)
 	}
 	u := proxy.NewUpstream(proxy.UpstreamOptions{
-		Name:        uc.Name,
-		Balance:     balances[uc.Balance],
-		HashHeader:  hashHeader,
-		Retries:     uc.Retries,
-		ReadTimeout: uc.ReadTimeout.Std(),
+		Name:         uc.Name,
+		Balance:      balances[uc.Balance],
+		HashHeader:   hashHeader,
+		Retries:      uc.Retries,
+		RetryOn:      uc.RetryOn,
+		RetryTimeout: uc.RetryTimeout.Std(),
+		ReadTimeout:  uc.ReadTimeout.Std(),
 		Passive: proxy.PassiveOptions{
 			MaxFails: uc.Passive.MaxFails,
 			Window:   uc.Passive.Window.Std(),
@@ -239,12 +247,39 @@ func (g *Gateway) buildUpstream(uc config.Upstream, stage *proxy.Stage) *proxy.U
 			HealthyThreshold:   uc.HealthCheck.HealthyThreshold,
 			UnhealthyThreshold: uc.HealthCheck.UnhealthyThreshold,
 		},
-	}, targets, weights)
+	}, members)
 	u.OnPassiveDown = func(t *proxy.Target) {
 		g.log.Warn("upstream target taken out after repeated failures", "upstream", t.Upstream, "target", t.Addr,
 			"cooldown", uc.Passive.Cooldown.Std().String())
 	}
-	return u
+	u.OnRetry = g.metrics.UpstreamRetries(uc.Name, uc.RetryOn)
+	return u, nil
+}
+
+// upstreamTLS reads an upstream's TLS files: their contents, not their
+// names, decide whether a reload keeps the targets' connections.
+func upstreamTLS(uc config.Upstream) (proxy.TLSOptions, error) {
+	o := proxy.TLSOptions{Enabled: uc.TLS, ServerName: uc.TLSServerName}
+	if !uc.TLS {
+		return o, nil
+	}
+	for _, f := range []struct {
+		key, path string
+		dst       *string
+	}{{"tls_ca", uc.TLSCA, &o.CAPEM}, {"tls_client_cert", uc.TLSClientCert, &o.CertPEM}, {"tls_client_key", uc.TLSClientKey, &o.KeyPEM}} {
+		if f.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			return o, fmt.Errorf("%s: %w", f.key, err)
+		}
+		*f.dst = string(b)
+	}
+	if err := o.Check(); err != nil {
+		return o, fmt.Errorf("tls: %w", err)
+	}
+	return o, nil
 }
 
 // upstreamIdleTimeout closes pooled connections nobody used for a minute.
