@@ -27,6 +27,7 @@ const (
 	StaleTimestamp    Code = 40104
 	Replayed          Code = 40105
 	LoginCodeRejected Code = 40106 // the platform refused the code; a malformed login body is BadRequest
+	BasicAuthFailed   Code = 40107 // auth_basic: credentials missing or wrong
 	Forbidden         Code = 40301 // IP denied, banned, Referer/app check failed
 	NotFound          Code = 40401
 	// RequestTimeout: the client paused longer than server.read_timeout

@@ -273,6 +273,7 @@ type Route struct {
 	RouteAuth
 	RouteCallback
 	RouteAccess
+	RouteAnswers
 }
 
 // Rewrite replaces a path that From matches with To, where $1..$9 are

@@ -400,6 +400,7 @@ func validateRoutes(c *checker, routes []Route, ups []Upstream) {
 		r.RouteAuth.validate(c, key)
 		r.RouteCallback.validate(c, key)
 		r.RouteAccess.validate(c, key)
+		r.validateAnswers(c, key)
 	}
 }
 

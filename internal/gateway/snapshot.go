@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"edge/internal/answer"
 	"edge/internal/apierror"
 	"edge/internal/config"
 	"edge/internal/identity"
@@ -82,13 +83,15 @@ type route struct {
 	bodyPause       time.Duration // server.read_timeout
 	responseHeaders proxy.HeaderRules
 
-	limits limits.Route
+	limits    limits.Route
+	cors      *answer.CORS      // nil without cors
+	basicAuth *answer.BasicAuth // nil without auth_basic
 	// identity is nil on login endpoints, which establish an identity
 	// rather than check one.
 	identity *identity.Policy
 	verify   *webhook.Verifier // nil without verify
 	// final answers: the upstream, static files, a fixed answer or a
-	// login; gzip'd when the route asks.
+	// login; with the route's error pages and compression around it.
 	final http.Handler
 	// release sends a share of the requests to the next version instead
 	// of final; nil without [routes.release].
@@ -352,7 +355,7 @@ func (g *Gateway) buildRoute(rc *config.Route, re *regexp.Regexp, upstreams map[
 		if rc.Path != "/" {
 			prefix = rc.Path
 		}
-		h, err = proxy.NewStatic(proxy.StaticOptions{Root: rc.Static, Index: rc.Index, SPA: rc.SPA, StripPrefix: prefix})
+		h, err = proxy.NewStatic(proxy.StaticOptions{Root: rc.Static, Index: rc.Index, SPA: rc.SPA, StripPrefix: prefix, Precompressed: rc.Precompressed})
 		if err != nil {
 			return nil, err
 		}
@@ -367,11 +370,13 @@ func (g *Gateway) buildRoute(rc *config.Route, re *regexp.Regexp, upstreams map[
 	default:
 		return nil, fmt.Errorf("no upstream, static, respond or redirect")
 	}
-	if rc.Gzip {
-		h = proxy.Gzip(h, proxy.GzipOptions{})
-		if rt.release != nil {
-			rt.release.next = proxy.Gzip(rt.release.next, proxy.GzipOptions{})
-		}
+	wrap, err := rt.buildAnswers(rc)
+	if err != nil {
+		return nil, err
+	}
+	h = wrap(h)
+	if rt.release != nil {
+		rt.release.next = wrap(rt.release.next)
 	}
 	rt.final = h
 	if rc.Verify != "" {
@@ -446,6 +451,15 @@ func (s *snapshot) route(r *http.Request, info *reqctx.Info) *route {
 // identity come first, so a denied client costs no signature check; the
 // limits that count by openid come once identity has established it.
 func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info) {
+	// First, so that every answer below carries the CORS headers a page
+	// needs to read it, and a preflight (which carries no credentials) is
+	// answered before any check would refuse it.
+	if rt.cors != nil {
+		var done bool
+		if w, done = rt.cors.Handle(w, r); done {
+			return
+		}
+	}
 	if r.ContentLength > rt.maxBody {
 		info.Reason = reasonBodyTooLarge
 		apierror.Write(w, r, apierror.BodyTooLarge, "request body is larger than this route allows")
@@ -460,6 +474,10 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info
 	}
 	// IP lists, User-Agent rules, IP bans.
 	if !rt.limits.Guard(w, r, info) {
+		return
+	}
+	// HTTP basic credentials from the route's htpasswd file.
+	if rt.basicAuth != nil && !rt.basicAuth.Check(w, r) {
 		return
 	}
 	// The auth policy; it also strips client-sent identity headers.

@@ -482,3 +482,33 @@ func BenchmarkGzipJSON10KB(b *testing.B) {
 		h.ServeHTTP(w, r)
 	}
 }
+
+func gzipAccepted(values []string) bool { return Negotiate(values, gzipOnly) == EncodingGzip }
+
+func TestNegotiate(t *testing.T) {
+	all := []Encoding{EncodingBrotli, EncodingZstd, EncodingGzip}
+	tests := []struct {
+		accept  string
+		offered []Encoding
+		want    Encoding
+	}{
+		{"gzip, deflate, br, zstd", all, EncodingBrotli},
+		{"gzip, br", []Encoding{EncodingGzip, EncodingBrotli}, EncodingGzip},
+		{"gzip;q=1.0, br;q=0.999", all, EncodingGzip},
+		{"br;q=0.5, zstd", all, EncodingZstd},
+		{"BR;Q=0.9, gzip;q=0.1", all, EncodingBrotli},
+		{"br;q=0, *;q=0.2", all, EncodingZstd},
+		{"*;q=0, gzip;q=0.1", all, EncodingGzip},
+		{"br;q=0, zstd;q=0, gzip;q=0", all, EncodingNone},
+		{"identity", all, EncodingNone},
+		{"", all, EncodingNone},
+		{"zstd", gzipOnly, EncodingNone},
+		{"x-gzip;q=0.3, br;q=0.2", all, EncodingGzip},
+		{"br;q=junk", all, EncodingBrotli},
+	}
+	for _, tt := range tests {
+		if got := Negotiate([]string{tt.accept}, tt.offered); got != tt.want {
+			t.Errorf("Negotiate(%q, %v) = %v, want %v", tt.accept, tt.offered, got, tt.want)
+		}
+	}
+}
