@@ -141,10 +141,24 @@ func (s *originSuffix) match(origin string) bool {
 	if !ok || (s.port == "" && strings.Contains(host, ":")) {
 		return false
 	}
-	// The label before the suffix must be a whole label: "evil-example.com"
+	// What comes before the suffix must be whole labels: "evil-example.com"
 	// does not end in ".example.com", and ".example.com" alone is no host.
-	label, ok := strings.CutSuffix(host, s.suffix)
-	return ok && label != "" && !strings.ContainsAny(label, "/?#@")
+	labels, ok := strings.CutSuffix(host, s.suffix)
+	return ok && hostLabels(labels)
+}
+
+// hostLabels reports whether s is dot-separated DNS labels of letters,
+// digits and hyphens (already lowercase): nothing else is reflected.
+func hostLabels(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // Handle runs the CORS step. A preflight (OPTIONS with
