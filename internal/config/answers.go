@@ -93,6 +93,11 @@ func (r *Route) validateAnswers(c *checker, key string) {
 	}
 	if r.CORS != nil {
 		r.CORS.validate(c, key+".cors", r.Methods)
+		// A preflight is an OPTIONS request: a route limited to other
+		// methods would never see it, and the browser would get a 404.
+		if len(r.Methods) > 0 && !slices.Contains(r.Methods, "OPTIONS") {
+			r.Methods = append(r.Methods, "OPTIONS")
+		}
 	}
 	if r.AuthBasic != nil {
 		r.AuthBasic.validate(c, key+".auth_basic")

@@ -65,6 +65,9 @@ func TestAnswersKeys(t *testing.T) {
 	if got := gz.Routes[0].CORS.Methods; !slices.Equal(got, []string{"GET"}) {
 		t.Errorf("cors methods default to the route's: %q", got)
 	}
+	if got := gz.Routes[0].Methods; !slices.Equal(got, []string{"GET", "OPTIONS"}) {
+		t.Errorf("a cors route's methods %q must take OPTIONS, or preflights never reach it", got)
+	}
 }
 
 func TestAnswersProblems(t *testing.T) {

@@ -88,6 +88,13 @@ origins = ["https://h5.example.com", "https://*.example.com"]
 expose_headers = ["X-Request-Id"]
 credentials = true
 max_age = "5m"
+
+[[routes]]
+name = "posts"
+path = "/posts/"
+methods = ["POST"]
+upstream = "app"
+cors = { origins = ["https://h5.example.com"] }
 `, be.addr))
 	url := e.url("api.example.com", "/api/x")
 	for proto, c := range e.clients() {
@@ -139,6 +146,10 @@ max_age = "5m"
 			resp, body = send(t, c, "OPTIONS", url, http.Header{"Origin": {"https://evil-example.com"}, "Access-Control-Request-Method": {"POST"}})
 			if resp.StatusCode != 403 || jsonCode(t, body) != 40301 || resp.Header.Get("Access-Control-Allow-Origin") != "" {
 				t.Errorf("preflight from a disallowed origin: %d %q %v", resp.StatusCode, body, resp.Header)
+			}
+			resp, body = send(t, c, "OPTIONS", e.url("api.example.com", "/posts/x"), http.Header{"Origin": {"https://h5.example.com"}, "Access-Control-Request-Method": {"POST"}})
+			if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Methods") != "POST" {
+				t.Errorf("preflight to a POST-only route: %d %q %v", resp.StatusCode, body, resp.Header)
 			}
 			if n := be.count() - before; n != 0 {
 				t.Errorf("%d preflights reached the upstream", n)
