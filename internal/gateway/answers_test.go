@@ -296,6 +296,15 @@ error_pages = [{ status = [502], body = '{"code":1,"msg":"maintenance"}', conten
 name = "plain"
 path = "/plain/"
 upstream = "dead"
+
+[[routes]]
+name = "released"
+path = "/released/"
+upstream = "app"
+error_pages = [{ status = [502], body = "next is down" }]
+[routes.release]
+upstream = "dead"
+weight = 100
 `, be.addr, deadAddr(t), page))
 	for proto, c := range e.clients() {
 		t.Run(proto, func(t *testing.T) {
@@ -307,6 +316,8 @@ upstream = "dead"
 				{"/site/missing", "", "upstream 404", 404},
 				{"/site/ok", "", "fine", 200},
 				{"/down/x", "application/json", `{"code":1,"msg":"maintenance"}`, 502},
+				// The release's next version gets the route's pages too.
+				{"/released/x", "text/html; charset=utf-8", "next is down", 502},
 			}
 			for _, tc := range cases {
 				resp, body := send(t, c, "GET", e.url("api.example.com", tc.path), nil)
