@@ -1,4 +1,5 @@
-// Command edge is the mini-program gateway: edge run | validate | version.
+// Command edge is the mini-program gateway: edge run | validate | deploy |
+// status | version.
 package main
 
 import (
@@ -51,9 +52,12 @@ const usage = `edge: the gateway in front of mini-program backends
 Usage:
   edge [run] [-config PATH]     serve (the default command)
   edge validate [-config PATH]  check a config file and exit (like nginx -t)
+  edge deploy UPSTREAM          replace an upstream's instances, one at a time
+  edge status                   list the instances edge runs
   edge version                  print the version
 
-The config path is -config, else $EDGE_CONFIG, else ./edge.toml.
+The config path is -config, else $EDGE_CONFIG, else ./edge.toml; deploy and
+status read it for the admin listener's address and admin_token.
 Signals: SIGHUP reloads the config; SIGTERM or SIGINT drain and stop (a
 second one stops at once).
 Run "edge <command> -h" for a command's flags.
@@ -69,6 +73,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args, stdout, stderr)
 	case "validate":
 		return runValidate(args, stdout, stderr)
+	case "deploy":
+		return runDeploy(ctx, args, stdout, stderr)
+	case "status":
+		return runStatus(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "edge", buildVersion())
 		return nil
