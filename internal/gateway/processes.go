@@ -68,6 +68,14 @@ func processSpec(uc config.Upstream) process.Spec {
 	}
 }
 
+// stopDeploys ends the rollouts waiting for new instances: edge is
+// shutting down.
+func (g *Gateway) stopDeploys() {
+	for _, group := range g.lasting.procs {
+		group.StopDeploys()
+	}
+}
+
 // stopProcesses stops every group at once: each waits out its own
 // stop_grace, so the longest one bounds the whole.
 func stopProcesses(groups map[string]*process.Group) {

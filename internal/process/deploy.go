@@ -73,6 +73,11 @@ func (g *Group) Deploy(spec Spec, o DeployOptions) (Deployed, error) {
 
 // rollout is a deploy; the caller holds g.deploying.
 func (g *Group) rollout(spec Spec, o DeployOptions) (Deployed, error) {
+	select {
+	case <-g.deploysOff:
+		return Deployed{}, errStopping
+	default:
+	}
 	g.mu.Lock()
 	g.version++
 	v := g.version
@@ -151,7 +156,7 @@ func (g *Group) awaitReady(ins []*Instance, timeout time.Duration) error {
 			return nil
 		}
 		select {
-		case <-g.ctx.Done():
+		case <-g.deploysOff:
 			return errStopping
 		case <-deadline.C:
 			for _, in := range ins {

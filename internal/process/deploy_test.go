@@ -366,3 +366,44 @@ func TestDeployDrainsWebSocket(t *testing.T) {
 		t.Fatal("the deploy did not end after the WebSocket closed")
 	}
 }
+
+// TestShutdownEndsDeploy: SIGTERM to edge while a deploy waits for a new
+// instance that never becomes healthy (deploy_timeout two minutes): the
+// deploy answers at once that edge is stopping, and edge exits without
+// waiting out the timeout.
+func TestShutdownEndsDeploy(t *testing.T) {
+	t.Parallel()
+	v := filepath.Join(t.TempDir(), "version")
+	writeFile(t, v, "one")
+	e := testpeer.StartEdge(t, "", deployUpstream(testApp(t), 1, fmt.Sprintf(`VERSION_FILE = %q`, v), `deploy_timeout = "120s"`))
+	c := caller{t, e, e.Client(t, false)}
+	eventually(t, 20*time.Second, "the instance serves", func() bool { code, _ := c.get("/api/"); return code == 200 })
+	writeFile(t, v, "broken")
+	answer := make(chan string, 1)
+	go func() {
+		resp, err := http.Post("http://"+e.Admin+"/upstreams/api/deploy", "", nil)
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answer <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	eventually(t, 20*time.Second, "the new instance starting", func() bool {
+		ups := upstreams(t, e)
+		return len(ups) == 1 && len(ups[0].Instances) == 2
+	})
+	e.Signal(syscall.SIGTERM)
+	if err := e.Wait(60 * time.Second); err != nil {
+		t.Fatalf("edge after SIGTERM: %v", err)
+	}
+	select {
+	case a := <-answer:
+		if !strings.HasPrefix(a, "500 ") || !strings.Contains(a, "edge is stopping") {
+			t.Fatalf("deploy answer: %s", a)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to the deploy")
+	}
+}

@@ -92,6 +92,10 @@ type Group struct {
 
 	// deploying is held for a whole rollout: one at a time per upstream.
 	deploying sync.Mutex
+	// deploysOff, closed by StopDeploys, ends a rollout's wait for new
+	// instances: edge is shutting down, and they would never serve.
+	deploysOff chan struct{}
+	offDeploys sync.Once
 
 	mu       sync.Mutex
 	stopping bool        // no instance or deploy starts any more
@@ -180,7 +184,8 @@ func (in *Instance) State() string {
 // Start chooses two free loopback ports per instance and starts
 // supervising them; it returns at once, before any instance is healthy.
 func Start(spec Spec, log *slog.Logger, ev Events) (*Group, error) {
-	g := &Group{upstream: spec.Upstream, log: log.With("upstream", spec.Upstream), events: ev, version: 1}
+	g := &Group{upstream: spec.Upstream, log: log.With("upstream", spec.Upstream), events: ev, version: 1,
+		deploysOff: make(chan struct{})}
 	// Held until all are chosen, so no two ports are one.
 	var held []net.Listener
 	defer func() {
@@ -263,10 +268,17 @@ func (g *Group) Instances() []*Instance {
 	return out
 }
 
+// StopDeploys makes a running rollout give up waiting for its new
+// instances (and stop them), so a shutdown does not wait out
+// deploy_timeout; an old instance already draining finishes its drain, as
+// the shutdown's own drain would have it.
+func (g *Group) StopDeploys() { g.offDeploys.Do(func() { close(g.deploysOff) }) }
+
 // Stop stops every instance (SIGTERM to its process group, SIGKILL after
 // stop_grace), all at once, and returns when they are gone; a deploy in
 // progress ends with them.
 func (g *Group) Stop() {
+	g.StopDeploys()
 	g.mu.Lock()
 	g.stopping = true
 	g.mu.Unlock()
