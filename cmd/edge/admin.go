@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -116,7 +117,7 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Replaced int    `json:"replaced"`
 		Error    string `json:"error"`
 	}
-	code, err := c.do(ctx, http.MethodPost, "/upstreams/"+rest[0]+"/deploy", &ans)
+	code, err := c.do(ctx, http.MethodPost, "/upstreams/"+url.PathEscape(rest[0])+"/deploy", &ans)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -141,14 +140,14 @@ func (g *Gateway) redeploy(cfg *config.Config, names []string) {
 		if group == nil {
 			continue
 		}
-		err := group.DeployInBackground(processSpec(uc), deployOptions(uc.Run))
+		now, err := group.DeployInBackground(processSpec(uc), deployOptions(uc.Run))
 		switch {
-		case errors.Is(err, process.ErrDeploying):
-			g.log.Warn("run settings changed while a deploy is running; they are deployed by the next edge deploy", "upstream", uc.Name)
 		case err != nil:
 			g.log.Warn("run settings changed but cannot be deployed", "upstream", uc.Name, "error", err.Error())
-		default:
+		case now:
 			g.log.Info("run settings changed; deploying", "upstream", uc.Name)
+		default:
+			g.log.Info("run settings changed; deploying them once the running deploy ends", "upstream", uc.Name)
 		}
 	}
 }

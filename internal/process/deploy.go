@@ -37,23 +37,47 @@ type Deployed struct {
 }
 
 // DeployInBackground is Deploy run by the group, for a reload that must
-// not wait for the rollout; only ErrDeploying (or a stopping group) is
-// returned, the rollout's own outcome is logged and counted.
-func (g *Group) DeployInBackground(spec Spec, o DeployOptions) error {
+// not wait for the rollout; its outcome is logged and counted. While a
+// deploy runs, spec waits and is deployed once it ends (a later call's
+// spec replaces a waiting one: the newest config wins); now says whether
+// it started at once.
+func (g *Group) DeployInBackground(spec Spec, o DeployOptions) (now bool, err error) {
+	g.mu.Lock()
+	if g.stopping {
+		g.mu.Unlock()
+		return false, errStopping
+	}
+	g.pending = &pendingDeploy{spec, o}
+	g.mu.Unlock()
+	return g.startPending(), nil
+}
+
+type pendingDeploy struct {
+	spec Spec
+	o    DeployOptions
+}
+
+// startPending starts the waiting deploy, if any, unless a deploy runs:
+// every deploy calls it when it ends, so a waiting one is never left
+// behind.
+func (g *Group) startPending() bool {
 	if !g.deploying.TryLock() {
-		return ErrDeploying
+		return false
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.stopping {
+	p := g.pending
+	g.pending = nil
+	if p == nil || g.stopping {
 		g.deploying.Unlock()
-		return errStopping
+		return false
 	}
 	g.wg.Go(func() {
-		defer g.deploying.Unlock()
-		_, _ = g.rollout(spec, o)
+		_, _ = g.rollout(p.spec, p.o)
+		g.deploying.Unlock()
+		g.startPending()
 	})
-	return nil
+	return true
 }
 
 // Deploy replaces the group's instances with instances of spec, Surge
@@ -67,8 +91,10 @@ func (g *Group) Deploy(spec Spec, o DeployOptions) (Deployed, error) {
 	if !g.deploying.TryLock() {
 		return Deployed{}, ErrDeploying
 	}
-	defer g.deploying.Unlock()
-	return g.rollout(spec, o)
+	d, err := g.rollout(spec, o)
+	g.deploying.Unlock()
+	g.startPending()
+	return d, err
 }
 
 // rollout is a deploy; the caller holds g.deploying.

@@ -281,14 +281,19 @@ func upstreams(t *testing.T, e *testpeer.EdgeProcess) []upstreamStatus {
 // TestDeployDrainsWebSocket: a WebSocket open to the old instance keeps
 // being answered by it while the new one takes every new request; the
 // deploy waits for it (deploy_grace is a minute) and ends once the client
-// closes it, well before the grace is out.
+// closes it, well before the grace is out. A reload that changes the run
+// meanwhile is deployed after it.
 func TestDeployDrainsWebSocket(t *testing.T) {
 	t.Parallel()
-	v := filepath.Join(t.TempDir(), "version")
+	dir := t.TempDir()
+	v, v3 := filepath.Join(dir, "version"), filepath.Join(dir, "v3")
 	writeFile(t, v, "one")
-	e := testpeer.StartEdge(t, "", strings.Replace(
-		deployUpstream(testApp(t), 1, fmt.Sprintf(`VERSION_FILE = %q`, v), `deploy_grace = "60s"`),
-		"strip_prefix = true", "strip_prefix = true\nwebsocket = true", 1))
+	writeFile(t, v3, "three")
+	config := func(file string) string {
+		return strings.Replace(deployUpstream(testApp(t), 1, fmt.Sprintf(`VERSION_FILE = %q`, file), `deploy_grace = "60s"`),
+			"strip_prefix = true", "strip_prefix = true\nwebsocket = true", 1)
+	}
+	e := testpeer.StartEdge(t, "", config(v))
 	c := caller{t, e, e.Client(t, false)}
 	eventually(t, 20*time.Second, "the instance serves", func() bool { code, _ := c.get("/api/"); return code == 200 })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -347,6 +352,11 @@ func TestDeployDrainsWebSocket(t *testing.T) {
 	if got := echo("b"); got != "one:b" {
 		t.Fatalf("the open WebSocket while draining: %q", got)
 	}
+	e.WriteConfig("", config(v3))
+	e.Signal(syscall.SIGHUP)
+	eventually(t, 10*time.Second, "the reload queued its deploy", func() bool {
+		return strings.Contains(e.Stderr(), "run settings changed; deploying them once the running deploy ends")
+	})
 	select {
 	case r := <-done:
 		t.Fatalf("the deploy ended with the WebSocket open: %+v", r)
@@ -364,6 +374,12 @@ func TestDeployDrainsWebSocket(t *testing.T) {
 		}
 	case <-time.After(45 * time.Second):
 		t.Fatal("the deploy did not end after the WebSocket closed")
+	}
+	eventually(t, 30*time.Second, "the reload's deploy done", func() bool {
+		return strings.Contains(e.Metrics(t, "edge_upstream_deploys_total"), `{result="succeeded",upstream="api"} 2`)
+	})
+	if code, body := c.get("/api/"); code != 200 || !strings.Contains(body, "version=three") {
+		t.Fatalf("after the reload's deploy: %d %s", code, body)
 	}
 }
 

@@ -101,6 +101,7 @@ type Group struct {
 	stopping bool        // no instance or deploy starts any more
 	version  int         // of the newest deploy started
 	live     []*Instance // every instance running or draining, in start order
+	pending  *pendingDeploy
 }
 
 // Slot is one of the upstream's instances (EDGE_INSTANCE), whatever
