@@ -63,17 +63,12 @@ func adminFlags(name, argsUsage, help string, nargs int, args []string, stderr i
 	if *addr == "" {
 		*addr = cfg.Server.ListenAdmin
 	}
-	host, port, err := net.SplitHostPort(*addr)
+	dial, err := adminDialAddr(*addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("admin address %q: %w", *addr, err)
-	}
-	// A listener on every address is reached on loopback, as edge's own
-	// guard expects.
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
+		return nil, nil, err
 	}
 	return &adminClient{
-		base:  "http://" + net.JoinHostPort(host, port),
+		base:  "http://" + dial,
 		token: cfg.Server.AdminToken.Value(),
 		// No timeout: a deploy answers when it is over.
 		http: &http.Client{},

@@ -59,7 +59,9 @@ type Options struct {
 	Registry *prometheus.Registry
 	// Bans serves /bans and /bans/... (the limits engine's handler).
 	Bans http.Handler
-	Log  *slog.Logger
+	// Releases serves /routes/NAME/release (release.go).
+	Releases Releases
+	Log      *slog.Logger
 }
 
 // Handler is the admin listener's handler.
@@ -96,6 +98,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.Handle("/bans", o.Bans)
 	mux.Handle("/bans/", o.Bans)
+	releaseRoutes(mux, o.Releases)
 	mux.HandleFunc("POST /sessions/revoke", func(w http.ResponseWriter, r *http.Request) { revokeSession(w, r, o) })
 	mux.HandleFunc("GET /upstreams", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"upstreams": o.Gateway.Upstreams()})

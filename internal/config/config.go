@@ -143,8 +143,30 @@ type Upstream struct {
 	// a route's read_timeout would read as the client's.
 	ReadTimeout Duration `toml:"read_timeout"`
 	// Retries is how many other targets an idempotent request may try when
-	// the connection to a target fails. Default 1; 0 disables.
-	Retries     int         `toml:"retries"`
+	// the connection to a target fails, or when a target answers with a
+	// status in RetryOn (nginx proxy_next_upstream_tries is Retries + 1).
+	// Default 1; 0 disables.
+	Retries int `toml:"retries"`
+	// RetryOn lists the statuses (502, 503, 504) on which an idempotent
+	// request without a body goes to the next target (nginx
+	// proxy_next_upstream http_502 ...). Default empty: an answer is
+	// always passed on.
+	RetryOn []int `toml:"retry_on"`
+	// RetryTimeout bounds the time from the first try after which no
+	// other target is tried (nginx proxy_next_upstream_timeout). Default
+	// 0: no bound but Retries.
+	RetryTimeout Duration `toml:"retry_timeout"`
+	// TLS makes edge speak HTTPS to every target, verifying its
+	// certificate against TLSCA (default: the system roots) for
+	// TLSServerName (default: the target's host).
+	TLS           bool   `toml:"tls"`
+	TLSCA         string `toml:"tls_ca"`
+	TLSServerName string `toml:"tls_server_name"`
+	// TLSClientCert and TLSClientKey are PEM files of the certificate edge
+	// presents to targets that ask for one (mutual TLS).
+	TLSClientCert string `toml:"tls_client_cert"`
+	TLSClientKey  string `toml:"tls_client_key"`
+
 	HealthCheck HealthCheck `toml:"health_check"`
 	Passive     Passive     `toml:"passive_health"`
 }
@@ -183,10 +205,13 @@ type Run struct {
 }
 
 // Target is one backend address. In TOML either "host:port" or
-// { address = "host:port", weight = 2 }.
+// { address = "host:port", weight = 2, backup = true }.
 type Target struct {
 	Address string `toml:"address"`
 	Weight  int    `toml:"weight"` // default 1
+	// Backup targets get requests only while no other target is
+	// available (nginx backup).
+	Backup bool `toml:"backup"`
 }
 
 // HealthCheck is the active check; it runs when Path is set.
@@ -208,16 +233,29 @@ type Passive struct {
 }
 
 // Route matches requests and says what answers them: exactly one of
-// Upstream, Static or Respond.
+// Upstream, Static, Respond or Redirect. It matches paths by exactly one of
+// Path, Exact or Regex; see proxy.Router for which route wins.
 type Route struct {
-	Name    string   `toml:"name"`
-	Hosts   []string `toml:"hosts"`   // exact or "*.example.com"; empty = any host
-	Path    string   `toml:"path"`    // prefix; default "/"
-	Methods []string `toml:"methods"` // empty = any method
+	Name  string   `toml:"name"`
+	Hosts []string `toml:"hosts"` // exact or "*.example.com"; empty = any host
+	Path  string   `toml:"path"`  // prefix; default "/" unless exact or regex is set
+	// BeforeRegex makes this prefix, when it is the longest that matches,
+	// win over regex routes (nginx "location ^~").
+	BeforeRegex bool   `toml:"before_regex"`
+	Exact       string `toml:"exact"` // the whole path (nginx "location =")
+	// Regex is an RE2 expression matched against the cleaned path (nginx
+	// "location ~"); RegexIgnoreCase makes it case-insensitive ("~*").
+	Regex           string   `toml:"regex"`
+	RegexIgnoreCase bool     `toml:"regex_ignore_case"`
+	Methods         []string `toml:"methods"` // empty = any method
 
-	Upstream string   `toml:"upstream"`
-	Static   string   `toml:"static"`
-	Respond  *Respond `toml:"respond"`
+	Upstream string    `toml:"upstream"`
+	Static   string    `toml:"static"`
+	Respond  *Respond  `toml:"respond"`
+	Redirect *Redirect `toml:"redirect"`
+
+	// Rewrite changes the path sent upstream (nginx "rewrite ... break").
+	Rewrite *Rewrite `toml:"rewrite"`
 
 	// StripPrefix removes Path from the request path before proxying.
 	StripPrefix bool `toml:"strip_prefix"`
@@ -237,11 +275,37 @@ type Route struct {
 	UpstreamReadTimeout *Duration `toml:"upstream_read_timeout"`
 	WebSocket           bool      `toml:"websocket"` // allow Upgrade: websocket
 	Gzip                bool      `toml:"gzip"`      // compress compressible responses
+	// Release sends a share of the requests to a second upstream (see
+	// Release).
+	Release *Release `toml:"release"`
 
 	// Per-route keys of the identity, callback and limits features, inlined.
 	RouteAuth
 	RouteCallback
 	RouteAccess
+}
+
+// Rewrite replaces a path that From matches with To, where $1..$9 are
+// From's groups (see proxy.Template for the variables). A To with a query
+// replaces the client's; without one the client's query is kept.
+type Rewrite struct {
+	From string `toml:"from"`
+	To   string `toml:"to"`
+}
+
+// Redirect answers with Status and a Location built from To, where $1..$9
+// are the groups of the route's regex.
+type Redirect struct {
+	To     string `toml:"to"`
+	Status int    `toml:"status"` // 301, 302 (default), 307 or 308
+}
+
+// RegexSource is the expression a regex route is compiled from.
+func (r *Route) RegexSource() string {
+	if r.RegexIgnoreCase {
+		return "(?i)" + r.Regex
+	}
+	return r.Regex
 }
 
 // Respond is a fixed answer.

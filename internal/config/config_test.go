@@ -194,10 +194,10 @@ func TestParseFull(t *testing.T) {
 		{"min_version", cfg.TLS.MinVersion, "1.3"},
 		{"log", []any{cfg.Log.Level, cfg.Log.Format, *cfg.Log.Access}, []any{"debug", "text", false}},
 		{"redis from file", cfg.Cluster.Redis.Value(), "redis://:s3cret-from-file@127.0.0.1:6379/0"},
-		{"targets", cfg.Upstreams[0].Targets, []Target{{"127.0.0.1:3000", 1}, {"127.0.0.1:3001", 3}}},
+		{"targets", cfg.Upstreams[0].Targets, []Target{{"127.0.0.1:3000", 1, false}, {"127.0.0.1:3001", 3, false}}},
 		{"hash_key", cfg.Upstreams[0].HashKey, "header:X-User-Id"},
 		{"expect_status", cfg.Upstreams[0].HealthCheck.ExpectStatus, []int{200, 204}},
-		{"array-table targets", cfg.Upstreams[1].Targets, []Target{{"10.0.0.11:8080", 2}}},
+		{"array-table targets", cfg.Upstreams[1].Targets, []Target{{"10.0.0.11:8080", 2, false}}},
 		{"inline passive keeps other defaults", cfg.Upstreams[1].Passive, Passive{MaxFails: 0, Window: Duration(10 * time.Second), Cooldown: Duration(30 * time.Second)}},
 		{"methods upper-cased", cfg.Routes[0].Methods, []string{"GET", "POST"}},
 		{"max_body string", maxBody(cfg.Routes[0]), ByteSize(10 << 20)},
@@ -287,7 +287,7 @@ func TestTargetForms(t *testing.T) {
 		`name = "a"`,
 		`targets = ["10.0.0.1:80", { address = "10.0.0.2:80" }, { address = "10.0.0.3:80", weight = 5 }]`,
 	))
-	want := []Target{{"10.0.0.1:80", 1}, {"10.0.0.2:80", 1}, {"10.0.0.3:80", 5}}
+	want := []Target{{"10.0.0.1:80", 1, false}, {"10.0.0.2:80", 1, false}, {"10.0.0.3:80", 5, false}}
 	if !reflect.DeepEqual(cfg.Upstreams[0].Targets, want) {
 		t.Errorf("targets = %+v, want %+v", cfg.Upstreams[0].Targets, want)
 	}

@@ -85,6 +85,10 @@ func (r *Route) setDefaults() {
 	r.MaxBody = &mb
 }
 
+func (r *Redirect) setDefaults() {
+	r.Status = 302
+}
+
 func (r *Respond) setDefaults() {
 	r.Status = 200
 	r.ContentType = "text/plain; charset=utf-8"

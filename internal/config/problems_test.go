@@ -184,6 +184,25 @@ func TestProblems(t *testing.T) {
 				{"upstreams[0].keepalive", 4, "must be 0 or more, not -1"},
 				{"upstreams[0].retries", 5, "must be 0 or more, not -2; 0 disables retries"},
 			}},
+		{"retry_on", withA(`retry_on = [503, 404]`, `retry_timeout = "-1s"`, `[[upstreams]]`, `name = "b"`, `targets = ["127.0.0.1:1"]`, `retries = 0`, `retry_on = [502]`),
+			[]want{
+				{"upstreams[0].retry_on[1]", 4, "404 cannot be retried"},
+				{"upstreams[0].retry_timeout", 5, "is negative"},
+				{"upstreams[1].retry_on", 10, "is never used with retries = 0"},
+			}},
+		{"only backups", doc(`[[upstreams]]`, `name = "a"`, `targets = [{ address = "127.0.0.1:1", backup = true }]`),
+			[]want{{"upstreams[0].targets", 3, "are all backups"}}},
+		{"tls keys without tls", withA(`tls_ca = "ca.pem"`, `tls_server_name = "api.internal"`),
+			[]want{
+				{"upstreams[0].tls_ca", 4, "is only used with tls = true"},
+				{"upstreams[0].tls_server_name", 5, "is only used with tls = true"},
+			}},
+		{"tls files", withA(`tls = true`, `tls_ca = "missing.pem"`, `tls_client_cert = "cert.pem"`, `tls_server_name = "not a name"`),
+			[]want{
+				{"upstreams[0].tls_ca", 5, `cannot read`},
+				{"upstreams[0].tls_client_cert", 6, "needs tls_client_key"},
+				{"upstreams[0].tls_server_name", 7, `"not a name" is not a host name`},
+			}},
 		{"read timeouts", withA(`read_timeout = "0s"`, `[[upstreams]]`, `name = "b"`, `targets = ["127.0.0.1:1"]`, `read_timeout = "soon"`,
 			`[[routes]]`, `name = "r"`, `upstream = "a"`, `upstream_read_timeout = "0s"`,
 			`[[routes]]`, `name = "s"`, `path = "/s"`, `respond = {}`, `upstream_read_timeout = "5m"`),
@@ -222,7 +241,7 @@ func TestProblems(t *testing.T) {
 				{"routes[2].name", 11, `"r" is already the name of the route on line 7`},
 			}},
 		{"no handler", doc(`[[routes]]`, `name = "r"`),
-			[]want{{"routes[0]", 1, "needs one of upstream, static or respond"}}},
+			[]want{{"routes[0]", 1, "needs one of upstream, static, respond or redirect"}}},
 		{"three handlers", withA(`[[routes]]`, `name = "r"`, `upstream = "a"`, `static = "site"`, `respond = {}`),
 			[]want{{"routes[0]", 4, "has upstream and static and respond; a route takes exactly one"}}},
 		{"missing upstream with list", withA(`[[routes]]`, `name = "r"`, `upstream = "aa"`),
@@ -289,6 +308,45 @@ func TestProblems(t *testing.T) {
 			`[[routes]]`, `name = "r2"`, `upstream = "a"`, `hosts = ["b.test", "a.test"]`, `methods = ["POST", "GET"]`,
 			`[[routes]]`, `name = "r3"`, `upstream = "a"`, `hosts = ["b.test", "a.test"]`, `methods = ["POST"]`),
 			[]want{{"routes[1]", 9, `matches the same hosts, path and methods as routes[0] ("r1", line 4)`}}},
+		{"two of path, exact and regex", withA(`[[routes]]`, `name = "r"`, `upstream = "a"`, `path = "/a"`, `regex = "^/a"`,
+			`[[routes]]`, `name = "q"`, `upstream = "a"`, `exact = "/q"`, `regex = "^/q"`),
+			[]want{
+				{"routes[0].regex", 8, "exactly one of path (a prefix), exact (the whole path) or regex, and this one has path and regex"},
+				{"routes[1].regex", 13, "this one has exact and regex"},
+			}},
+		{"bad regex", withA(`[[routes]]`, `name = "r"`, `upstream = "a"`, `regex = "^/(?!admin)"`, `regex_ignore_case = true`,
+			`[[routes]]`, `name = "q"`, `upstream = "a"`, `exact = "healthz"`, `before_regex = true`),
+			[]want{
+				{"routes[0].regex", 7, `"^/(?!admin)" is not a valid regular expression (Go RE2 syntax; no look-around or backreferences): invalid or unsupported Perl syntax`},
+				{"routes[1].exact", 12, `"healthz" must start with "/"`},
+				{"routes[1].before_regex", 13, "only applies to path (prefix) routes"},
+			}},
+		{"rewrite", withA(`[[routes]]`, `name = "r"`, `upstream = "a"`, `regex = "^/v1/"`, `rewrite = { from = "^/v1/(.*)$", to = "/api/$1/$2" }`,
+			`[[routes]]`, `name = "q"`, `upstream = "a"`, `rewrite = { from = "^/(", to = "/x" }`,
+			`[[routes]]`, `name = "s"`, `upstream = "a"`, `path = "/s"`, `rewrite = { from = "^/s", to = "s/$hostx" }`,
+			`[[routes]]`, `name = "t"`, `upstream = "a"`, `exact = "/t"`, `strip_prefix = true`,
+			`[[routes]]`, `name = "u"`, `respond = {}`, `exact = "/u"`, `rewrite = { from = "^/u", to = "/v" }`,
+			`[[routes]]`, `name = "v"`, `upstream = "a"`, `exact = "/v"`, `rewrite = { from = "^/v", to = "/w%3B" }`),
+			[]want{
+				{"routes[0].rewrite.to", 8, `"/api/$1/$2" uses $2, but rewrite.from has only 1 group(s)`},
+				{"routes[1].rewrite.from", 12, `"^/(" is not a valid regular expression`},
+				{"routes[2].rewrite.to", 17, `"s/$hostx" must be a path starting with "/"`},
+				{"routes[3].strip_prefix", 22, "only applies to path (prefix) routes; use rewrite"},
+				{"routes[4].rewrite", 27, "only applies to routes with an upstream"},
+				{"routes[5].rewrite.to", 32, `"/w%3B" holds ';', '\' or a broken %-escape`},
+			}},
+		{"redirect", withA(`[[routes]]`, `name = "r"`, `regex = "^/old/(\\d+)$"`, `redirect = { to = "https://new.example.com/$1/$2", status = 303 }`,
+			`[[routes]]`, `name = "q"`, `path = "/q"`, `redirect = { to = "/n/$1" }`,
+			`[[routes]]`, `name = "s"`, `exact = "/s"`, `redirect = { to = "new.example.com$uri" }`,
+			`[[routes]]`, `name = "t"`, `exact = "/t"`, `redirect = { to = "/$scheme" }`, `upstream = "a"`),
+			[]want{
+				{"routes[0].redirect.status", 7, "303 is not a redirect status edge sends"},
+				{"routes[0].redirect.to", 7, `uses $2, but the route's regex has only 1 group(s)`},
+				{"routes[1].redirect.to", 11, `uses $1, but a route without regex = ... has no groups`},
+				{"routes[2].redirect.to", 15, `must be a path ("/new/$1") or an http:// or https:// URL`},
+				{"routes[3]", 16, "has upstream and redirect; a route takes exactly one"},
+				{"routes[3].redirect.to", 19, `unknown variable "$scheme"`},
+			}},
 		{"type error does not cascade", withA(`[[routes]]`, `name = "r"`, `upstream = 5`),
 			[]want{{"routes[0].upstream", 6, "must be a string, not an integer"}}},
 	}
@@ -306,5 +364,30 @@ func TestSecretsDoNotPrint(t *testing.T) {
 		if strings.Contains(s, "topsecret") {
 			t.Errorf("secret printed: %s", s)
 		}
+	}
+}
+
+// TestRouteMatchKinds: exact and regex routes drop path's default "/", so
+// they match only what they say; a redirect defaults to 302; two regex
+// routes that differ only in case-sensitivity are different routes.
+func TestRouteMatchKinds(t *testing.T) {
+	cfg, e := parseIn(t, testDir(t), withA(
+		`[[routes]]`, `name = "p"`, `upstream = "a"`,
+		`[[routes]]`, `name = "e"`, `upstream = "a"`, `exact = "/healthz"`,
+		`[[routes]]`, `name = "r"`, `upstream = "a"`, `regex = '^/v(\d+)/users/(\d+)$'`, `rewrite = { from = '^/v(\d+)/(.*)$', to = "/api/$2?v=$1" }`,
+		`[[routes]]`, `name = "ri"`, `upstream = "a"`, `regex = '^/v(\d+)/users/(\d+)$'`, `regex_ignore_case = true`,
+		`[[routes]]`, `name = "old"`, `regex = '^/old/(.*)$'`, `redirect = { to = "https://new.example.com/$1" }`))
+	if e != nil {
+		t.Fatal(e)
+	}
+	rs := cfg.Routes
+	if rs[0].Path != "/" || rs[1].Path != "" || rs[2].Path != "" {
+		t.Errorf("paths %q %q %q, want \"/\" \"\" \"\"", rs[0].Path, rs[1].Path, rs[2].Path)
+	}
+	if rs[3].RegexSource() != `(?i)^/v(\d+)/users/(\d+)$` {
+		t.Errorf("regex source %q", rs[3].RegexSource())
+	}
+	if rs[4].Redirect.Status != 302 {
+		t.Errorf("redirect status %d, want 302", rs[4].Redirect.Status)
 	}
 }

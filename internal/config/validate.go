@@ -7,9 +7,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+
+	"edge/internal/proxy"
 )
 
 // validate checks every section after decoding; each section has its own
@@ -170,26 +173,27 @@ func (t *TLS) validate(c *checker) {
 
 // checkReadable checks that a file the process will read at start exists,
 // is a regular file and opens, so a typo is caught at validate time.
-func checkReadable(c *checker, key, path, what string) {
+func checkReadable(c *checker, key, path, what string) bool {
 	if path == "" {
 		c.add(key, "is missing; write the path to %s", what)
-		return
+		return false
 	}
 	st, err := os.Stat(path)
 	if err != nil {
 		c.add(key, "cannot read %q: %v; write the path to %s (relative paths start at the config file's directory)", path, unwrapPath(err), what)
-		return
+		return false
 	}
 	if !st.Mode().IsRegular() {
 		c.add(key, "%q is not a regular file; write the path to %s", path, what)
-		return
+		return false
 	}
 	f, err := os.Open(path)
 	if err != nil {
 		c.add(key, "cannot open %q: %v; let edge's user read it", path, unwrapPath(err))
-		return
+		return false
 	}
 	f.Close()
+	return true
 }
 
 func (l *Log) validate(c *checker) {
@@ -260,6 +264,8 @@ func validateUpstreams(c *checker, ups []Upstream) {
 		if u.Retries < 0 {
 			c.add(key+".retries", "must be 0 or more, not %d; 0 disables retries (default 1)", u.Retries)
 		}
+		validateRetryOn(c, key, u)
+		validateUpstreamTLS(c, key, u)
 		u.HealthCheck.validate(c, key+".health_check")
 		u.Passive.validate(c, key+".passive_health")
 	}
@@ -307,7 +313,7 @@ func checkTargetAddress(c *checker, key, addr string) {
 		return
 	}
 	if rest, ok := strings.CutPrefix(addr, "https://"); ok {
-		c.add(key, "%q has a scheme; write host:port only, like %q (edge talks plain HTTP to targets)", addr, strings.TrimSuffix(rest, "/"))
+		c.add(key, "%q has a scheme; write host:port only, like %q, and tls = true in the upstream for HTTPS", addr, strings.TrimSuffix(rest, "/"))
 		return
 	}
 	host, port, err := net.SplitHostPort(addr)
@@ -383,6 +389,7 @@ func validateRoutes(c *checker, routes []Route, ups []Upstream) {
 		key := indexKey("routes", i)
 		checkName(c, key, r.Name, "route", seen, i)
 		r.validate(c, key, upNames)
+		r.validateRelease(c, key, upNames)
 		mk := matchKey(r)
 		if prev, dup := matches[mk]; dup {
 			c.add(key, "matches the same hosts, path and methods as routes[%d] (%q, line %d), so it can never be chosen; change its hosts, path or methods, or remove one of them",
@@ -398,17 +405,17 @@ func validateRoutes(c *checker, routes []Route, ups []Upstream) {
 
 func (r *Route) validate(c *checker, key string, upNames []string) {
 	var given []string
-	for _, h := range []string{"upstream", "static", "respond"} {
+	for _, h := range []string{"upstream", "static", "respond", "redirect"} {
 		if c.has(key + "." + h) {
 			given = append(given, h)
 		}
 	}
 	switch len(given) {
 	case 0:
-		c.add(key, `needs one of upstream, static or respond to say what answers it, like upstream = "api"`)
+		c.add(key, `needs one of upstream, static, respond or redirect to say what answers it, like upstream = "api"`)
 	case 1:
 	default:
-		c.add(key, "has %s; a route takes exactly one of upstream, static or respond, so split it into one route each", strings.Join(given, " and "))
+		c.add(key, "has %s; a route takes exactly one of upstream, static, respond or redirect, so split it into one route each", strings.Join(given, " and "))
 	}
 	if c.has(key+".upstream") && !slices.Contains(upNames, r.Upstream) {
 		if len(upNames) == 0 {
@@ -426,11 +433,7 @@ func (r *Route) validate(c *checker, key string, upNames []string) {
 	for j, h := range r.Hosts {
 		checkRouteHost(c, indexKey(key+".hosts", j), h)
 	}
-	if !strings.HasPrefix(r.Path, "/") {
-		c.add(key+".path", "%q must start with \"/\", like \"/api/\"", r.Path)
-	} else if strings.ContainsAny(r.Path, "?# \t") {
-		c.add(key+".path", "%q must be a plain path prefix, without query, fragment or spaces, like \"/api/\"", r.Path)
-	}
+	groups := r.validateMatch(c, key)
 	for j, m := range r.Methods {
 		if !validToken(m) {
 			c.add(indexKey(key+".methods", j), `%q is not an HTTP method; write methods like ["GET", "POST"]`, m)
@@ -439,7 +442,11 @@ func (r *Route) validate(c *checker, key string, upNames []string) {
 	}
 	if r.StripPrefix && r.Upstream == "" {
 		c.add(key+".strip_prefix", "only applies to routes with an upstream; remove it")
+	} else if r.StripPrefix && r.Path == "" {
+		c.add(key+".strip_prefix", "only applies to path (prefix) routes; use rewrite = { from = ..., to = ... } to change the path of an exact or regex route")
 	}
+	r.validateRewrite(c, key)
+	r.validateRedirect(c, key, groups)
 	if r.WebSocket && r.Upstream == "" {
 		c.add(key+".websocket", "only applies to routes with an upstream; remove it")
 	}
@@ -527,13 +534,20 @@ func checkRouteHost(c *checker, key, h string) {
 }
 
 // matchKey is what decides whether two routes can match the same requests:
-// hosts and methods as sets, and the path.
+// hosts and methods as sets, and the path, exact path or regex.
 func matchKey(r *Route) string {
 	hosts := slices.Clone(r.Hosts)
 	slices.Sort(hosts)
 	methods := slices.Clone(r.Methods)
 	slices.Sort(methods)
-	return fmt.Sprintf("%q %q %q", slices.Compact(hosts), r.Path, slices.Compact(methods))
+	path := "prefix " + r.Path
+	switch {
+	case r.Regex != "":
+		path = "regex " + r.RegexSource()
+	case r.Exact != "":
+		path = "exact " + r.Exact
+	}
+	return fmt.Sprintf("%q %q %q", slices.Compact(hosts), path, slices.Compact(methods))
 }
 
 func validIP(s string) bool {
@@ -566,3 +580,127 @@ func validHostName(s string) bool {
 }
 
 func ephemeral(addr string) bool { return strings.HasSuffix(addr, ":0") }
+
+// validateMatch checks how the route matches paths and returns the number
+// of groups in its regex (0 without one), which a redirect may refer to.
+func (r *Route) validateMatch(c *checker, key string) (groups int) {
+	var given []string
+	for _, k := range []string{"path", "exact", "regex"} {
+		if c.has(key + "." + k) {
+			given = append(given, k)
+		}
+	}
+	if len(given) > 1 {
+		c.add(key+"."+given[1], "a route matches by exactly one of path (a prefix), exact (the whole path) or regex, and this one has %s; keep one, or split it into one route each", strings.Join(given, " and "))
+	}
+	if c.has(key+".exact") || c.has(key+".regex") {
+		// path's default "/" is for routes that name none of the three.
+		r.Path = ""
+	}
+	if r.BeforeRegex && r.Path == "" {
+		c.add(key+".before_regex", "only applies to path (prefix) routes; remove it")
+	}
+	if r.RegexIgnoreCase && r.Regex == "" {
+		c.add(key+".regex_ignore_case", "only applies to regex routes; remove it or add regex = ...")
+	}
+	switch {
+	case c.has(key + ".regex"):
+		re, err := regexp.Compile(r.RegexSource())
+		if err != nil {
+			c.add(key+".regex", "%q is not a valid regular expression (Go RE2 syntax; no look-around or backreferences): %v", r.Regex, regexErr(err))
+			return 0
+		}
+		return re.NumSubexp()
+	case c.has(key + ".exact"):
+		checkPathKey(c, key+".exact", r.Exact, "a plain path", "/healthz")
+	default:
+		checkPathKey(c, key+".path", r.Path, "a plain path prefix", "/api/")
+	}
+	return 0
+}
+
+func checkPathKey(c *checker, key, p, what, example string) {
+	if !strings.HasPrefix(p, "/") {
+		c.add(key, "%q must start with \"/\", like %q", p, example)
+	} else if strings.ContainsAny(p, "?# \t") {
+		c.add(key, "%q must be %s, without query, fragment or spaces, like %q", p, what, example)
+	}
+}
+
+// regexErr drops the "error parsing regexp: " that every message would
+// otherwise repeat.
+func regexErr(err error) string {
+	return strings.TrimPrefix(err.Error(), "error parsing regexp: ")
+}
+
+func (r *Route) validateRewrite(c *checker, key string) {
+	if r.Rewrite == nil {
+		return
+	}
+	key += ".rewrite"
+	switch {
+	case r.Upstream == "":
+		c.add(key, "only applies to routes with an upstream; remove it")
+		return
+	case r.StripPrefix:
+		c.add(key, "cannot be combined with strip_prefix; remove strip_prefix and write the stripped path into rewrite.to")
+		return
+	}
+	if r.Rewrite.From == "" {
+		c.add(key+".from", `must be a regular expression, like "^/v1/(.*)$"`)
+		return
+	}
+	re, err := regexp.Compile(r.Rewrite.From)
+	if err != nil {
+		c.add(key+".from", "%q is not a valid regular expression (Go RE2 syntax; no look-around or backreferences): %v", r.Rewrite.From, regexErr(err))
+		return
+	}
+	if !strings.HasPrefix(r.Rewrite.To, "/") {
+		c.add(key+".to", `%q must be a path starting with "/", like "/api/$1"; to send the client elsewhere, use redirect`, r.Rewrite.To)
+		return
+	}
+	checkTemplate(c, key+".to", r.Rewrite.To, re.NumSubexp(), "rewrite.from")
+	// Every request would be refused at run time, as CleanPath refuses
+	// these in any path.
+	path, _, _ := strings.Cut(r.Rewrite.To, "?")
+	if p, err := url.PathUnescape(path); err != nil || strings.ContainsAny(p, ";\\") {
+		c.add(key+".to", `%q holds ';', '\' or a broken %%-escape in its path, which edge refuses in any path; remove it`, r.Rewrite.To)
+	}
+}
+
+var redirectStatuses = []int{301, 302, 307, 308}
+
+func (r *Route) validateRedirect(c *checker, key string, groups int) {
+	if r.Redirect == nil {
+		return
+	}
+	key += ".redirect"
+	if !slices.Contains(redirectStatuses, r.Redirect.Status) {
+		c.add(key+".status", "%d is not a redirect status edge sends; write 301, 302, 307 or 308 (307 and 308 keep the method and body)", r.Redirect.Status)
+	}
+	to := r.Redirect.To
+	if !strings.HasPrefix(to, "/") && !strings.HasPrefix(to, "https://") && !strings.HasPrefix(to, "http://") {
+		c.add(key+".to", `%q must be a path ("/new/$1") or an http:// or https:// URL ("https://new.example.com$request_uri")`, to)
+		return
+	}
+	from := "the route's regex"
+	if r.Regex == "" {
+		from = "a route without regex = ..."
+	}
+	checkTemplate(c, key+".to", to, groups, from)
+}
+
+func checkTemplate(c *checker, key, to string, groups int, from string) {
+	t, err := proxy.ParseTemplate(to)
+	switch {
+	case err != nil:
+		c.add(key, "%q: %v", to, err)
+	case t.MaxGroup() > groups && groups == 0:
+		c.add(key, "%q uses $%d, but %s has no groups; add a group in parentheses, like \"^/v1/(.*)$\"", to, t.MaxGroup(), from)
+	case t.MaxGroup() > groups:
+		c.add(key, "%q uses $%d, but %s has only %d group(s); refer to $1..$%d", to, t.MaxGroup(), from, groups, groups)
+	}
+	if strings.ContainsAny(to, " \t\r\n\x00") {
+		c.add(key, "%q holds a space or control character; escape it (%%20)", to)
+	}
+}

@@ -344,11 +344,22 @@ func (a adminAPI) Deploy(name string) (process.Deployed, error) {
 	return a.s.gw.Deploy(name)
 }
 
+// releases orders a live release change with reloads, so a change is
+// never made to a snapshot a reload is replacing.
+type releases struct{ s *Server }
+
+func (r releases) SetReleaseWeight(route string, weight int) (admin.Release, error) {
+	r.s.reloadMu.Lock()
+	defer r.s.reloadMu.Unlock()
+	return r.s.gw.SetReleaseWeight(route, weight)
+}
+
 func (s *Server) adminHandler() http.Handler {
 	return admin.Handler(admin.Options{
 		Gateway:  adminAPI{s},
 		Registry: s.metrics.Registry,
 		Bans:     s.gw.lasting.limits.AdminHandler(),
+		Releases: releases{s},
 		Log:      s.log,
 	})
 }

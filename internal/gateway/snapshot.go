@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"net/netip"
 	"net/textproto"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,6 +90,9 @@ type route struct {
 	// final answers: the upstream, static files, a fixed answer or a
 	// login; gzip'd when the route asks.
 	final http.Handler
+	// release sends a share of the requests to the next version instead
+	// of final; nil without [routes.release].
+	release *release
 }
 
 // staged is a compiled config that does not serve yet: its snapshot, and
@@ -123,6 +128,7 @@ func (st *staged) Apply() {
 	st.limits.Commit()
 	if old := st.g.snap.Swap(st.snap); old != nil {
 		old.stop()
+		st.g.logReleasesReset(old, st.snap)
 	}
 	st.snap.start(st.g.healthChanged)
 }
@@ -141,7 +147,10 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 	}
 	upstreams := make(map[string]*proxy.Upstream, len(cfg.Upstreams))
 	for _, uc := range cfg.Upstreams {
-		u := g.buildUpstream(uc, targets)
+		u, err := g.buildUpstream(uc, targets)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %q: %w", uc.Name, err)
+		}
 		upstreams[uc.Name] = u
 		s.upstreamList = append(s.upstreamList, u)
 	}
@@ -162,8 +171,13 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 	specs := make([]proxy.RouteSpec, len(cfg.Routes))
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
-		specs[i] = proxy.RouteSpec{Hosts: rc.Hosts, Prefix: rc.Path, Methods: rc.Methods}
-		rt, err := g.buildRoute(rc, upstreams, svc, lim.Route(rc.Name))
+		specs[i] = proxy.RouteSpec{Hosts: rc.Hosts, Prefix: rc.Path, BeforeRegex: rc.BeforeRegex, Exact: rc.Exact, Methods: rc.Methods}
+		if rc.Regex != "" {
+			if specs[i].Regex, err = regexp.Compile(rc.RegexSource()); err != nil {
+				return nil, fmt.Errorf("route %q: regex: %w", rc.Name, err)
+			}
+		}
+		rt, err := g.buildRoute(rc, specs[i].Regex, upstreams, svc, lim.Route(rc.Name))
 		if err != nil {
 			return nil, fmt.Errorf("route %q: %w", rc.Name, err)
 		}
@@ -187,23 +201,25 @@ var balances = map[string]proxy.Balance{
 	"random_two": proxy.RandomTwo, "hash": proxy.Hash,
 }
 
-func (g *Gateway) buildUpstream(uc config.Upstream, stage *proxy.Stage) *proxy.Upstream {
+func (g *Gateway) buildUpstream(uc config.Upstream, stage *proxy.Stage) (*proxy.Upstream, error) {
+	tlsOpts, err := upstreamTLS(uc)
+	if err != nil {
+		return nil, err
+	}
 	to := proxy.TransportOptions{
 		ConnectTimeout:        uc.ConnectTimeout.Std(),
 		ResponseHeaderTimeout: uc.ResponseHeaderTimeout.Std(),
 		MaxIdle:               uc.Keepalive,
 		IdleTimeout:           upstreamIdleTimeout,
+		TLS:                   tlsOpts,
 	}
-	targets := make([]*proxy.Target, len(uc.Targets))
-	weights := make([]int, len(uc.Targets))
+	members := make([]proxy.Member, len(uc.Targets))
 	for i, tc := range uc.Targets {
-		targets[i] = stage.Target(uc.Name, tc.Address, to)
-		weights[i] = tc.Weight
+		members[i] = proxy.Member{Target: stage.Target(uc.Name, tc.Address, to), Weight: tc.Weight, Backup: tc.Backup}
 	}
 	if uc.Run != nil {
 		for _, t := range g.instanceTargets(uc.Name, stage, to) {
-			targets = append(targets, t)
-			weights = append(weights, 1)
+			members = append(members, proxy.Member{Target: t, Weight: 1})
 		}
 	}
 	hashHeader := ""
@@ -211,11 +227,13 @@ func (g *Gateway) buildUpstream(uc config.Upstream, stage *proxy.Stage) *proxy.U
 		hashHeader = textproto.CanonicalMIMEHeaderKey(h)
 	}
 	u := proxy.NewUpstream(proxy.UpstreamOptions{
-		Name:        uc.Name,
-		Balance:     balances[uc.Balance],
-		HashHeader:  hashHeader,
-		Retries:     uc.Retries,
-		ReadTimeout: uc.ReadTimeout.Std(),
+		Name:         uc.Name,
+		Balance:      balances[uc.Balance],
+		HashHeader:   hashHeader,
+		Retries:      uc.Retries,
+		RetryOn:      uc.RetryOn,
+		RetryTimeout: uc.RetryTimeout.Std(),
+		ReadTimeout:  uc.ReadTimeout.Std(),
 		Passive: proxy.PassiveOptions{
 			MaxFails: uc.Passive.MaxFails,
 			Window:   uc.Passive.Window.Std(),
@@ -229,12 +247,39 @@ func (g *Gateway) buildUpstream(uc config.Upstream, stage *proxy.Stage) *proxy.U
 			HealthyThreshold:   uc.HealthCheck.HealthyThreshold,
 			UnhealthyThreshold: uc.HealthCheck.UnhealthyThreshold,
 		},
-	}, targets, weights)
+	}, members)
 	u.OnPassiveDown = func(t *proxy.Target) {
 		g.log.Warn("upstream target taken out after repeated failures", "upstream", t.Upstream, "target", t.Addr,
 			"cooldown", uc.Passive.Cooldown.Std().String())
 	}
-	return u
+	u.OnRetry = g.metrics.UpstreamRetries(uc.Name, uc.RetryOn)
+	return u, nil
+}
+
+// upstreamTLS reads an upstream's TLS files: their contents, not their
+// names, decide whether a reload keeps the targets' connections.
+func upstreamTLS(uc config.Upstream) (proxy.TLSOptions, error) {
+	o := proxy.TLSOptions{Enabled: uc.TLS, ServerName: uc.TLSServerName}
+	if !uc.TLS {
+		return o, nil
+	}
+	for _, f := range []struct {
+		key, path string
+		dst       *string
+	}{{"tls_ca", uc.TLSCA, &o.CAPEM}, {"tls_client_cert", uc.TLSClientCert, &o.CertPEM}, {"tls_client_key", uc.TLSClientKey, &o.KeyPEM}} {
+		if f.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			return o, fmt.Errorf("%s: %w", f.key, err)
+		}
+		*f.dst = string(b)
+	}
+	if err := o.Check(); err != nil {
+		return o, fmt.Errorf("tls: %w", err)
+	}
+	return o, nil
 }
 
 // upstreamIdleTimeout closes pooled connections nobody used for a minute.
@@ -251,8 +296,9 @@ func headerRules(set map[string]string, remove []string) proxy.HeaderRules {
 	return h
 }
 
-// buildRoute compiles one route's plan; serve runs its steps in order.
-func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstream, svc *identity.Service, lim limits.Route) (*route, error) {
+// buildRoute compiles one route's plan; serve runs its steps in order. re
+// is the route's compiled regex, nil unless it matches by one.
+func (g *Gateway) buildRoute(rc *config.Route, re *regexp.Regexp, upstreams map[string]*proxy.Upstream, svc *identity.Service, lim limits.Route) (*route, error) {
 	rt := &route{
 		name:            rc.Name,
 		metrics:         g.metrics.Route(rc.Name),
@@ -271,6 +317,18 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 	if rc.UpstreamReadTimeout != nil {
 		readTimeout = rc.UpstreamReadTimeout.Std()
 	}
+	var rewrite *proxy.Rewrite
+	if rc.Rewrite != nil {
+		from, err := regexp.Compile(rc.Rewrite.From)
+		if err != nil {
+			return nil, fmt.Errorf("rewrite.from: %w", err)
+		}
+		to, err := proxy.ParseTemplate(rc.Rewrite.To)
+		if err != nil {
+			return nil, fmt.Errorf("rewrite.to: %w", err)
+		}
+		rewrite = &proxy.Rewrite{From: from, To: to}
+	}
 	var h http.Handler
 	var err error
 	switch {
@@ -279,12 +337,16 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 			Route:          rc.Name,
 			Upstream:       upstreams[rc.Upstream],
 			StripPrefix:    strip,
+			Rewrite:        rewrite,
 			RequestHeaders: headerRules(rc.SetRequestHeaders, rc.RemoveRequestHeaders),
 			WebSocket:      rc.WebSocket,
 			ReadTimeout:    readTimeout,
 			WebSocketsOpen: g.metrics.WebSocketsOpen(),
 			Logger:         g.log,
 		})
+		if rc.Release != nil {
+			rt.release = newRelease(rc.Release, proxy.ForUpstream(h, upstreams[rc.Release.Upstream], readTimeout))
+		}
 	case rc.Static != "":
 		prefix := ""
 		if rc.Path != "/" {
@@ -296,11 +358,20 @@ func (g *Gateway) buildRoute(rc *config.Route, upstreams map[string]*proxy.Upstr
 		}
 	case rc.Respond != nil:
 		h = respondHandler(*rc.Respond)
+	case rc.Redirect != nil:
+		to, err := proxy.ParseTemplate(rc.Redirect.To)
+		if err != nil {
+			return nil, fmt.Errorf("redirect.to: %w", err)
+		}
+		h = proxy.NewRedirect(re, to, rc.Redirect.Status)
 	default:
-		return nil, fmt.Errorf("no upstream, static or respond")
+		return nil, fmt.Errorf("no upstream, static, respond or redirect")
 	}
 	if rc.Gzip {
 		h = proxy.Gzip(h, proxy.GzipOptions{})
+		if rt.release != nil {
+			rt.release.next = proxy.Gzip(rt.release.next, proxy.GzipOptions{})
+		}
 	}
 	rt.final = h
 	if rc.Verify != "" {
@@ -402,6 +473,10 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info
 	}
 	defer adm.Release()
 	if rt.verify != nil && !rt.verify.Check(w, r) {
+		return
+	}
+	if rt.release != nil && rt.release.toNext(info) {
+		rt.release.next.ServeHTTP(w, r)
 		return
 	}
 	rt.final.ServeHTTP(w, r)

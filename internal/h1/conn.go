@@ -431,11 +431,18 @@ type body struct {
 	// over is set once the body was read whole or failed: the client watch
 	// may read the connection from then on.
 	over atomic.Bool
+	// left and failed are what the answer's head may know of the body
+	// while the proxy's body writer still reads it on another goroutine
+	// (an upstream that answered early).
+	left   atomic.Int64
+	failed atomic.Bool
 }
 
 func (b *body) reset(br *bufio.Reader, length int64) {
 	b.R, b.Remaining, b.err = br, length, nil
 	b.over.Store(length == 0)
+	b.left.Store(length)
+	b.failed.Store(false)
 }
 
 func (b *body) Read(p []byte) (int, error) {
@@ -443,11 +450,13 @@ func (b *body) Read(p []byte) (int, error) {
 		return 0, b.err
 	}
 	n, err := b.LengthBody.Read(p)
+	b.left.Store(b.Remaining)
 	switch {
 	case err == io.EOF:
 		b.over.Store(true)
 	case err != nil:
 		b.err = err
+		b.failed.Store(true)
 		b.over.Store(true)
 	}
 	return n, err

@@ -87,7 +87,7 @@ func (w *response) WriteHeader(code int) {
 	}
 	// A body that failed, or is too long to read and drop after the
 	// answer, ends the connection: the client is told so.
-	bodyLeft := w.body.err != nil || w.body.Remaining > maxDrain
+	bodyLeft := w.body.failed.Load() || w.body.left.Load() > maxDrain
 	if bodyLeft || w.req.Close || w.c.s.draining.Load() || httphdr.HasToken(h["Connection"], "close") {
 		w.closeAfter = true
 	}

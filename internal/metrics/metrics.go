@@ -24,6 +24,7 @@ type Metrics struct {
 	inFlight         prometheus.Gauge
 	upstreamRequests *prometheus.CounterVec
 	upstreamDuration *prometheus.HistogramVec
+	upstreamRetries  *prometheus.CounterVec
 
 	connectionsOpen *prometheus.GaugeVec
 	websocketsOpen  prometheus.Gauge
@@ -74,6 +75,10 @@ func New(version string) *Metrics {
 			Help:    "Time until the upstream's response headers arrived, by route and target.",
 			Buckets: latencyBuckets,
 		}, []string{"route", "target"}),
+		upstreamRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_upstream_retries_total",
+			Help: "Requests sent to another target of an upstream, by upstream and reason: \"error\" (the connection failed) or the status of retry_on the last target answered.",
+		}, []string{"upstream", "reason"}),
 		connectionsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "edge_connections_open",
 			Help: "Client connections that have served at least one request and are still open, by listener (https, http) and protocol (h1, h2).",
@@ -120,7 +125,7 @@ func New(version string) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo, m.requests, m.requestDuration, m.inFlight, m.upstreamRequests,
-		m.upstreamDuration, m.connectionsOpen, m.websocketsOpen, m.tlsHandshakes, m.h2ResetCloses, m.reloads, m.lastReloadSuccessful, m.lastReloadSuccessTS,
+		m.upstreamDuration, m.upstreamRetries, m.connectionsOpen, m.websocketsOpen, m.tlsHandshakes, m.h2ResetCloses, m.reloads, m.lastReloadSuccessful, m.lastReloadSuccessTS,
 		m.lastReloadAttemptTS,
 	)
 	// A registration error here is a programming error (two collectors with

@@ -21,9 +21,9 @@ import (
 // rather than truncated silently) but writes the upstream request straight
 // from the inbound one: no request clone, no header map copy, no sorted
 // header serialisation. Upgrades still go through ReverseProxy.
-func (p *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
+func (p *proxyHandler) forward(w http.ResponseWriter, r *http.Request, t upTarget) {
 	out := outRequests.Get().(*outRequest)
-	*out = outRequest{r: r, w: w, p: p, info: reqctx.FromRequest(r)}
+	*out = outRequest{r: r, w: w, p: p, info: reqctx.FromRequest(r), target: t}
 	// The body writer uses out until the response body is closed, which
 	// the deferred Close below does first.
 	defer outRequests.Put(out)
@@ -147,6 +147,9 @@ type outRequest struct {
 	w    http.ResponseWriter
 	p    *proxyHandler
 	info *reqctx.Info
+	// target is the path and query when strip_prefix or a rewrite changed
+	// them, worked out once for every try of the request.
+	target upTarget
 }
 
 var outRequests = sync.Pool{New: func() any { return new(outRequest) }}
@@ -192,26 +195,29 @@ func (o *outRequest) writeHead(bw *bufio.Writer) error {
 }
 
 // writeTarget writes the request-target: the client's own bytes unless edge
-// changed the path (cleaning dot segments, strip_prefix) or the query (a
-// callback verifier drops it).
+// changed the path (cleaning dot segments, strip_prefix, a rewrite) or the
+// query (a rewrite, or a callback verifier that drops it).
 func (o *outRequest) writeTarget(bw *bufio.Writer) {
-	r := o.r
-	if o.p.opts.StripPrefix == "" && r.URL.RawPath == "" && r.RequestURI != "" && !strings.Contains(r.RequestURI, "://") &&
+	r, t := o.r, &o.target
+	if !t.changed && r.URL.RawPath == "" && r.RequestURI != "" && !strings.Contains(r.RequestURI, "://") &&
 		sameTarget(r) {
 		bw.WriteString(r.RequestURI)
 		return
 	}
-	path := r.URL.EscapedPath()
-	if o.p.opts.StripPrefix != "" {
-		path = stripPrefix(path, o.p.opts.StripPrefix)
+	path, query, force := t.rawPath, r.URL.RawQuery, r.URL.ForceQuery
+	if !t.changed {
+		path = r.URL.EscapedPath()
+	}
+	if t.setQuery {
+		query, force = t.query, false
 	}
 	if path == "" {
 		path = "/"
 	}
 	bw.WriteString(path)
-	if r.URL.RawQuery != "" || r.URL.ForceQuery {
+	if query != "" || force {
 		bw.WriteByte('?')
-		bw.WriteString(r.URL.RawQuery)
+		bw.WriteString(query)
 	}
 }
 

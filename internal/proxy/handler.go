@@ -43,9 +43,12 @@ func (h HeaderRules) Empty() bool { return len(h.Set) == 0 && len(h.Remove) == 0
 
 // ProxyOptions configure the proxy handler of one route.
 type ProxyOptions struct {
-	Route          string
-	Upstream       *Upstream
-	StripPrefix    string // the route's prefix to remove, "" to keep the path
+	Route       string
+	Upstream    *Upstream
+	StripPrefix string // the route's prefix to remove, "" to keep the path
+	// Rewrite, when not nil, changes the path (and maybe the query) sent
+	// upstream; configs never set it beside StripPrefix.
+	Rewrite        *Rewrite
 	RequestHeaders HeaderRules
 	WebSocket      bool
 	// ReadTimeout overrides the upstream's read timeout for this route
@@ -85,11 +88,19 @@ type proxyHandler struct {
 }
 
 func (p *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t, ok := p.target(r)
+	if !ok {
+		if info := reqctx.FromRequest(r); info != nil {
+			info.Reason = "ambiguous_path"
+		}
+		apierror.Write(w, r, apierror.BadRequest, "the rewritten path holds ';', '\\' or a control character, which servers read differently")
+		return
+	}
 	if r.Header["Upgrade"] == nil || !p.opts.WebSocket {
 		// Without websocket = true an Upgrade goes on as plain HTTP, as with
 		// nginx without "proxy_set_header Upgrade": forward drops it with
 		// the other hop-by-hop headers.
-		p.forward(w, r)
+		p.forward(w, r, t)
 		return
 	}
 	// The server's read/write timeouts must not cut a long-lived WebSocket;
@@ -108,11 +119,11 @@ func (p *proxyHandler) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Scheme = "http"
 	out.URL.Host = p.opts.Upstream.opts.Name
 	out.Host = in.Host
-	if p.opts.StripPrefix != "" {
-		out.URL.Path = stripPrefix(in.URL.Path, p.opts.StripPrefix)
-		out.URL.RawPath = ""
-		if in.URL.RawPath != "" {
-			out.URL.RawPath = stripPrefix(in.URL.RawPath, p.opts.StripPrefix)
+	// ServeHTTP has refused a request whose target cannot be worked out.
+	if t, _ := p.target(in); t.changed {
+		out.URL.Path, out.URL.RawPath = t.path, t.rawPath
+		if t.setQuery {
+			out.URL.RawQuery, out.URL.ForceQuery = t.query, false
 		}
 	}
 	// ReverseProxy has removed the hop-by-hop headers by its own rules

@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -45,6 +47,19 @@ type healthChecker struct {
 }
 
 func newHealthChecker(o HealthOptions, targets []*Target, onChange func(*Target, bool)) *healthChecker {
+	byAddr := make(map[string]*Target, len(targets))
+	for _, t := range targets {
+		byAddr[t.Addr] = t
+	}
+	// A check connects as requests do, through the target's own transport:
+	// over TLS with the same name, roots and client certificate.
+	dial := func(ctx context.Context, _, addr string) (net.Conn, error) {
+		t := byAddr[addr]
+		if t == nil {
+			return nil, fmt.Errorf("health check of unknown target %s", addr)
+		}
+		return t.transport.Load().dialConn(ctx)
+	}
 	return &healthChecker{
 		opts:     o,
 		targets:  targets,
@@ -53,7 +68,7 @@ func newHealthChecker(o HealthOptions, targets []*Target, onChange func(*Target,
 			Timeout: o.Timeout,
 			// A check must see the target as a new client would: a fresh
 			// connection each time, never a redirect followed elsewhere.
-			Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+			Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil, DialContext: dial, DialTLSContext: dial},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 	}
@@ -111,7 +126,11 @@ func (h *healthChecker) round(ctx context.Context) {
 }
 
 func (h *healthChecker) probe(ctx context.Context, t *Target) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.Addr+h.opts.Path, nil)
+	scheme := "http://"
+	if t.transport.Load().tls != nil {
+		scheme = "https://"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+t.Addr+h.opts.Path, nil)
 	if err != nil {
 		return false
 	}

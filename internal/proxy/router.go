@@ -7,37 +7,57 @@ package proxy
 
 import (
 	"path"
+	"regexp"
 	"sort"
 	"strings"
 )
 
-// RouteSpec is what the router needs to know of one route.
+// RouteSpec is what the router needs to know of one route. A route matches
+// paths in one of three ways: Regex when set, else Exact when set, else
+// Prefix.
 type RouteSpec struct {
-	Hosts   []string // exact ("api.example.com") or wildcard ("*.example.com"); empty = any
-	Prefix  string   // path prefix, "/" for everything
-	Methods []string // upper case; empty = any
+	Hosts  []string // exact ("api.example.com") or wildcard ("*.example.com"); empty = any
+	Prefix string   // path prefix, "/" for everything
+	// BeforeRegex makes a prefix route, when it is the longest match, win
+	// over regex routes (nginx "location ^~").
+	BeforeRegex bool
+	Exact       string         // the whole path
+	Regex       *regexp.Regexp // matched against the cleaned path
+	Methods     []string       // upper case; empty = any
 }
 
-// Router finds the most specific route for a host, path and method: the
-// longest host (exact before wildcard, longer wildcard before shorter, any
-// host last), then the longest path prefix, then the order of the file.
+// Router finds the route for a host, path and method. The host decides
+// first: exact before wildcard, longer wildcard before shorter, any host
+// last. Among the routes of the first host that has a match, the path
+// decides as nginx's locations do: an exact path; else the longest prefix
+// if it is marked BeforeRegex; else the first regex in file order; else the
+// longest prefix (file order between equal prefixes).
 // It is built once per snapshot and only read afterwards.
 type Router struct {
-	exact    map[string][]entry
+	exact    map[string]*routeSet
 	wildcard []wildcardBucket
-	anyHost  []entry
+	anyHost  routeSet
 }
 
 type wildcardBucket struct {
-	suffix  string // ".example.com"
-	entries []entry
+	suffix string // ".example.com"
+	routes routeSet
+}
+
+// routeSet holds the routes of one host pattern by how they match paths.
+type routeSet struct {
+	exact  []entry // file order
+	prefix []entry // longest first, then file order
+	regex  []entry // file order
 }
 
 type entry struct {
-	prefix  string // without a trailing slash, except the root "/"
-	methods uint16 // bit per known method; 0 with others == nil means any
-	others  []string
-	index   int
+	path        string // exact path, or prefix without a trailing slash except the root "/"
+	re          *regexp.Regexp
+	beforeRegex bool
+	methods     uint16 // bit per known method; 0 with others == nil means any
+	others      []string
+	index       int
 }
 
 func methodBit(m string) uint16 {
@@ -66,10 +86,10 @@ func methodBit(m string) uint16 {
 
 // NewRouter compiles routes; Match returns indexes into this slice.
 func NewRouter(routes []RouteSpec) *Router {
-	r := &Router{exact: map[string][]entry{}}
-	wild := map[string][]entry{}
+	r := &Router{exact: map[string]*routeSet{}}
+	wild := map[string]*routeSet{}
 	for i, spec := range routes {
-		e := entry{prefix: normalizePrefix(spec.Prefix), index: i}
+		e := entry{index: i}
 		for _, m := range spec.Methods {
 			m = strings.ToUpper(m)
 			if bit := methodBit(m); bit != 0 {
@@ -78,21 +98,38 @@ func NewRouter(routes []RouteSpec) *Router {
 				e.others = append(e.others, m)
 			}
 		}
+		add := func(s *routeSet) {
+			switch {
+			case spec.Regex != nil:
+				e.re = spec.Regex
+				s.regex = append(s.regex, e)
+			case spec.Exact != "":
+				e.path = spec.Exact
+				s.exact = append(s.exact, e)
+			default:
+				e.path = normalizePrefix(spec.Prefix)
+				e.beforeRegex = spec.BeforeRegex
+				s.prefix = append(s.prefix, e)
+			}
+		}
 		if len(spec.Hosts) == 0 {
-			r.anyHost = append(r.anyHost, e)
+			add(&r.anyHost)
 			continue
 		}
 		for _, h := range spec.Hosts {
 			h = strings.ToLower(strings.TrimSuffix(h, "."))
+			set := r.exact
 			if suffix, ok := strings.CutPrefix(h, "*"); ok {
-				wild[suffix] = append(wild[suffix], e)
-			} else {
-				r.exact[h] = append(r.exact[h], e)
+				h, set = suffix, wild
 			}
+			if set[h] == nil {
+				set[h] = &routeSet{}
+			}
+			add(set[h])
 		}
 	}
-	for suffix, es := range wild {
-		r.wildcard = append(r.wildcard, wildcardBucket{suffix: suffix, entries: es})
+	for suffix, s := range wild {
+		r.wildcard = append(r.wildcard, wildcardBucket{suffix: suffix, routes: *s})
 	}
 	sort.Slice(r.wildcard, func(i, j int) bool {
 		a, b := r.wildcard[i], r.wildcard[j]
@@ -101,13 +138,13 @@ func NewRouter(routes []RouteSpec) *Router {
 		}
 		return a.suffix < b.suffix
 	})
-	for h := range r.exact {
-		sortEntries(r.exact[h])
+	for _, s := range r.exact {
+		sortPrefixes(s.prefix)
 	}
 	for i := range r.wildcard {
-		sortEntries(r.wildcard[i].entries)
+		sortPrefixes(r.wildcard[i].routes.prefix)
 	}
-	sortEntries(r.anyHost)
+	sortPrefixes(r.anyHost.prefix)
 	return r
 }
 
@@ -118,11 +155,11 @@ func normalizePrefix(p string) string {
 	return strings.TrimSuffix(p, "/")
 }
 
-// sortEntries orders by longest prefix, then file order (stable on index).
-func sortEntries(es []entry) {
+// sortPrefixes orders by longest prefix, then file order (stable on index).
+func sortPrefixes(es []entry) {
 	sort.SliceStable(es, func(i, j int) bool {
-		if len(es[i].prefix) != len(es[j].prefix) {
-			return len(es[i].prefix) > len(es[j].prefix)
+		if len(es[i].path) != len(es[j].path) {
+			return len(es[i].path) > len(es[j].path)
 		}
 		return es[i].index < es[j].index
 	})
@@ -132,45 +169,64 @@ func sortEntries(es []entry) {
 // a port and any letter case; path must already be cleaned.
 func (r *Router) Match(host, path, method string) int {
 	host = canonicalHost(host)
-	if es, ok := r.exact[host]; ok {
-		if i := matchEntries(es, path, method); i >= 0 {
+	if s, ok := r.exact[host]; ok {
+		if i := s.match(path, method); i >= 0 {
 			return i
 		}
 	}
-	for _, b := range r.wildcard {
+	for i := range r.wildcard {
+		b := &r.wildcard[i]
 		// "*.example.com" covers "a.example.com" and "a.b.example.com", not
 		// "example.com" itself (as in nginx and TLS certificates).
 		if len(host) > len(b.suffix) && strings.HasSuffix(host, b.suffix) {
-			if i := matchEntries(b.entries, path, method); i >= 0 {
+			if i := b.routes.match(path, method); i >= 0 {
 				return i
 			}
 		}
 	}
-	return matchEntries(r.anyHost, path, method)
+	return r.anyHost.match(path, method)
 }
 
-func matchEntries(es []entry, path, method string) int {
-	for i := range es {
-		e := &es[i]
-		if !PrefixMatch(e.prefix, path) {
-			continue
-		}
-		if e.methods == 0 && e.others == nil {
+func (s *routeSet) match(path, method string) int {
+	for i := range s.exact {
+		if e := &s.exact[i]; e.path == path && e.allows(method) {
 			return e.index
 		}
-		if bit := methodBit(method); bit != 0 {
-			if e.methods&bit != 0 {
-				return e.index
-			}
-			continue
-		}
-		for _, m := range e.others {
-			if m == method {
-				return e.index
-			}
+	}
+	var longest *entry
+	for i := range s.prefix {
+		if e := &s.prefix[i]; PrefixMatch(e.path, path) && e.allows(method) {
+			longest = e
+			break
 		}
 	}
+	if longest != nil && longest.beforeRegex {
+		return longest.index
+	}
+	for i := range s.regex {
+		if e := &s.regex[i]; e.allows(method) && e.re.MatchString(path) {
+			return e.index
+		}
+	}
+	if longest != nil {
+		return longest.index
+	}
 	return -1
+}
+
+func (e *entry) allows(method string) bool {
+	if e.methods == 0 && e.others == nil {
+		return true
+	}
+	if bit := methodBit(method); bit != 0 {
+		return e.methods&bit != 0
+	}
+	for _, m := range e.others {
+		if m == method {
+			return true
+		}
+	}
+	return false
 }
 
 // PrefixMatch reports whether path is prefix or below it, segment-wise:

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +31,10 @@ type connTransport struct {
 	maxIdle        int
 	idleTimeout    time.Duration
 	dialer         net.Dialer
+	// tls, when set, makes every connection HTTPS. Built once per target:
+	// its session cache lets a new connection resume instead of doing a
+	// full handshake.
+	tls *tls.Config
 
 	// inflight is the owning Target's counter: up while a request is sent
 	// and until its response body is finished.
@@ -47,7 +52,7 @@ type connTransport struct {
 const staleCheckAfter = time.Second
 
 func newConnTransport(addr string, o TransportOptions) *connTransport {
-	return &connTransport{
+	t := &connTransport{
 		addr:           addr,
 		connectTimeout: o.ConnectTimeout,
 		headerTimeout:  o.ResponseHeaderTimeout,
@@ -55,14 +60,21 @@ func newConnTransport(addr string, o TransportOptions) *connTransport {
 		idleTimeout:    o.IdleTimeout,
 		dialer:         net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second},
 	}
+	if o.TLS.Enabled {
+		// Check has accepted o.TLS when the config was compiled.
+		t.tls, _ = o.TLS.config(addr)
+	}
+	return t
 }
 
-// TransportOptions configure the connections to one target.
+// TransportOptions configure the connections to one target. They are
+// compared on reload: equal options keep the target's pool.
 type TransportOptions struct {
 	ConnectTimeout        time.Duration
 	ResponseHeaderTimeout time.Duration
 	MaxIdle               int
 	IdleTimeout           time.Duration
+	TLS                   TLSOptions
 }
 
 type persistConn struct {
@@ -173,7 +185,14 @@ func (pc *persistConn) alive() bool {
 	if pc.br.Buffered() > 0 {
 		return false
 	}
-	sc, ok := pc.conn.(syscall.Conn)
+	conn := pc.conn
+	if tc, ok := conn.(*tls.Conn); ok {
+		// Unread bytes under TLS are a close_notify or a reset as well:
+		// every record an idle connection may get (session tickets come
+		// before the first answer) was read with that answer.
+		conn = tc.NetConn()
+	}
+	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return true
 	}
@@ -198,7 +217,7 @@ func (pc *persistConn) alive() bool {
 }
 
 func (t *connTransport) dial(ctx context.Context) (*persistConn, error) {
-	conn, err := t.dialer.DialContext(ctx, "tcp", t.addr)
+	conn, err := t.dialConn(ctx)
 	if err != nil {
 		return nil, &dialError{err}
 	}
@@ -210,6 +229,27 @@ func (t *connTransport) dial(ctx context.Context) (*persistConn, error) {
 	pc.bw = writerPool.Get().(*bufio.Writer)
 	pc.bw.Reset(&pc.dw)
 	return pc, nil
+}
+
+// dialConn connects to the target and, for HTTPS, completes the handshake
+// within the connect timeout: a target that accepts and then says nothing
+// is as unreachable as one that refuses.
+func (t *connTransport) dialConn(ctx context.Context) (net.Conn, error) {
+	conn, err := t.dialer.DialContext(ctx, "tcp", t.addr)
+	if err != nil || t.tls == nil {
+		return conn, err
+	}
+	if t.connectTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.connectTimeout)
+		defer cancel()
+	}
+	tc := tls.Client(conn, t.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("TLS handshake with %s: %w", t.addr, err)
+	}
+	return tc, nil
 }
 
 func (t *connTransport) putIdle(pc *persistConn) {

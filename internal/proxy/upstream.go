@@ -3,9 +3,11 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -250,7 +252,14 @@ type UpstreamOptions struct {
 	Name       string
 	Balance    Balance
 	HashHeader string // for Hash: the header whose value is hashed; "" = client IP
-	Retries    int
+	// Retries is how many other targets a request may try: after a failed
+	// connection (see mayResend), or after an answer with a status in
+	// RetryOn (see mayRetryAnswer).
+	Retries int
+	RetryOn []int
+	// RetryTimeout, when set, is the time from the first try after which no
+	// other target is tried.
+	RetryTimeout time.Duration
 	// ReadTimeout is the longest pause between two reads of an answer
 	// (nginx proxy_read_timeout); routes may override it. 0: no limit.
 	ReadTimeout time.Duration
@@ -258,23 +267,39 @@ type UpstreamOptions struct {
 	Health      HealthOptions
 }
 
+// Member is one target of an upstream. A backup member gets requests
+// only while no other member is available (nginx backup).
+type Member struct {
+	Target *Target
+	Weight int
+	Backup bool
+}
+
 type member struct {
 	t      *Target
 	weight int
+	backup bool
 }
 
 // Upstream is one compiled [[upstreams]] entry. It is an http.RoundTripper
 // that picks a target per request and retries idempotent requests on another
-// target when connecting fails.
+// target when connecting fails or the target answers with a status in
+// RetryOn.
 type Upstream struct {
 	opts    UpstreamOptions
 	members []member
-	order   []uint16 // smooth weighted round-robin sequence of member indexes
-	next    atomic.Uint64
-	checker *healthChecker
+	// orders are the smooth weighted round-robin sequences of member
+	// indexes: of the primary members, and of the backups.
+	orders    [2][]uint16
+	hasBackup bool
+	next      atomic.Uint64
+	checker   *healthChecker
 
 	// OnPassiveDown is called when passive health takes a target out.
 	OnPassiveDown func(t *Target)
+	// OnRetry is called when a request goes to another target, with the
+	// status that made it (0: the connection failed).
+	OnRetry func(status int)
 }
 
 // Targets is the list of targets, in config order.
@@ -301,42 +326,40 @@ func (u *Upstream) allowWarning(addr string, w warning, now time.Time) (bool, in
 // Name is the upstream's name.
 func (u *Upstream) Name() string { return u.opts.Name }
 
-// NewUpstream builds a pool over targets with their weights. The active
-// health check, if configured, starts with Start.
-func NewUpstream(o UpstreamOptions, targets []*Target, weights []int) *Upstream {
+// NewUpstream builds a pool over its members. The active health check, if
+// configured, starts with Start.
+func NewUpstream(o UpstreamOptions, members []Member) *Upstream {
 	u := &Upstream{opts: o}
-	for i, t := range targets {
-		w := 1
-		if i < len(weights) && weights[i] > 0 {
-			w = weights[i]
-		}
-		u.members = append(u.members, member{t: t, weight: w})
+	for _, m := range members {
+		u.members = append(u.members, member{t: m.Target, weight: max(m.Weight, 1), backup: m.Backup})
+		u.hasBackup = u.hasBackup || m.Backup
 	}
-	u.order = smoothWeightedOrder(u.members)
+	u.orders[0] = smoothWeightedOrder(u.members, false)
+	u.orders[1] = smoothWeightedOrder(u.members, true)
 	return u
 }
 
-// smoothWeightedOrder precomputes nginx's smooth weighted round robin, so the
-// request path only does an atomic increment.
-func smoothWeightedOrder(ms []member) []uint16 {
-	total := 0
-	for _, m := range ms {
-		total += m.weight
-	}
-	if total > 4096 { // keep the table small; proportions stay close enough
-		total = 4096
-	}
-	current := make([]int, len(ms))
-	order := make([]uint16, 0, total)
+// smoothWeightedOrder precomputes nginx's smooth weighted round robin over
+// the primary or the backup members, so the request path only does an
+// atomic increment.
+func smoothWeightedOrder(ms []member, backup bool) []uint16 {
 	sum := 0
 	for _, m := range ms {
-		sum += m.weight
+		if m.backup == backup {
+			sum += m.weight
+		}
 	}
+	total := min(sum, 4096) // keep the table small; proportions stay close enough
+	current := make([]int, len(ms))
+	order := make([]uint16, 0, total)
 	for len(order) < total {
-		best := 0
+		best := -1
 		for i, m := range ms {
+			if m.backup != backup {
+				continue
+			}
 			current[i] += m.weight
-			if current[i] > current[best] {
+			if best < 0 || current[i] > current[best] {
 				best = i
 			}
 		}
@@ -378,6 +401,18 @@ func idempotent(method string) bool {
 	}
 	return false
 }
+
+// mayRetryAnswer reports whether a request the upstream answered may go
+// to another target: it must be idempotent, as for mayResend, and have no
+// body, since the first target consumed it. The upstream has acted on the
+// request, so a request that is not idempotent never goes twice.
+func mayRetryAnswer(req *http.Request, w requestWriter) bool {
+	return (idempotent(req.Method) || req.Header["Idempotency-Key"] != nil) && !w.hasBody()
+}
+
+// maxDiscard bounds what is read of an answer that is retried, to keep its
+// connection: a longer one is cut off with its connection.
+const maxDiscard = 64 << 10
 
 // mayResend reports whether a request that failed with err may be sent
 // again, on a fresh connection or to another target: only when it is
@@ -421,8 +456,12 @@ func (u *Upstream) exchange(req *http.Request, w requestWriter, readTimeout time
 	}
 	info := reqctx.FromRequest(req)
 	var tried uint64
+	var first time.Time
 	for attempt := 0; ; attempt++ {
 		now := time.Now()
+		if attempt == 0 {
+			first = now
+		}
 		i := u.pick(req, info, tried, now)
 		tried |= 1 << (uint(i) % 64)
 		t := u.members[i].t
@@ -435,18 +474,47 @@ func (u *Upstream) exchange(req *http.Request, w requestWriter, readTimeout time
 			info.UpstreamDuration += time.Since(now)
 		}
 		if err == nil {
-			return resp, nil
+			if len(u.opts.RetryOn) == 0 || !slices.Contains(u.opts.RetryOn, resp.StatusCode) {
+				return resp, nil
+			}
+			// The target answered that it cannot serve: a failure for
+			// passive health, as nginx counts the statuses it retries on.
+			u.failed(t)
+			if !u.mayTryAgain(attempt, tried, first) || !mayRetryAnswer(req, w) {
+				return resp, nil
+			}
+			_, _ = io.CopyN(io.Discard, resp.Body, maxDiscard)
+			resp.Body.Close()
+			if u.OnRetry != nil {
+				u.OnRetry(resp.StatusCode)
+			}
+			continue
 		}
 		if !countsAgainstTarget(req, err) {
 			return nil, err
 		}
-		if t.recordFailure(time.Now(), u.opts.Passive) && u.OnPassiveDown != nil {
-			u.OnPassiveDown(t)
-		}
-		if attempt >= u.opts.Retries || !mayResend(req, err) || bitsCount(tried) >= len(u.members) {
+		u.failed(t)
+		if !u.mayTryAgain(attempt, tried, first) || !mayResend(req, err) {
 			return nil, err
 		}
+		if u.OnRetry != nil {
+			u.OnRetry(0)
+		}
 	}
+}
+
+// failed counts a failure of t for passive health.
+func (u *Upstream) failed(t *Target) {
+	if t.recordFailure(time.Now(), u.opts.Passive) && u.OnPassiveDown != nil {
+		u.OnPassiveDown(t)
+	}
+}
+
+// mayTryAgain reports whether the bounds of retries leave another try: in
+// number, in targets not yet tried, and in time since the first.
+func (u *Upstream) mayTryAgain(attempt int, tried uint64, first time.Time) bool {
+	return attempt < u.opts.Retries && bitsCount(tried) < len(u.members) &&
+		(u.opts.RetryTimeout <= 0 || time.Since(first) < u.opts.RetryTimeout)
 }
 
 func bitsCount(x uint64) int {
@@ -457,27 +525,32 @@ func bitsCount(x uint64) int {
 	return n
 }
 
-// pick chooses a member index not yet tried, preferring available targets;
-// when none is available it still tries one (as nginx does) rather than fail
-// without asking.
+// pick chooses a member index not yet tried, preferring available targets,
+// and primary targets to backups; when none is available it still tries
+// one (as nginx does) rather than fail without asking.
 func (u *Upstream) pick(req *http.Request, info *reqctx.Info, tried uint64, now time.Time) int {
-	if i := u.pickWith(req, info, tried, now, true); i >= 0 {
-		return i
-	}
-	if i := u.pickWith(req, info, tried, now, false); i >= 0 {
-		return i
+	for _, needAvailable := range [2]bool{true, false} {
+		if i := u.pickWith(req, info, tried, now, needAvailable, false); i >= 0 {
+			return i
+		}
+		if !u.hasBackup {
+			continue
+		}
+		if i := u.pickWith(req, info, tried, now, needAvailable, true); i >= 0 {
+			return i
+		}
 	}
 	return 0
 }
 
-func (u *Upstream) usable(i int, tried uint64, now time.Time, needAvailable bool) bool {
-	if tried&(1<<(uint(i)%64)) != 0 {
+func (u *Upstream) usable(i int, tried uint64, now time.Time, needAvailable, backup bool) bool {
+	if tried&(1<<(uint(i)%64)) != 0 || u.members[i].backup != backup {
 		return false
 	}
 	return !needAvailable || u.members[i].t.Available(now)
 }
 
-func (u *Upstream) pickWith(req *http.Request, info *reqctx.Info, tried uint64, now time.Time, needAvailable bool) int {
+func (u *Upstream) pickWith(req *http.Request, info *reqctx.Info, tried uint64, now time.Time, needAvailable, backup bool) int {
 	n := len(u.members)
 	switch u.opts.Balance {
 	case LeastConn:
@@ -485,7 +558,7 @@ func (u *Upstream) pickWith(req *http.Request, info *reqctx.Info, tried uint64, 
 		start := int(u.next.Add(1) % uint64(n))
 		for k := 0; k < n; k++ {
 			i := (start + k) % n
-			if !u.usable(i, tried, now, needAvailable) {
+			if !u.usable(i, tried, now, needAvailable, backup) {
 				continue
 			}
 			if best < 0 || lessLoaded(u.members[i], u.members[best]) {
@@ -494,7 +567,7 @@ func (u *Upstream) pickWith(req *http.Request, info *reqctx.Info, tried uint64, 
 		}
 		return best
 	case RandomTwo:
-		a, b := u.randomUsable(tried, now, needAvailable), u.randomUsable(tried, now, needAvailable)
+		a, b := u.randomUsable(tried, now, needAvailable, backup), u.randomUsable(tried, now, needAvailable, backup)
 		if a < 0 || b < 0 {
 			return max(a, b)
 		}
@@ -503,12 +576,16 @@ func (u *Upstream) pickWith(req *http.Request, info *reqctx.Info, tried uint64, 
 		}
 		return a
 	case Hash:
-		return u.rendezvous(hashKey(req, info, u.opts.HashHeader), tried, now, needAvailable)
+		return u.rendezvous(hashKey(req, info, u.opts.HashHeader), tried, now, needAvailable, backup)
 	default:
+		order := u.orders[0]
+		if backup {
+			order = u.orders[1]
+		}
 		start := u.next.Add(1)
-		for k := uint64(0); k < uint64(len(u.order)); k++ {
-			i := int(u.order[(start+k)%uint64(len(u.order))])
-			if u.usable(i, tried, now, needAvailable) {
+		for k := uint64(0); k < uint64(len(order)); k++ {
+			i := int(order[(start+k)%uint64(len(order))])
+			if u.usable(i, tried, now, needAvailable, backup) {
 				return i
 			}
 		}
@@ -521,10 +598,10 @@ func lessLoaded(a, b member) bool {
 }
 
 // randomUsable draws a usable member with probability proportional to weight.
-func (u *Upstream) randomUsable(tried uint64, now time.Time, needAvailable bool) int {
+func (u *Upstream) randomUsable(tried uint64, now time.Time, needAvailable, backup bool) int {
 	total := 0
 	for i, m := range u.members {
-		if u.usable(i, tried, now, needAvailable) {
+		if u.usable(i, tried, now, needAvailable, backup) {
 			total += m.weight
 		}
 	}
@@ -533,7 +610,7 @@ func (u *Upstream) randomUsable(tried uint64, now time.Time, needAvailable bool)
 	}
 	r := rand.IntN(total)
 	for i, m := range u.members {
-		if !u.usable(i, tried, now, needAvailable) {
+		if !u.usable(i, tried, now, needAvailable, backup) {
 			continue
 		}
 		if r < m.weight {
@@ -560,10 +637,10 @@ func hashKey(req *http.Request, info *reqctx.Info, header string) uint64 {
 
 // rendezvous is weighted highest-random-weight hashing: a key keeps its target
 // while that target is up, and only the keys of a removed target move.
-func (u *Upstream) rendezvous(key uint64, tried uint64, now time.Time, needAvailable bool) int {
+func (u *Upstream) rendezvous(key uint64, tried uint64, now time.Time, needAvailable, backup bool) int {
 	best, bestScore := -1, math.Inf(-1)
 	for i, m := range u.members {
-		if !u.usable(i, tried, now, needAvailable) {
+		if !u.usable(i, tried, now, needAvailable, backup) {
 			continue
 		}
 		h := mix64(key ^ mix64(uint64(i)+0x9e3779b97f4a7c15) ^ addrHash(m.t.Addr))
