@@ -1,5 +1,6 @@
 // Command edge is the mini-program gateway: edge run | validate | version,
-// and release, which talks to a running edge's admin listener.
+// and deploy, status and release, which talk to a running edge's admin
+// listener.
 package main
 
 import (
@@ -52,11 +53,14 @@ const usage = `edge: the gateway in front of mini-program backends
 Usage:
   edge [run] [-config PATH]     serve (the default command)
   edge validate [-config PATH]  check a config file and exit (like nginx -t)
+  edge deploy UPSTREAM          replace an upstream's instances, one at a time
+  edge status                   list the instances edge runs
   edge version                  print the version
   edge release ROUTE weight N|promote|rollback
                                 change a route's release live (admin API)
 
-The config path is -config, else $EDGE_CONFIG, else ./edge.toml.
+The config path is -config, else $EDGE_CONFIG, else ./edge.toml; deploy,
+status and release read it for the admin listener's address and admin_token.
 Signals: SIGHUP reloads the config; SIGTERM or SIGINT drain and stop (a
 second one stops at once).
 Run "edge <command> -h" for a command's flags.
@@ -72,6 +76,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args, stdout, stderr)
 	case "validate":
 		return runValidate(args, stdout, stderr)
+	case "deploy":
+		return runDeploy(ctx, args, stdout, stderr)
+	case "status":
+		return runStatus(ctx, args, stdout, stderr)
 	case "release":
 		return runRelease(ctx, args, stdout, stderr)
 	case "version":

@@ -1,5 +1,6 @@
 // Package admin is the admin listener's API: metrics, health and
-// readiness, profiles, reload, bans and session revocation, behind the
+// readiness, profiles, reload, bans, session revocation, and the status
+// and deploys of the app instances edge runs, behind the
 // guard that keeps browser pages and strangers out (guard.go).
 package admin
 
@@ -17,6 +18,7 @@ import (
 
 	"edge/internal/config"
 	"edge/internal/identity"
+	"edge/internal/process"
 )
 
 // Gateway is what the admin API asks of the running gateway.
@@ -33,7 +35,23 @@ type Gateway interface {
 	// Processes is the state of the app instances edge runs, one line
 	// per upstream; ok is false when an upstream has none ready.
 	Processes() (ok bool, detail []string)
+	// Upstreams are the upstreams edge runs, with their instances.
+	Upstreams() []Upstream
+	// Deploy replaces an upstream's instances by a rolling deploy and
+	// returns when it is over: ErrNotRun for an upstream edge does not
+	// run, process.ErrDeploying while another deploy of it runs.
+	Deploy(upstream string) (process.Deployed, error)
 }
+
+// Upstream is one upstream edge runs, as GET /upstreams lists it.
+type Upstream struct {
+	Name      string           `json:"name"`
+	Deploying bool             `json:"deploying"`
+	Instances []process.Status `json:"instances"`
+}
+
+// ErrNotRun is Deploy's answer for an upstream without [upstreams.run].
+var ErrNotRun = errors.New("no upstream of that name has [upstreams.run]")
 
 // Options are the parts the admin API serves.
 type Options struct {
@@ -82,6 +100,10 @@ func Handler(o Options) http.Handler {
 	mux.Handle("/bans/", o.Bans)
 	releaseRoutes(mux, o.Releases)
 	mux.HandleFunc("POST /sessions/revoke", func(w http.ResponseWriter, r *http.Request) { revokeSession(w, r, o) })
+	mux.HandleFunc("GET /upstreams", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"upstreams": o.Gateway.Upstreams()})
+	})
+	mux.HandleFunc("POST /upstreams/{name}/deploy", func(w http.ResponseWriter, r *http.Request) { deploy(w, r, o) })
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
 		result, err := o.Gateway.Reload()
 		w.Header().Set("Content-Type", "application/json")
@@ -93,6 +115,38 @@ func Handler(o Options) http.Handler {
 		_ = json.NewEncoder(w).Encode(body)
 	})
 	return guard(o.Gateway, mux)
+}
+
+// deploy answers when the rollout is over, however long it takes; the
+// client going away does not stop it, since a half-done rollout is the
+// state most worth finishing or undoing deliberately.
+func deploy(w http.ResponseWriter, r *http.Request, o Options) {
+	name := r.PathValue("name")
+	d, err := o.Gateway.Deploy(name)
+	body := map[string]any{"upstream": name}
+	status := http.StatusOK
+	switch {
+	case errors.Is(err, ErrNotRun):
+		status, body["result"] = http.StatusNotFound, "not found"
+	case errors.Is(err, process.ErrDeploying):
+		status, body["result"] = http.StatusConflict, "busy"
+	case err != nil:
+		status, body["result"] = http.StatusInternalServerError, process.DeployFailed
+		body["version"], body["replaced"] = d.Version, d.Replaced
+	default:
+		body["result"] = process.DeploySucceeded
+		body["version"], body["replaced"] = d.Version, d.Replaced
+	}
+	if err != nil {
+		body["error"] = err.Error()
+	}
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
 }
 
 // revokeSession logs a user out everywhere: POST {"token": "..."}. The

@@ -173,8 +173,9 @@ type Upstream struct {
 
 // Run is how edge runs an upstream's instances: each is the command on a
 // loopback port of its own, given in the PortEnv variable, and gets traffic
-// once it answers the upstream's health check. Restart-only: a reload keeps
-// the running instances and their settings.
+// once it answers the upstream's health check. A reload that changes how
+// instances run deploys them (see RedeployNeeded); Instances, and adding
+// or removing a run, take a restart.
 type Run struct {
 	Command string   `toml:"command"` // a name looked up in PATH, or a path (relative to dir)
 	Args    []string `toml:"args"`
@@ -192,6 +193,15 @@ type Run struct {
 	// MaxMemory restarts an instance whose resident memory exceeds it
 	// (pm2's max_memory_restart). Default 0: no limit.
 	MaxMemory ByteSize `toml:"max_memory"`
+	// DeployTimeout is how long a deploy's new instance has to pass its
+	// health check; past it the deploy stops and the old instances keep
+	// serving. Default 60s.
+	DeployTimeout Duration `toml:"deploy_timeout"`
+	// DeployGrace is how long a replaced instance's requests and
+	// WebSockets have to finish before it is stopped. Default 30s.
+	DeployGrace Duration `toml:"deploy_grace"`
+	// MaxSurge is how many instances a deploy replaces at once. Default 1.
+	MaxSurge int `toml:"max_surge"`
 }
 
 // Target is one backend address. In TOML either "host:port" or

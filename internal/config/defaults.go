@@ -58,6 +58,9 @@ func (r *Run) setDefaults() {
 	r.Instances = 1
 	r.PortEnv = "PORT"
 	r.StopGrace = Duration(10 * time.Second)
+	r.DeployTimeout = Duration(60 * time.Second)
+	r.DeployGrace = Duration(30 * time.Second)
+	r.MaxSurge = 1
 }
 
 func (h *HealthCheck) setDefaults() {

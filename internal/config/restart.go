@@ -21,8 +21,8 @@ var restartKeys = []struct {
 	{"cluster.redis", func(c *Config) any { return c.Cluster.Redis }},
 	{"log.access_file", func(c *Config) any { return c.Log.AccessFile }},
 	{"log.access_max_size", func(c *Config) any { return c.Log.AccessMaxSize }},
-	// Instances start once; replacing them on a change is a rolling
-	// deploy's job, not a reload's.
+	// Slots and their ports are chosen once; a change of how instances
+	// run is a rolling deploy (RedeployNeeded), not a restart.
 	{"upstreams.run", func(c *Config) any { return runFingerprint(c) }},
 	{"log.access_max_backups", func(c *Config) any { return c.Log.AccessMaxBackups }},
 }

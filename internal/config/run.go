@@ -43,6 +43,12 @@ func validateRun(c *checker, key string, u *Upstream) {
 			c.add(joinKey(rk+".env", name), "is set by edge for each instance (port_env); remove it from env")
 		}
 	}
+	if r.DeployTimeout <= 0 {
+		c.add(rk+".deploy_timeout", `must be more than 0, like "60s"; it is how long a deploy waits for a new instance to pass its health check`)
+	}
+	if r.MaxSurge < 1 {
+		c.add(rk+".max_surge", "must be 1 or more, not %d; it is how many instances a deploy replaces at once", r.MaxSurge)
+	}
 	if r.StopGrace <= 0 {
 		c.add(rk+".stop_grace", `must be more than 0, like "10s"; it is how long an instance has to exit after SIGTERM`)
 	}
@@ -60,28 +66,56 @@ func (r *Run) RunEnv() []string {
 	return out
 }
 
-// runFingerprint tells whether any upstream's run settings differ, secrets
-// included (by value, which a Secret's printing hides).
+// runFingerprint tells whether the set of upstreams edge runs, or the
+// number of instances of one, differ: those take a restart.
 func runFingerprint(c *Config) string {
 	var b strings.Builder
 	for _, u := range c.Upstreams {
 		if r := u.Run; r != nil {
-			fmt.Fprintf(&b, "%q %q %q %q %q %d %q %d %d\n", u.Name, r.Command, r.Args, r.Dir, r.RunEnv(),
-				r.Instances, r.PortEnv, r.StopGrace, r.MaxMemory)
+			fmt.Fprintf(&b, "%q %d\n", u.Name, r.Instances)
 		}
 	}
 	return b.String()
 }
 
-// KeepRun gives next's upstreams the run settings cur runs with, by name:
-// the instances are started once, and a reload neither restarts, adds nor
-// removes them.
+// instanceFingerprint is what an instance is started with, secrets
+// included (by value, which a Secret's printing hides).
+func (r *Run) instanceFingerprint() string {
+	return fmt.Sprintf("%q %q %q %q %q %d %d", r.Command, r.Args, r.Dir, r.RunEnv(), r.PortEnv, r.StopGrace, r.MaxMemory)
+}
+
+// RedeployNeeded names the upstreams run in both cur and next whose
+// instances next starts differently (command, args, dir, env, port_env,
+// stop_grace, max_memory): a reload replaces them by a rolling deploy.
+func RedeployNeeded(cur, next *Config) []string {
+	running := make(map[string]*Run)
+	for _, u := range cur.Upstreams {
+		running[u.Name] = u.Run
+	}
+	var names []string
+	for _, u := range next.Upstreams {
+		if old := running[u.Name]; old != nil && u.Run != nil && old.instanceFingerprint() != u.Run.instanceFingerprint() {
+			names = append(names, u.Name)
+		}
+	}
+	return names
+}
+
+// KeepRun keeps in next what only a restart changes: an upstream keeps
+// its number of instances, and a run that a reload adds or removes waits
+// for the restart (next gets the running one, or none).
 func KeepRun(cur, next *Config) {
 	running := make(map[string]*Run)
 	for _, u := range cur.Upstreams {
 		running[u.Name] = u.Run
 	}
 	for i := range next.Upstreams {
-		next.Upstreams[i].Run = running[next.Upstreams[i].Name]
+		u := &next.Upstreams[i]
+		old := running[u.Name]
+		if old == nil || u.Run == nil {
+			u.Run = old
+			continue
+		}
+		u.Run.Instances = old.Instances
 	}
 }

@@ -26,12 +26,16 @@ func TestRunProblems(t *testing.T) {
 			[]want{{"upstreams[0].run.command", 6, `"no-such-program-edge" is not found in PATH`}}},
 		{"no health check", doc(`[[upstreams]]`, `name = "api"`, `[upstreams.run]`, `command = "sh"`),
 			[]want{{"upstreams[0].health_check.path", 1, "is required with [upstreams.run]"}}},
-		{"bad values", runUpstream(`instances = 0`, `port_env = "1PORT"`, `stop_grace = "0s"`, `dir = "no-such-dir"`),
+		{"bad values", runUpstream(`instances = 0`, `port_env = "1PORT"`, `stop_grace = "0s"`, `dir = "no-such-dir"`,
+			`deploy_timeout = "0s"`, `deploy_grace = "-1s"`, `max_surge = 0`),
 			[]want{
 				{"upstreams[0].run.instances", 7, "must be 1 or more, not 0"},
 				{"upstreams[0].run.port_env", 8, `"1PORT" is not an environment variable name`},
 				{"upstreams[0].run.stop_grace", 9, "must be more than 0"},
 				{"upstreams[0].run.dir", 10, "is not a directory"},
+				{"upstreams[0].run.deploy_timeout", 11, "must be more than 0"},
+				{"upstreams[0].run.deploy_grace", 12, `"-1s" is negative`},
+				{"upstreams[0].run.max_surge", 13, "must be 1 or more, not 0"},
 			}},
 		{"env sets the port", runUpstream(`env = { PORT = "3000" }`),
 			[]want{{"upstreams[0].run.env.PORT", 7, "is set by edge for each instance"}}},
@@ -52,7 +56,8 @@ func TestRunDefaultsAndEnv(t *testing.T) {
 	cfg := mustParse(t, dir, runUpstream(`args = ["server.js"]`, `env = { NODE_ENV = "production", DB_PASSWORD = "${EDGE_TEST_DB_PASSWORD}" }`, `max_memory = "300MB"`))
 	r := cfg.Upstreams[0].Run
 	abs, _ := filepath.Abs(dir)
-	if r.Instances != 1 || r.PortEnv != "PORT" || r.StopGrace.Std() != 10*time.Second || r.MaxMemory != 300<<20 || r.Dir != abs {
+	if r.Instances != 1 || r.PortEnv != "PORT" || r.StopGrace.Std() != 10*time.Second || r.MaxMemory != 300<<20 || r.Dir != abs ||
+		r.DeployTimeout.Std() != 60*time.Second || r.DeployGrace.Std() != 30*time.Second || r.MaxSurge != 1 {
 		t.Fatalf("run: %+v", r)
 	}
 	if got := r.RunEnv(); !slices.Equal(got, []string{"DB_PASSWORD=s3cret", "NODE_ENV=production"}) {
@@ -60,21 +65,35 @@ func TestRunDefaultsAndEnv(t *testing.T) {
 	}
 }
 
-// TestRunIsRestartOnly: any change to a run, a secret's value included, is
-// reported as needing a restart, and KeepRun keeps what runs.
-func TestRunIsRestartOnly(t *testing.T) {
+// TestRunChangeRedeploys: a change of how instances run, a secret's value
+// included, is a deploy and no restart; a change of instances is a restart
+// and KeepRun keeps the running number; a run a reload adds waits for the
+// restart.
+func TestRunChangeRedeploys(t *testing.T) {
 	dir := testDir(t)
 	t.Setenv("EDGE_TEST_TOKEN", "one")
 	cur := mustParse(t, dir, runUpstream(`env = { TOKEN = "${EDGE_TEST_TOKEN}" }`))
 	t.Setenv("EDGE_TEST_TOKEN", "two")
-	next := mustParse(t, dir, runUpstream(`env = { TOKEN = "${EDGE_TEST_TOKEN}" }`))
-	if got := RestartNeeded(cur, next); !slices.Equal(got, []string{"upstreams.run"}) {
+	next := mustParse(t, dir, runUpstream(`env = { TOKEN = "${EDGE_TEST_TOKEN}" }`, `max_surge = 2`))
+	if got := RestartNeeded(cur, next); len(got) != 0 {
 		t.Fatalf("restart needed: %v", got)
 	}
-	KeepRun(cur, next)
-	if got := RestartNeeded(cur, next); len(got) != 0 {
-		t.Fatalf("after KeepRun: %v", got)
+	if got := RedeployNeeded(cur, next); !slices.Equal(got, []string{"api"}) {
+		t.Fatalf("redeploy needed: %v", got)
 	}
+	if got := RedeployNeeded(next, mustParse(t, dir, runUpstream(`env = { TOKEN = "${EDGE_TEST_TOKEN}" }`, `deploy_grace = "1s"`))); len(got) != 0 {
+		t.Fatalf("a deploy setting alone redeploys: %v", got)
+	}
+
+	scaled := mustParse(t, dir, runUpstream(`instances = 3`, `args = ["x"]`))
+	if got := RestartNeeded(cur, scaled); !slices.Equal(got, []string{"upstreams.run"}) {
+		t.Fatalf("restart needed: %v", got)
+	}
+	KeepRun(cur, scaled)
+	if got := RestartNeeded(cur, scaled); len(got) != 0 || scaled.Upstreams[0].Run.Instances != 1 || !slices.Equal(scaled.Upstreams[0].Run.Args, []string{"x"}) {
+		t.Fatalf("after KeepRun: %v %+v", got, scaled.Upstreams[0].Run)
+	}
+
 	added := mustParse(t, dir, runUpstream()+"\n"+doc(`[[upstreams]]`, `name = "new"`, `[upstreams.health_check]`, `path = "/h"`, `[upstreams.run]`, `command = "sh"`))
 	KeepRun(cur, added)
 	if added.Upstreams[1].Run != nil {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"edge/internal/admin"
 	"edge/internal/config"
 	"edge/internal/metrics"
 	"edge/internal/process"
@@ -14,7 +15,8 @@ import (
 
 var (
 	_ process.Events = (*metrics.Process)(nil)
-	_ proxy.Gate     = (*process.Instance)(nil)
+	_ proxy.Gate     = (*process.Port)(nil)
+	_ process.Load   = (*proxy.Target)(nil)
 )
 
 // startProcesses starts the instances of every upstream that has a
@@ -26,7 +28,7 @@ func startProcesses(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (m
 		if uc.Run == nil {
 			continue
 		}
-		m.Process.Start(uc.Name, process.ReasonExit, process.ReasonMemory)
+		m.Process.Start(uc.Name, []string{process.ReasonExit, process.ReasonMemory}, process.DeployResults)
 		g, err := process.Start(processSpec(uc), log, m.Process)
 		if err != nil {
 			stopProcesses(groups)
@@ -65,6 +67,14 @@ func processSpec(uc config.Upstream) process.Spec {
 	}
 }
 
+// stopDeploys ends the rollouts waiting for new instances: edge is
+// shutting down.
+func (g *Gateway) stopDeploys() {
+	for _, group := range g.lasting.procs {
+		group.StopDeploys()
+	}
+}
+
 // stopProcesses stops every group at once: each waits out its own
 // stop_grace, so the longest one bounds the whole.
 func stopProcesses(groups map[string]*process.Group) {
@@ -77,20 +87,79 @@ func stopProcesses(groups map[string]*process.Group) {
 	}
 }
 
-// instanceTargets are the targets of an upstream's running instances, each
-// gated by its instance: out of service until it answers its health check.
+func deployOptions(r *config.Run) process.DeployOptions {
+	return process.DeployOptions{Timeout: r.DeployTimeout.Std(), Grace: r.DeployGrace.Std(), Surge: r.MaxSurge}
+}
+
+// instanceTargets are the targets of an upstream's instance ports, both
+// of every slot, each gated by its port: out of service unless the
+// instance on it answers its health check and is not being replaced. A
+// deploy moves traffic between a slot's two ports by their gates, so the
+// snapshot's targets never change with it.
 func (g *Gateway) instanceTargets(name string, stage *proxy.Stage, to proxy.TransportOptions) []*proxy.Target {
 	group := g.lasting.procs[name]
 	if group == nil {
 		return nil
 	}
 	var ts []*proxy.Target
-	for _, in := range group.Instances() {
-		t := stage.Target(name, in.Addr, to)
-		t.SetGate(in)
-		ts = append(ts, t)
+	for _, sl := range group.Slots() {
+		for _, p := range sl.Ports {
+			t := stage.Target(name, p.Addr, to)
+			t.SetGate(p)
+			p.Track(t)
+			ts = append(ts, t)
+		}
 	}
 	return ts
+}
+
+// Deploy replaces an upstream's instances, one rollout at a time, with
+// instances of the running config's [upstreams.run] (POST
+// /upstreams/NAME/deploy, edge deploy): new code in place, same settings.
+func (g *Gateway) Deploy(name string) (process.Deployed, error) {
+	group := g.lasting.procs[name]
+	if group == nil {
+		return process.Deployed{}, admin.ErrNotRun
+	}
+	for _, uc := range g.snap.Load().cfg.Upstreams {
+		if uc.Name == name && uc.Run != nil {
+			return group.Deploy(processSpec(uc), deployOptions(uc.Run))
+		}
+	}
+	return process.Deployed{}, admin.ErrNotRun
+}
+
+// redeploy starts, without waiting for it, a rolling deploy of each
+// upstream whose run settings a reload changed.
+func (g *Gateway) redeploy(cfg *config.Config, names []string) {
+	for _, uc := range cfg.Upstreams {
+		if !slices.Contains(names, uc.Name) {
+			continue
+		}
+		group := g.lasting.procs[uc.Name]
+		if group == nil {
+			continue
+		}
+		now, err := group.DeployInBackground(processSpec(uc), deployOptions(uc.Run))
+		switch {
+		case err != nil:
+			g.log.Warn("run settings changed but cannot be deployed", "upstream", uc.Name, "error", err.Error())
+		case now:
+			g.log.Info("run settings changed; deploying", "upstream", uc.Name)
+		default:
+			g.log.Info("run settings changed; deploying them once the running deploy ends", "upstream", uc.Name)
+		}
+	}
+}
+
+// Upstreams is every upstream edge runs, by name, with its instances.
+func (g *Gateway) Upstreams() []admin.Upstream {
+	out := []admin.Upstream{}
+	for _, name := range g.processNames() {
+		group := g.lasting.procs[name]
+		out = append(out, admin.Upstream{Name: name, Deploying: group.Deploying(), Instances: group.Status()})
+	}
+	return out
 }
 
 // instanceCounts feeds edge_upstream_instances: every state of every group,

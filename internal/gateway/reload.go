@@ -76,6 +76,7 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 		s.log.Warn("config change needs a restart; keeping the running value", "key", key)
 	}
 	keepRestartOnly(s.cfg, cfg)
+	redeploy := config.RedeployNeeded(s.cfg, cfg)
 	// listen_admin changes only on a restart: judged with the running one,
 	// a file that moves the admin listener to loopback and drops the token
 	// would leave the listener open to the network without it.
@@ -113,6 +114,9 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 	s.metrics.ReloadResult(true, now)
 	next.Apply()
 	s.cfg, s.cfgHash = cfg, hash
+	// After the swap: the new snapshot's health settings are the ones the
+	// new instances are checked with.
+	s.gw.redeploy(cfg, redeploy)
 	if wx := s.gw.lasting.wechat; wx != nil {
 		wx.SetApps(cfg.Apps)
 	}

@@ -24,6 +24,7 @@ import (
 	"edge/internal/h1"
 	"edge/internal/identity"
 	"edge/internal/metrics"
+	"edge/internal/process"
 	edgetls "edge/internal/tls"
 )
 
@@ -338,6 +339,10 @@ func (a adminAPI) Reload() (string, error)     { return a.s.Reload(TriggerAdmin)
 func (a adminAPI) Server() *config.Server      { return &a.s.gw.snap.Load().cfg.Server }
 func (a adminAPI) Sealer() *identity.Sealer    { return a.s.gw.snap.Load().identity.Sealer() }
 func (a adminAPI) Processes() (bool, []string) { return a.s.gw.processReadiness() }
+func (a adminAPI) Upstreams() []admin.Upstream { return a.s.gw.Upstreams() }
+func (a adminAPI) Deploy(name string) (process.Deployed, error) {
+	return a.s.gw.Deploy(name)
+}
 
 // releases orders a live release change with reloads, so a change is
 // never made to a snapshot a reload is replacing.

@@ -16,6 +16,9 @@ import (
 // connection.
 func (s *Server) shutdown(traffic []listenerServer, admin *http.Server) {
 	s.ready.Store(false)
+	// An admin deploy's answer would otherwise hold the admin listener's
+	// drain for up to deploy_timeout.
+	s.gw.stopDeploys()
 	sc := s.currentConfig().Server
 	delay, grace := sc.ShutdownDelay.Std(), sc.ShutdownGrace.Std()
 

@@ -284,9 +284,9 @@ func TestStopLeavesNoProcess(t *testing.T) {
 	}
 }
 
-// TestReloadKeepsInstances: a reload that changes the run settings and adds
-// a route keeps the running instances (the same processes serve), applies
-// the route, and logs that the run change needs a restart.
+// TestReloadKeepsInstances: a reload that changes the number of instances
+// and adds a route keeps the running instances (the same processes serve),
+// applies the route, and logs that the instances change needs a restart.
 func TestReloadKeepsInstances(t *testing.T) {
 	t.Parallel()
 	pidsDir := t.TempDir()

@@ -3,12 +3,13 @@
 // its own loopback port, opens it to traffic only once it answers the
 // upstream's health check, restarts it with backoff when it exits or grows
 // past its memory limit, gives up on one that crashes in a loop (and tries
-// it again slowly), and stops every instance's whole process group on
-// shutdown.
+// it again slowly), replaces instances by rolling deploys (deploy.go), and
+// stops every instance's whole process group on shutdown.
 package process
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -16,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,11 +58,12 @@ const (
 	StateUnhealthy = "unhealthy" // running, failing its health check
 	StateBackoff   = "backoff"   // exited; waiting to restart
 	StateFailed    = "failed"    // crash-looping; waiting for the slow retry
-	StateStopped   = "stopped"   // edge is shutting down
+	StateDraining  = "draining"  // replaced by a deploy; finishing its requests
+	StateStopped   = "stopped"   // being stopped
 )
 
 // States are every state, in the order metrics list them.
-var States = []string{StateStarting, StateReady, StateUnhealthy, StateBackoff, StateFailed, StateStopped}
+var States = []string{StateStarting, StateReady, StateUnhealthy, StateBackoff, StateFailed, StateDraining, StateStopped}
 
 // Restart reasons, for edge_upstream_instance_restarts_total.
 const (
@@ -71,76 +74,215 @@ const (
 // Events receive what happens to instances; the gateway counts them.
 type Events interface {
 	Restarted(upstream, reason string)
+	Deployed(upstream, result string)
 }
 
-// Group is one upstream's instances. Its ports are chosen once, so an
-// instance comes back at the address the proxy already knows.
+// Group is one upstream's instances. Each slot has two ports, chosen once:
+// an instance comes back at the address the proxy already knows, and a
+// deploy starts the slot's next version on the other port while the
+// current one still serves.
 type Group struct {
-	spec      Spec
-	instances []*Instance
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	upstream string
+	log      *slog.Logger
+	events   Events
+	slots    []*Slot
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+
+	// deploying is held for a whole rollout: one at a time per upstream.
+	deploying sync.Mutex
+	// deploysOff, closed by StopDeploys, ends a rollout's wait for new
+	// instances: edge is shutting down, and they would never serve.
+	deploysOff chan struct{}
+	offDeploys sync.Once
+
+	mu       sync.Mutex
+	stopping bool        // no instance or deploy starts any more
+	version  int         // of the newest deploy started
+	live     []*Instance // every instance running or draining, in start order
+	pending  *pendingDeploy
 }
 
-// Instance is one supervised process slot: a port and whatever process
-// currently serves it.
-type Instance struct {
-	ID   int
-	Addr string
+// Slot is one of the upstream's instances (EDGE_INSTANCE), whatever
+// process serves it now.
+type Slot struct {
+	ID    int
+	Ports [2]*Port
+	cur   atomic.Pointer[Instance]
+}
 
-	group  *Group
-	log    *slog.Logger
-	events Events
-	open   atomic.Bool
-	state  atomic.Value // string
-	pid    atomic.Int64
+// Port is one of a slot's two addresses; as the proxy's gate for that
+// address it is open while the instance on it is ready and not draining.
+type Port struct {
+	Addr string
+	inst atomic.Pointer[Instance]
+	load atomic.Pointer[loadRef]
+}
+
+// Load is what a deploy asks of the proxy's target for a port: how many
+// requests and WebSockets it is answering, so draining can end early.
+type Load interface{ InFlight() int64 }
+
+type loadRef struct{ Load }
+
+// Open reports whether the port may receive requests.
+func (p *Port) Open() bool {
+	in := p.inst.Load()
+	return in != nil && in.Open()
+}
+
+// Track gives the port the proxy's view of its load; the gateway calls it
+// for every snapshot it compiles.
+func (p *Port) Track(l Load) {
+	if r := p.load.Load(); r == nil || r.Load != l {
+		p.load.Store(&loadRef{l})
+	}
+}
+
+func (p *Port) inFlight() int64 {
+	if r := p.load.Load(); r != nil {
+		return r.InFlight()
+	}
+	return 0
+}
+
+// Instance is one version of a slot: a port, the settings it was started
+// with, and whatever process currently runs them there.
+type Instance struct {
+	ID      int // the slot's
+	Addr    string
+	Version int
+
+	spec     Spec
+	port     *Port
+	log      *slog.Logger
+	events   Events
+	open     atomic.Bool
+	draining atomic.Bool
+	state    atomic.Value // string
+	pid      atomic.Int64
+	started  atomic.Int64 // unix nanos of the running process's start; 0: none
+	restarts atomic.Int64
+	lastErr  atomic.Value // string: why the last process ended
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 // Open reports whether the instance may receive requests: its process is
-// running and passes the health check.
-func (in *Instance) Open() bool { return in.open.Load() }
+// running, passes the health check, and is not being drained by a deploy.
+func (in *Instance) Open() bool { return in.open.Load() && !in.draining.Load() }
 
 // State is what the instance is doing now (one of States).
-func (in *Instance) State() string { return in.state.Load().(string) }
+func (in *Instance) State() string {
+	s := in.state.Load().(string)
+	if in.draining.Load() && s != StateStopped {
+		return StateDraining
+	}
+	return s
+}
 
-// Start chooses a free loopback port per instance and starts supervising
-// them; it returns at once, before any instance is healthy.
+// Start chooses two free loopback ports per instance and starts
+// supervising them; it returns at once, before any instance is healthy.
 func Start(spec Spec, log *slog.Logger, ev Events) (*Group, error) {
-	g := &Group{spec: spec}
-	// Held until all are chosen, so no two instances get one port.
+	g := &Group{upstream: spec.Upstream, log: log.With("upstream", spec.Upstream), events: ev, version: 1,
+		deploysOff: make(chan struct{})}
+	// Held until all are chosen, so no two ports are one.
 	var held []net.Listener
-	release := func() {
+	defer func() {
 		for _, ln := range held {
 			ln.Close()
 		}
-	}
+	}()
 	for i := range spec.Instances {
-		ln, err := listenFree()
-		if err != nil {
-			release()
-			return nil, fmt.Errorf("upstream %q: choosing a port for instance %d: %w", spec.Upstream, i, err)
+		sl := &Slot{ID: i}
+		for k := range sl.Ports {
+			ln, err := listenFree()
+			if err != nil {
+				return nil, fmt.Errorf("upstream %q: choosing a port for instance %d: %w", spec.Upstream, i, err)
+			}
+			held = append(held, ln)
+			sl.Ports[k] = &Port{Addr: ln.Addr().String()}
 		}
-		held = append(held, ln)
-		in := &Instance{ID: i, Addr: ln.Addr().String(), group: g, events: ev,
-			log: log.With("upstream", spec.Upstream, "instance", i)}
-		in.state.Store(StateStarting)
-		g.instances = append(g.instances, in)
+		g.slots = append(g.slots, sl)
 	}
-	release()
-	ctx, cancel := context.WithCancel(context.Background())
-	g.cancel = cancel
-	for _, in := range g.instances {
-		g.wg.Go(func() { in.supervise(ctx) })
+	for _, ln := range held {
+		ln.Close()
+	}
+	held = nil
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	for _, sl := range g.slots {
+		// Nothing can have stopped a group not yet returned.
+		in, _ := g.launch(sl, sl.Ports[0], spec, 1)
+		sl.cur.Store(in)
 	}
 	return g, nil
 }
 
-// Instances are the group's slots, in order.
-func (g *Group) Instances() []*Instance { return g.instances }
+var errStopping = errors.New("edge is stopping")
+
+// launch starts supervising a new instance of slot sl on port p.
+func (g *Group) launch(sl *Slot, p *Port, spec Spec, version int) (*Instance, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopping {
+		return nil, errStopping
+	}
+	ctx, cancel := context.WithCancel(g.ctx)
+	in := &Instance{ID: sl.ID, Addr: p.Addr, Version: version, spec: spec, port: p, events: g.events,
+		cancel: cancel, done: make(chan struct{}),
+		log: g.log.With("instance", sl.ID, "version", version)}
+	in.state.Store(StateStarting)
+	in.lastErr.Store("")
+	p.inst.Store(in)
+	g.live = append(g.live, in)
+	g.wg.Go(func() {
+		defer close(in.done)
+		in.supervise(ctx)
+	})
+	return in, nil
+}
+
+// end stops the instance (SIGTERM to its group, SIGKILL after stop_grace)
+// and forgets it.
+func (g *Group) end(in *Instance) {
+	in.cancel()
+	<-in.done
+	in.port.inst.CompareAndSwap(in, nil)
+	g.mu.Lock()
+	g.live = slices.DeleteFunc(g.live, func(x *Instance) bool { return x == in })
+	g.mu.Unlock()
+}
+
+// Slots are the group's slots, in order; their ports are the upstream's
+// targets for its whole life.
+func (g *Group) Slots() []*Slot { return g.slots }
+
+// Instances are the instances running now, by slot: one per slot, and
+// during a deploy also the next version starting or the previous one
+// draining.
+func (g *Group) Instances() []*Instance {
+	g.mu.Lock()
+	out := slices.Clone(g.live)
+	g.mu.Unlock()
+	slices.SortStableFunc(out, func(a, b *Instance) int { return a.ID - b.ID })
+	return out
+}
+
+// StopDeploys makes a running rollout give up waiting for its new
+// instances (and stop them), so a shutdown does not wait out
+// deploy_timeout; an old instance already draining finishes its drain, as
+// the shutdown's own drain would have it.
+func (g *Group) StopDeploys() { g.offDeploys.Do(func() { close(g.deploysOff) }) }
 
 // Stop stops every instance (SIGTERM to its process group, SIGKILL after
-// stop_grace), all at once, and returns when they are gone.
+// stop_grace), all at once, and returns when they are gone; a deploy in
+// progress ends with them.
 func (g *Group) Stop() {
+	g.StopDeploys()
+	g.mu.Lock()
+	g.stopping = true
+	g.mu.Unlock()
 	g.cancel()
 	g.wg.Wait()
 }
@@ -187,7 +329,7 @@ func (in *Instance) setState(s string) {
 // supervise runs the instance until ctx ends: start, wait for it to end
 // (by itself, or stopped above its memory limit), wait the backoff, again.
 func (in *Instance) supervise(ctx context.Context) {
-	p := in.group.spec.Policy
+	p := in.spec.Policy
 	var c crashes
 	for {
 		in.setState(StateStarting)
@@ -201,12 +343,15 @@ func (in *Instance) supervise(ctx context.Context) {
 		runtime.UnlockOSThread()
 		in.open.Store(false)
 		in.pid.Store(0)
+		in.started.Store(0)
+		in.lastErr.Store(errString(err))
 		if ctx.Err() != nil {
 			in.setState(StateStopped)
 			return
 		}
 		wait, failed := p.exited(&c, started, time.Now())
-		in.events.Restarted(in.group.spec.Upstream, reason)
+		in.events.Restarted(in.spec.Upstream, reason)
+		in.restarts.Add(1)
 		if failed {
 			in.setState(StateFailed)
 			in.log.Error("instance is crashing in a loop; marked failed, other instances keep serving",
@@ -237,7 +382,7 @@ func errString(err error) string {
 // traffic) and its memory, until the process ends (exited closes) or must
 // be restarted (the reason is returned).
 func (in *Instance) watch(ctx context.Context, pid int, exited <-chan struct{}) string {
-	h := in.group.spec.Health
+	h := in.spec.Health
 	client := &http.Client{
 		Timeout:       h.Timeout,
 		Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
@@ -267,7 +412,7 @@ func (in *Instance) watch(ctx context.Context, pid int, exited <-chan struct{}) 
 			return ReasonExit
 		case <-t.C:
 		}
-		if max := in.group.spec.MaxMemory; max > 0 && !time.Now().Before(nextMem) {
+		if max := in.spec.MaxMemory; max > 0 && !time.Now().Before(nextMem) {
 			nextMem = time.Now().Add(memEvery)
 			if rss, err := residentBytes(pid); err == nil && rss > max {
 				in.log.Warn("instance above max_memory; restarting it", "rss_bytes", rss, "max_memory_bytes", max)
@@ -316,7 +461,7 @@ func probe(ctx context.Context, c *http.Client, url string, expect func(int) boo
 // portEnv is the variable that gives an instance its port.
 func (in *Instance) portEnv() string {
 	_, port, _ := net.SplitHostPort(in.Addr)
-	return in.group.spec.PortEnv + "=" + port
+	return in.spec.PortEnv + "=" + port
 }
 
 // instanceEnv names the instance to itself, as pm2's NODE_APP_INSTANCE.

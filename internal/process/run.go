@@ -21,7 +21,7 @@ import (
 // Whatever the way, its whole process group is gone when runOnce returns,
 // so nothing it started holds the port when the next one starts.
 func (in *Instance) runOnce(ctx context.Context) (reason string, err error) {
-	spec := in.group.spec
+	spec := in.spec
 	// Whatever answers on the port gets the instance's traffic once it
 	// passes the health check: a port someone else holds must not be
 	// mistaken for the instance.
@@ -58,6 +58,7 @@ func (in *Instance) runOnce(ctx context.Context) (reason string, err error) {
 	}
 	pid := cmd.Process.Pid
 	in.pid.Store(int64(pid))
+	in.started.Store(time.Now().UnixNano())
 	in.log.Info("instance started", "pid", pid, "addr", in.Addr)
 	readers := make(chan struct{}, 2)
 	go func() { in.copyLines(outR, "stdout"); readers <- struct{}{} }()

@@ -1,5 +1,7 @@
 // Command app is the app the process tests have edge run: it serves HTTP on
 // $PORT after $DELAY, answers /health, and can be told to crash, hang or hold memory.
+// Its version is $VERSION, or what $VERSION_FILE holds when it starts (new
+// code on disk, for edge deploy); version "broken" never passes /health.
 package main
 
 import (
@@ -8,7 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // ballast holds the memory BALLAST_MB asks for, for the max_memory test.
@@ -35,6 +40,15 @@ func main() {
 	if d, err := time.ParseDuration(os.Getenv("DELAY")); err == nil {
 		time.Sleep(d)
 	}
+	version := os.Getenv("VERSION")
+	if f := os.Getenv("VERSION_FILE"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		version = strings.TrimSpace(string(b))
+	}
 	hung := make(chan struct{})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
@@ -43,11 +57,32 @@ func main() {
 			select {}
 		default:
 		}
+		if version == "broken" {
+			http.Error(w, "broken", http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = fmt.Fprintln(w, "ok")
+	})
+	// /ws echoes each message with the version that answered it.
+	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, []byte(version+":"+string(msg))); err != nil {
+				return
+			}
+		}
 	})
 	mux.HandleFunc("GET /crash", func(w http.ResponseWriter, r *http.Request) { os.Exit(4) })
 	whoami := func(w http.ResponseWriter, r *http.Request) {
-		_, _ = fmt.Fprintf(w, "pid=%d instance=%s\n", pid, os.Getenv("EDGE_INSTANCE"))
+		_, _ = fmt.Fprintf(w, "pid=%d instance=%s version=%s\n", pid, os.Getenv("EDGE_INSTANCE"), version)
 	}
 	mux.HandleFunc("GET /hang", func(w http.ResponseWriter, r *http.Request) { close(hung); whoami(w, r) })
 	mux.HandleFunc("GET /", whoami)

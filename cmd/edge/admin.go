@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"edge/internal/admin"
+	"edge/internal/gateway"
+)
+
+// adminClient talks to a running edge's admin listener, found (with its
+// admin_token) in the config file the operator runs it with.
+type adminClient struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// adminFlags parses the flags of a command that talks to the admin
+// listener; it returns the positional arguments, of which there must be
+// nargs.
+func adminFlags(name, argsUsage, help string, nargs int, args []string, stderr io.Writer) (*adminClient, []string, error) {
+	fs := flag.NewFlagSet("edge "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config file of the running edge, for server.listen_admin and server.admin_token (default $EDGE_CONFIG, else ./edge.toml)")
+	addr := fs.String("admin", "", "admin listener address, instead of the config's server.listen_admin")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: edge %s [-config PATH] [-admin HOST:PORT]%s\n\n%s\n\nFlags:\n", name, argsUsage, help)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil, errHelp
+		}
+		return nil, nil, errors.Join(errUsage, errReported)
+	}
+	if fs.NArg() != nargs {
+		fmt.Fprintf(stderr, "edge %s: want %d argument(s), got %d\n", name, nargs, fs.NArg())
+		fs.Usage()
+		return nil, nil, errors.Join(errUsage, errReported)
+	}
+	if *path == "" {
+		*path = os.Getenv("EDGE_CONFIG")
+	}
+	if *path == "" {
+		*path = "edge.toml"
+	}
+	cfg, err := gateway.Validate(*path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading %s for the admin listener: %w", *path, err)
+	}
+	if *addr == "" {
+		*addr = cfg.Server.ListenAdmin
+	}
+	dial, err := adminDialAddr(*addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &adminClient{
+		base:  "http://" + dial,
+		token: cfg.Server.AdminToken.Value(),
+		// No timeout: a deploy answers when it is over.
+		http: &http.Client{},
+	}, fs.Args(), nil
+}
+
+// do sends a request and decodes the JSON answer into out; a status other
+// than 200 is an error carrying the answer's own words.
+func (c *adminClient) do(ctx context.Context, method, path string, out any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("admin listener: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return resp.StatusCode, fmt.Errorf("admin listener: reading the answer: %w", err)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return resp.StatusCode, fmt.Errorf("admin listener answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	return resp.StatusCode, nil
+}
+
+func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, rest, err := adminFlags("deploy", " UPSTREAM",
+		"Replaces the running instances of an upstream with [upstreams.run], one at a time\n(max_surge at a time): each new instance gets traffic once healthy, then the old\none drains and stops. Exit 0 when every instance is replaced; 1 when the deploy\nfailed (the old instances keep serving) or could not start.", 1, args, stderr)
+	if err != nil {
+		return err
+	}
+	var ans struct {
+		Result   string `json:"result"`
+		Version  int    `json:"version"`
+		Replaced int    `json:"replaced"`
+		Error    string `json:"error"`
+	}
+	code, err := c.do(ctx, http.MethodPost, "/upstreams/"+url.PathEscape(rest[0])+"/deploy", &ans)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("deploy of %q: %s: %s", rest[0], ans.Result, ans.Error)
+	}
+	fmt.Fprintf(stdout, "edge: upstream %s deployed: version %d on %d instance(s)\n", rest[0], ans.Version, ans.Replaced)
+	return nil
+}
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, _, err := adminFlags("status", "",
+		"Lists the instances of every upstream edge runs: pid, port, version, uptime,\nrestarts, memory and state.", 0, args, stderr)
+	if err != nil {
+		return err
+	}
+	var ans struct {
+		Upstreams []admin.Upstream `json:"upstreams"`
+	}
+	code, err := c.do(ctx, http.MethodGet, "/upstreams", &ans)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("admin listener answered %d", code)
+	}
+	printStatus(stdout, ans.Upstreams, time.Now())
+	return nil
+}
+
+func printStatus(w io.Writer, ups []admin.Upstream, now time.Time) {
+	if len(ups) == 0 {
+		fmt.Fprintln(w, "edge runs no upstream ([upstreams.run])")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "UPSTREAM\tINSTANCE\tVERSION\tSTATE\tPID\tPORT\tUPTIME\tRESTARTS\tMEMORY")
+	var deploying []string
+	for _, u := range ups {
+		if u.Deploying {
+			deploying = append(deploying, u.Name)
+		}
+		for _, in := range u.Instances {
+			_, port, _ := net.SplitHostPort(in.Addr)
+			pid, uptime, mem := "-", "-", "-"
+			if in.PID != 0 {
+				pid = fmt.Sprint(in.PID)
+			}
+			if !in.Started.IsZero() {
+				uptime = now.Sub(in.Started).Truncate(time.Second).String()
+			}
+			if in.RSS > 0 {
+				mem = fmt.Sprintf("%.1fMB", float64(in.RSS)/(1<<20))
+			}
+			fmt.Fprintf(tw, "%s\t%d\tv%d\t%s\t%s\t%s\t%s\t%d\t%s\n", u.Name, in.Instance, in.Version, in.State, pid, port, uptime, in.Restarts, mem)
+		}
+	}
+	tw.Flush()
+	for _, name := range deploying {
+		fmt.Fprintf(w, "a deploy of %s is running\n", name)
+	}
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"edge/internal/admin"
+	"edge/internal/process"
+)
+
+const testAdminToken = "0123456789abcdef0123"
+
+// fakeAdmin is an admin listener that checks the token and answers a
+// deploy with status and body.
+func fakeAdmin(t *testing.T, status int, body string) (configPath string, calls *[]string) {
+	t.Helper()
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+testAdminToken {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"errcode":40101}`)
+			return
+		}
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	path := filepath.Join(t.TempDir(), "edge.toml")
+	cfg := fmt.Sprintf("[server]\nlisten_admin = %q\nadmin_token = %q\n[[routes]]\nname = \"hi\"\npath = \"/\"\nrespond = { body = \"hi\" }\n",
+		strings.TrimPrefix(srv.URL, "http://"), testAdminToken)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, &seen
+}
+
+// TestDeployCommand: edge deploy finds the admin listener and its token in
+// the config, and says what the listener answered; a failed deploy is an
+// error (exit 1) with the listener's reason.
+func TestDeployCommand(t *testing.T) {
+	path, calls := fakeAdmin(t, 200, `{"replaced":2,"result":"succeeded","upstream":"api","version":4}`)
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"deploy", "-config", path, "api"}, &out, &errOut); err != nil {
+		t.Fatalf("deploy: %v\n%s", err, errOut.String())
+	}
+	if out.String() != "edge: upstream api deployed: version 4 on 2 instance(s)\n" || len(*calls) != 1 || (*calls)[0] != "POST /upstreams/api/deploy" {
+		t.Fatalf("deploy: %q, calls %q", out.String(), *calls)
+	}
+
+	path, _ = fakeAdmin(t, 500, `{"error":"instance 0 of version 2 did not pass its health check within 1m0s (state starting)","result":"failed","upstream":"api"}`)
+	err := run(context.Background(), []string{"deploy", "-config", path, "api"}, &out, &errOut)
+	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), `deploy of "api": failed: instance 0 of version 2 did not pass`) {
+		t.Fatalf("failed deploy: %v", err)
+	}
+
+	if err := run(context.Background(), []string{"deploy", "-config", path}, &out, &errOut); exitCode(err) != 2 {
+		t.Fatalf("deploy without an upstream: %v", err)
+	}
+}
+
+func TestPrintStatus(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	printStatus(&b, []admin.Upstream{{Name: "api", Deploying: true, Instances: []process.Status{
+		{Instance: 0, Version: 2, State: "ready", PID: 4242, Addr: "127.0.0.1:12001", Started: now.Add(-90 * time.Second), Restarts: 1, RSS: 31 << 20},
+		{Instance: 0, Version: 1, State: "draining", PID: 4100, Addr: "127.0.0.1:12000", Started: now.Add(-time.Hour), RSS: 30 << 20},
+		{Instance: 1, Version: 1, State: "backoff", Addr: "127.0.0.1:12002", Restarts: 3},
+	}}}, now)
+	want := `UPSTREAM  INSTANCE  VERSION  STATE     PID   PORT   UPTIME  RESTARTS  MEMORY
+api       0         v2       ready     4242  12001  1m30s   1         31.0MB
+api       0         v1       draining  4100  12000  1h0m0s  0         30.0MB
+api       1         v1       backoff   -     12002  -       3         -
+a deploy of api is running
+`
+	if b.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
