@@ -163,15 +163,21 @@ func TestInstancesGetTrafficOnlyWhenHealthy(t *testing.T) {
 		}
 		return len(servedBy) == 2
 	})
-	resp, err := http.Get("http://" + e.Admin + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(b), "upstream api: 2/2 instances ready") {
-		t.Fatalf("/readyz: %d %s", resp.StatusCode, b)
-	}
+	// An instance can answer a request before its first health probe has
+	// passed: while no instance was ready, edge tried one anyway (as nginx
+	// does). Readiness follows within a probe interval.
+	var ready string
+	eventually(t, 20*time.Second, "/readyz reports both instances ready", func() bool {
+		resp, err := http.Get("http://" + e.Admin + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		ready = fmt.Sprintf("%d %s", resp.StatusCode, b)
+		return resp.StatusCode == 200 && strings.Contains(string(b), "upstream api: 2/2 instances ready")
+	})
+	t.Logf("/readyz: %s", ready)
 	if m := e.Metrics(t, "edge_upstream_instances{"); !strings.Contains(m, `edge_upstream_instances{state="ready",upstream="api"} 2`) {
 		t.Fatalf("metrics:\n%s", m)
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"edge/internal/httphdr"
 	"edge/internal/reqctx"
@@ -150,6 +151,9 @@ type outRequest struct {
 	// target is the path and query when strip_prefix or a rewrite changed
 	// them, worked out once for every try of the request.
 	target upTarget
+	// clientRead is set by the body writer once the client's body is read
+	// whole.
+	clientRead atomic.Bool
 }
 
 var outRequests = sync.Pool{New: func() any { return new(outRequest) }}
@@ -268,6 +272,8 @@ func (o *outRequest) inlineBody() bool {
 type bodyStopper interface{ StopReading() }
 
 // stopBody runs on the handler's goroutine, after the answer went out.
+func (o *outRequest) clientBodyRead() bool { return o.clientRead.Load() }
+
 func (o *outRequest) stopBody() {
 	if s, ok := o.r.Body.(bodyStopper); ok {
 		s.StopReading()
@@ -309,9 +315,9 @@ func (o *outRequest) expectsContinue() bool {
 func (o *outRequest) writeBody(bw *bufio.Writer) error {
 	r := o.r
 	if r.ContentLength > 0 {
-		return sendBody(bw, r.Body, r.ContentLength)
+		return sendBody(bw, r.Body, r.ContentLength, &o.clientRead)
 	}
-	if err := sendChunked(bw, r.Body); err != nil {
+	if err := sendChunked(bw, r.Body, &o.clientRead); err != nil {
 		return err
 	}
 	for k, vs := range r.Trailer {
@@ -352,12 +358,17 @@ func (o *outRequest) interim(code int, hint http.Header) {
 // it arrives; the caller flushes the last. A failure to read the
 // client's body, or a body that ends short, is the client's fault and says
 // so; a failure to write is the upstream's.
-func sendBody(bw *bufio.Writer, body io.Reader, n int64) error {
+func sendBody(bw *bufio.Writer, body io.Reader, n int64, read *atomic.Bool) error {
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	buf := *bp
 	for n > 0 {
 		nr, err := body.Read(buf[:min(int64(len(buf)), n)])
+		if int64(nr) == n {
+			// The client has sent all of it; the upstream cannot have it
+			// all before this point.
+			read.Store(true)
+		}
 		if nr > 0 {
 			if _, werr := bw.Write(buf[:nr]); werr != nil {
 				return werr
@@ -383,7 +394,7 @@ func sendBody(bw *bufio.Writer, body io.Reader, n int64) error {
 
 // sendChunked copies a streamed body to the upstream as chunks, each
 // flushed as it arrives, up to the last chunk (trailers are the caller's).
-func sendChunked(bw *bufio.Writer, body io.Reader) error {
+func sendChunked(bw *bufio.Writer, body io.Reader, read *atomic.Bool) error {
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	buf := *bp
@@ -400,6 +411,7 @@ func sendChunked(bw *bufio.Writer, body io.Reader) error {
 			}
 		}
 		if err == io.EOF {
+			read.Store(true)
 			_, werr := bw.WriteString("0\r\n")
 			return werr
 		}

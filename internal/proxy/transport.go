@@ -318,6 +318,10 @@ type requestWriter interface {
 	// included, without blaming the client: the upstream has answered and
 	// the body writer must not wait for a client that holds the rest back.
 	stopBody()
+	// clientBodyRead reports whether the client's body has been read whole
+	// (what is left is writing it to the upstream): stopping the reading is
+	// then pointless, and would end a client connection that is fine.
+	clientBodyRead() bool
 	// expectsContinue: the client offered the body with "Expect:
 	// 100-continue", so the upstream decides whether it is sent.
 	expectsContinue() bool
@@ -334,6 +338,7 @@ func (stdRequest) writeBody(*bufio.Writer) error      { return nil }
 func (stdRequest) hasBody() bool                      { return false }
 func (stdRequest) inlineBody() bool                   { return false }
 func (stdRequest) stopBody()                          {}
+func (stdRequest) clientBodyRead() bool               { return true }
 func (stdRequest) expectsContinue() bool              { return false }
 func (stdRequest) interim(int, http.Header)           {}
 
@@ -759,7 +764,7 @@ func (b *pooledBody) Close() error {
 			// unwanted, whether the writer still waits for it or already
 			// gave up on the closed upstream connection: either way the
 			// client's connection must not wait to drain it.
-			if !b.pc.bodyFinished() || b.pc.bodyErr != nil {
+			if !b.pc.bodyFinished() && !b.req.clientBodyRead() || b.pc.bodyErr != nil {
 				b.req.stopBody()
 			}
 			_ = b.pc.joinBody()

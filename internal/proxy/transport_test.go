@@ -252,6 +252,7 @@ func (r *testRequest) writeBody(bw *bufio.Writer) error {
 func (r *testRequest) hasBody() bool            { return true }
 func (r *testRequest) inlineBody() bool         { return r.n <= inlineBodyMax }
 func (r *testRequest) stopBody()                { r.once.Do(func() { close(r.stopped) }) }
+func (r *testRequest) clientBodyRead() bool     { return false }
 func (r *testRequest) expectsContinue() bool    { return false }
 func (r *testRequest) interim(int, http.Header) {}
 

@@ -169,7 +169,7 @@ func (e *EdgeProcess) start(ready bool) {
 	t.Cleanup(func() {
 		e.Stop()
 		if t.Failed() {
-			t.Logf("edge stderr:\n%s", e.stderr.String())
+			t.Logf("edge stderr:\n%s\nedge stdout:\n%s", e.stderr.String(), e.stdout.String())
 		}
 	})
 	deadline := time.Now().Add(20 * time.Second)
