@@ -312,6 +312,12 @@ func (s *acmeSource) obtain(ctx context.Context, name string) error {
 		}
 		if ok {
 			token, order = tok, true
+			// The replica that held the lock may have stored the
+			// certificate between the read above and this lock: then
+			// there is nothing to order, only the stored one to load.
+			if data, err := s.store.Get(ctx, name); err == nil && storedValid(data, time.Now()) {
+				order = false
+			}
 			break
 		}
 		t := time.NewTimer(lockPoll)
