@@ -178,6 +178,19 @@ func (g *Gateway) instanceCounts() []metrics.InstanceCount {
 	return out
 }
 
+// instanceUsage feeds the per-instance memory and CPU metrics and the
+// ready instances by version.
+func (g *Gateway) instanceUsage() []metrics.InstanceUsage {
+	var out []metrics.InstanceUsage
+	for _, name := range g.processNames() {
+		for _, st := range g.lasting.procs[name].Status() {
+			out = append(out, metrics.InstanceUsage{Upstream: name, Instance: st.Instance, Version: st.Version,
+				Ready: st.State == process.StateReady, Running: st.PID != 0, RSSBytes: st.RSS, CPUSeconds: st.CPU})
+		}
+	}
+	return out
+}
+
 func (g *Gateway) processNames() []string {
 	names := make([]string, 0, len(g.lasting.procs))
 	for name := range g.lasting.procs {

@@ -179,3 +179,37 @@ func residentBytes(pid int) (int64, error) {
 	}
 	return 0, errors.New("no VmRSS in /proc status")
 }
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times: 100 on every
+// Linux architecture Go runs on (the kernel fixes it for userspace ABI),
+// so there is no need for sysconf and cgo.
+const clockTicks = 100
+
+// cpuSeconds is the CPU time (user and system) the process has used, as
+// /proc/PID/stat counts it; its exited children are not included.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces or
+	// parentheses itself; the fields after its last ')' are plain.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("unexpected /proc stat format")
+	}
+	// After ')': state (field 3) ... utime (14), stime (15).
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 13 {
+		return 0, errors.New("unexpected /proc stat format")
+	}
+	utime, err := strconv.ParseUint(string(f[11]), 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	stime, err := strconv.ParseUint(string(f[12]), 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return float64(utime+stime) / clockTicks, nil
+}
