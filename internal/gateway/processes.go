@@ -55,6 +55,7 @@ func processSpec(uc config.Upstream) process.Spec {
 		PortEnv:   r.PortEnv,
 		StopGrace: r.StopGrace.Std(),
 		MaxMemory: int64(r.MaxMemory),
+		LogFile:   r.LogFile,
 		Health: process.Health{
 			Path:               hc.Path,
 			Interval:           hc.Interval.Std(),

@@ -137,17 +137,39 @@ func exitError(err error) error {
 // maxLine bounds one log record; a longer line is cut into several.
 const maxLine = 16 << 10
 
+// Rotation of log_file: pm2-logrotate's default size, and a few old
+// files, so the app's output is bounded on disk.
+const (
+	logMaxMB   = 100
+	logBackups = 5
+)
+
 // copyLines makes each line of the instance's output one record of edge's
-// log: a record is written whole, so lines of different instances never
-// mix.
+// log, or one line of its log file: a record or line is written whole (one
+// Write, which the file's lock serializes), so lines of stdout and stderr,
+// or of a deploy's two versions, never mix.
 func (in *Instance) copyLines(r io.Reader, stream string) {
 	br := bufio.NewReaderSize(r, maxLine)
+	var rec []byte
+	warned := false
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
 			line = bytes.TrimRight(line, "\r\n")
-			in.log.LogAttrs(context.Background(), slog.LevelInfo, "instance output",
-				slog.String("stream", stream), slog.String("line", string(line)))
+			if in.out != nil {
+				rec = time.Now().UTC().AppendFormat(rec[:0], time.RFC3339Nano)
+				rec = fmt.Appendf(rec, " %s v%d ", stream, in.Version)
+				rec = append(append(rec, line...), '\n')
+				if _, err := in.out.Write(rec); err != nil && !warned {
+					// Once per stream: a full disk would otherwise add a
+					// warning per line to the log it could not write.
+					warned = true
+					in.log.Warn("writing the instance's output to log_file", "error", err.Error())
+				}
+			} else {
+				in.log.LogAttrs(context.Background(), slog.LevelInfo, "instance output",
+					slog.String("stream", stream), slog.String("line", string(line)))
+			}
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return
