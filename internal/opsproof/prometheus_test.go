@@ -122,6 +122,10 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 		t.Fatalf("the good config was not reloaded:\n%s", edge.Stderr())
 	}
 
+	// A deploy, so the App processes row sees a second version and a
+	// deploy's result.
+	d.deploy(edge.Admin, "runner")
+
 	// A second round in later scrapes, so every rate() has an increase.
 	prom.WaitScraped("edge", 10*time.Second)
 	d.traffic(h1, h2, token)
@@ -133,6 +137,12 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	prom.WaitScraped("edge", 10*time.Second)
 
 	scrape := scrapeMetrics(t, edge.Admin)
+	for _, want := range []string{`edge_upstream_deploys_total{result="succeeded",upstream="runner"} 1`,
+		`edge_upstream_version_instances_ready{upstream="runner",version="2"} 2`} {
+		if !bytes.Contains(scrape, []byte(want)) {
+			t.Errorf("no %s in the scrape", want)
+		}
+	}
 	checkMetricsLint(t, promtool, scrape)
 	checkDashboardQueries(t, prom, loadDashboard(t), edge.Admin)
 	checkEveryMetricShown(t, scrape)
@@ -476,6 +486,19 @@ func (d *driver) reload(admin string, wantStatus int, wantResults ...string) {
 	}
 	if resp.StatusCode != wantStatus || !slices.Contains(wantResults, answer.Result) {
 		d.t.Fatalf("POST /reload: %d %q, want %d %q", resp.StatusCode, answer.Result, wantStatus, wantResults)
+	}
+}
+
+func (d *driver) deploy(admin, upstream string) {
+	d.t.Helper()
+	resp, err := http.Post("http://"+admin+"/upstreams/"+upstream+"/deploy", "", nil)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		d.t.Fatalf("POST /upstreams/%s/deploy: %d %s", upstream, resp.StatusCode, b)
 	}
 }
 
