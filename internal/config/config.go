@@ -202,6 +202,11 @@ type Run struct {
 	DeployGrace Duration `toml:"deploy_grace"`
 	// MaxSurge is how many instances a deploy replaces at once. Default 1.
 	MaxSurge int `toml:"max_surge"`
+	// LogFile, when set, receives each instance's stdout and stderr
+	// instead of edge's log, rotated at 100 MB; "{instance}" in it is the
+	// instance's number (required with more than one). Relative to the
+	// config file's directory. A change takes a restart.
+	LogFile string `toml:"log_file"`
 }
 
 // Target is one backend address. In TOML either "host:port" or

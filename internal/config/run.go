@@ -5,6 +5,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -52,6 +53,15 @@ func validateRun(c *checker, key string, u *Upstream) {
 	if r.StopGrace <= 0 {
 		c.add(rk+".stop_grace", `must be more than 0, like "10s"; it is how long an instance has to exit after SIGTERM`)
 	}
+	if r.LogFile != "" {
+		c.resolve(&r.LogFile)
+		if r.Instances > 1 && !strings.Contains(r.LogFile, "{instance}") {
+			c.add(rk+".log_file", `must contain {instance} with more than one instance, like "logs/api-{instance}.log": each instance writes its own file`)
+		}
+		if fi, err := os.Stat(filepath.Dir(r.LogFile)); err != nil || !fi.IsDir() {
+			c.add(rk+".log_file", "%q: the directory %q does not exist; create it or write another path", r.LogFile, filepath.Dir(r.LogFile))
+		}
+	}
 	if u.HealthCheck.Path == "" {
 		c.add(key+".health_check.path", `is required with [upstreams.run]: an instance gets traffic only once it answers it; write path = "/healthz" (any path the app answers with 2xx)`)
 	}
@@ -67,12 +77,13 @@ func (r *Run) RunEnv() []string {
 }
 
 // runFingerprint tells whether the set of upstreams edge runs, or the
-// number of instances of one, differ: those take a restart.
+// number of instances or the log file of one, differ: those take a
+// restart.
 func runFingerprint(c *Config) string {
 	var b strings.Builder
 	for _, u := range c.Upstreams {
 		if r := u.Run; r != nil {
-			fmt.Fprintf(&b, "%q %d\n", u.Name, r.Instances)
+			fmt.Fprintf(&b, "%q %d %q\n", u.Name, r.Instances, r.LogFile)
 		}
 	}
 	return b.String()
@@ -102,7 +113,7 @@ func RedeployNeeded(cur, next *Config) []string {
 }
 
 // KeepRun keeps in next what only a restart changes: an upstream keeps
-// its number of instances, and a run that a reload adds or removes waits
+// its number of instances and its log file, and a run that a reload adds or removes waits
 // for the restart (next gets the running one, or none).
 func KeepRun(cur, next *Config) {
 	running := make(map[string]*Run)
@@ -117,5 +128,6 @@ func KeepRun(cur, next *Config) {
 			continue
 		}
 		u.Run.Instances = old.Instances
+		u.Run.LogFile = old.LogFile
 	}
 }

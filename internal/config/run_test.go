@@ -39,6 +39,11 @@ func TestRunProblems(t *testing.T) {
 			}},
 		{"env sets the port", runUpstream(`env = { PORT = "3000" }`),
 			[]want{{"upstreams[0].run.env.PORT", 7, "is set by edge for each instance"}}},
+		{"log files", runUpstream(`instances = 2`, `log_file = "logs/api.log"`),
+			[]want{
+				{"upstreams[0].run.log_file", 8, "must contain {instance} with more than one instance"},
+				{"upstreams[0].run.log_file", 8, "does not exist"},
+			}},
 		{"unknown key", runUpstream(`instance = 2`),
 			[]want{{"upstreams[0].run.instance", 7, `did you mean "instances"?`}}},
 	}
@@ -92,6 +97,14 @@ func TestRunChangeRedeploys(t *testing.T) {
 	KeepRun(cur, scaled)
 	if got := RestartNeeded(cur, scaled); len(got) != 0 || scaled.Upstreams[0].Run.Instances != 1 || !slices.Equal(scaled.Upstreams[0].Run.Args, []string{"x"}) {
 		t.Fatalf("after KeepRun: %v %+v", got, scaled.Upstreams[0].Run)
+	}
+	logged := mustParse(t, dir, runUpstream(`log_file = "api.log"`))
+	if got := RestartNeeded(cur, logged); !slices.Equal(got, []string{"upstreams.run"}) {
+		t.Fatalf("restart needed for log_file: %v", got)
+	}
+	KeepRun(cur, logged)
+	if logged.Upstreams[0].Run.LogFile != "" {
+		t.Fatalf("after KeepRun: log_file %q", logged.Upstreams[0].Run.LogFile)
 	}
 
 	added := mustParse(t, dir, runUpstream()+"\n"+doc(`[[upstreams]]`, `name = "new"`, `[upstreams.health_check]`, `path = "/h"`, `[upstreams.run]`, `command = "sh"`))

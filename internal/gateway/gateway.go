@@ -55,6 +55,7 @@ func newGateway(m *metrics.Metrics, log *slog.Logger, access *accessLog, configP
 	}
 	m.RegisterTargetHealth(g.targetHealth)
 	m.RegisterInstances(g.instanceCounts)
+	m.RegisterInstanceUsage(g.instanceUsage)
 	m.RegisterReleaseWeights(g.releaseWeights)
 	return g
 }

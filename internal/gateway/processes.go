@@ -55,6 +55,7 @@ func processSpec(uc config.Upstream) process.Spec {
 		PortEnv:   r.PortEnv,
 		StopGrace: r.StopGrace.Std(),
 		MaxMemory: int64(r.MaxMemory),
+		LogFile:   r.LogFile,
 		Health: process.Health{
 			Path:               hc.Path,
 			Interval:           hc.Interval.Std(),
@@ -173,6 +174,19 @@ func (g *Gateway) instanceCounts() []metrics.InstanceCount {
 		}
 		for _, st := range process.States {
 			out = append(out, metrics.InstanceCount{Upstream: name, State: st, N: n[st]})
+		}
+	}
+	return out
+}
+
+// instanceUsage feeds the per-instance memory and CPU metrics and the
+// ready instances by version.
+func (g *Gateway) instanceUsage() []metrics.InstanceUsage {
+	var out []metrics.InstanceUsage
+	for _, name := range g.processNames() {
+		for _, st := range g.lasting.procs[name].Status() {
+			out = append(out, metrics.InstanceUsage{Upstream: name, Instance: st.Instance, Version: st.Version,
+				Ready: st.State == process.StateReady, Running: st.PID != 0, RSSBytes: st.RSS, CPUSeconds: st.CPU})
 		}
 	}
 	return out

@@ -91,9 +91,10 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(site, "index.html"), []byte("<p>site</p>\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	app := buildApp(t, dir)
 	body := func(apiMaxBody string) string {
 		return proofConfig(pebble, redis.URL(), upstream.Listener.Addr().String(), deadTarget,
-			platform.URL, site, apiMaxBody)
+			platform.URL, site, apiMaxBody, app)
 	}
 	edge := testpeer.StartEdgeAt(t, dir, addrs, "", body("1MB"))
 	prom := testpeer.Prometheus(t, testpeer.PrometheusOptions{
@@ -121,6 +122,10 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 		t.Fatalf("the good config was not reloaded:\n%s", edge.Stderr())
 	}
 
+	// A deploy, so the App processes row sees a second version and a
+	// deploy's result.
+	d.deploy(edge.Admin, "runner")
+
 	// A second round in later scrapes, so every rate() has an increase.
 	prom.WaitScraped("edge", 10*time.Second)
 	d.traffic(h1, h2, token)
@@ -132,6 +137,12 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	prom.WaitScraped("edge", 10*time.Second)
 
 	scrape := scrapeMetrics(t, edge.Admin)
+	for _, want := range []string{`edge_upstream_deploys_total{result="succeeded",upstream="runner"} 1`,
+		`edge_upstream_version_instances_ready{upstream="runner",version="2"} 2`} {
+		if !bytes.Contains(scrape, []byte(want)) {
+			t.Errorf("no %s in the scrape", want)
+		}
+	}
 	checkMetricsLint(t, promtool, scrape)
 	checkDashboardQueries(t, prom, loadDashboard(t), edge.Admin)
 	checkEveryMetricShown(t, scrape)
@@ -142,10 +153,22 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	checkNoSecret(t, "error log", edge.Stderr(), secrets)
 }
 
+// buildApp builds the process tests' app into dir, for the upstream edge
+// runs.
+func buildApp(t *testing.T, dir string) string {
+	t.Helper()
+	app := filepath.Join(dir, "app")
+	if out, err := exec.Command("go", "build", "-o", app, "../process/testdata/app").CombinedOutput(); err != nil {
+		t.Fatalf("go build testdata/app: %v\n%s", err, out)
+	}
+	return app
+}
+
 // proofConfig is the edge config of the test, after the [server] and [log]
 // tables testpeer writes: ACME from Pebble, a shared Redis, a good and a
-// dead upstream, and one route per kind of answer the dashboard shows.
-func proofConfig(p *testpeer.PebbleServer, redisURL, good, dead, platformURL, site, apiMaxBody string) string {
+// dead upstream, an upstream whose instances edge runs, and one route per
+// kind of answer the dashboard shows.
+func proofConfig(p *testpeer.PebbleServer, redisURL, good, dead, platformURL, site, apiMaxBody, app string) string {
 	return fmt.Sprintf(`
 [tls]
 mode = "acme"
@@ -204,6 +227,16 @@ interval = "1s"
 timeout = "200ms"
 unhealthy_threshold = 1
 
+[[upstreams]]
+name = "runner"
+[upstreams.run]
+command = %[15]q
+instances = 2
+stop_grace = "3s"
+[upstreams.health_check]
+path = "/health"
+interval = "1s"
+
 [[routes]]
 name = "api"
 path = "/api/"
@@ -228,6 +261,12 @@ path = "/dead/"
 upstream = "gone"
 
 [[routes]]
+name = "run"
+path = "/run/"
+upstream = "runner"
+strip_prefix = true
+
+[[routes]]
 name = "site"
 path = "/site/"
 static = %[12]q
@@ -240,7 +279,7 @@ verify = "wechat_push"
 [routes.wechat_push]
 token = %[13]q
 `, proofDomain, p.DirectoryURL, p.CAFile, redisURL, proofAppID, proofAppSecret, platformURL,
-		proofSessionSecret, good, dead, apiMaxBody, site, proofPushToken, proofMaxConnsPerIP)
+		proofSessionSecret, good, dead, apiMaxBody, site, proofPushToken, proofMaxConnsPerIP, app)
 }
 
 // waitForCertificate waits until edge serves the certificate Pebble issued
@@ -447,6 +486,19 @@ func (d *driver) reload(admin string, wantStatus int, wantResults ...string) {
 	}
 	if resp.StatusCode != wantStatus || !slices.Contains(wantResults, answer.Result) {
 		d.t.Fatalf("POST /reload: %d %q, want %d %q", resp.StatusCode, answer.Result, wantStatus, wantResults)
+	}
+}
+
+func (d *driver) deploy(admin, upstream string) {
+	d.t.Helper()
+	resp, err := http.Post("http://"+admin+"/upstreams/"+upstream+"/deploy", "", nil)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		d.t.Fatalf("POST /upstreams/%s/deploy: %d %s", upstream, resp.StatusCode, b)
 	}
 }
 

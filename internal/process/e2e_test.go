@@ -1,6 +1,7 @@
 package process_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -356,5 +358,44 @@ func TestHungInstanceTakenOut(t *testing.T) {
 		if code, body := c.get("/api/"); code != 200 || body == hung {
 			t.Fatalf("after the hang: %d %q (the hung instance is %q)", code, body, hung)
 		}
+	}
+}
+
+// TestInstanceOutputToLogFile: with log_file each instance writes its own
+// file, stdout and stderr together, and long lines written on both streams
+// at once arrive whole; edge's log no longer carries them.
+func TestInstanceOutputToLogFile(t *testing.T) {
+	t.Parallel()
+	cfg := strings.Replace(upstream(testApp(t), "api", 2, ""), `stop_grace = "3s"`,
+		`stop_grace = "3s"`+"\n"+`log_file = "api-{instance}.log"`, 1)
+	e := testpeer.StartEdgeAnswering(t, "", cfg)
+	c := caller{t, e, e.Client(t, false)}
+	files := []string{filepath.Join(e.Dir, "api-0.log"), filepath.Join(e.Dir, "api-1.log")}
+	spammed := func(f string) bool {
+		b, _ := os.ReadFile(f)
+		return bytes.Contains(b, []byte(" stdout v1 spam stdout 499 ")) && bytes.Contains(b, []byte(" stderr v1 spam stderr 499 "))
+	}
+	eventually(t, 20*time.Second, "both instances to write their log file", func() bool {
+		if code, body := c.get("/api/spam"); code != http.StatusOK {
+			t.Fatalf("GET /api/spam: %d %s", code, body)
+		}
+		return spammed(files[0]) && spammed(files[1])
+	})
+	line := regexp.MustCompile(`^\S+Z (?:stdout v1 app \d+ starting|(stdout|stderr) v1 spam (stdout|stderr) \d+ x{1000})$`)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l := range strings.Lines(string(b)) {
+			// The stream edge read a line from is the one the app wrote it to.
+			m := line.FindStringSubmatch(strings.TrimSuffix(l, "\n"))
+			if m == nil || m[1] != m[2] {
+				t.Fatalf("%s: a line not written whole: %.200q", filepath.Base(f), l)
+			}
+		}
+	}
+	if strings.Contains(e.Stderr(), `"line":"spam`) {
+		t.Fatal("instance output in edge's log too, with log_file set")
 	}
 }

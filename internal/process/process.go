@@ -23,6 +23,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"gopkg.in/natefinch/lumberjack.v2"
 )
 
 // Spec is one upstream's [upstreams.run], compiled.
@@ -36,8 +38,11 @@ type Spec struct {
 	PortEnv   string
 	StopGrace time.Duration
 	MaxMemory int64 // bytes of resident memory; 0: no limit
-	Health    Health
-	Policy    Policy
+	// LogFile receives the instances' output instead of edge's log when
+	// set; "{instance}" in it is the slot's number.
+	LogFile string
+	Health  Health
+	Policy  Policy
 }
 
 // Health is the check an instance must pass before it gets traffic, and
@@ -110,6 +115,10 @@ type Slot struct {
 	ID    int
 	Ports [2]*Port
 	cur   atomic.Pointer[Instance]
+	// out is the slot's log file, or nil for edge's log. One per slot,
+	// not per instance: a deploy's two versions write the same file, and
+	// two writers rotating one file would lose lines.
+	out *lumberjack.Logger
 }
 
 // Port is one of a slot's two addresses; as the proxy's gate for that
@@ -156,6 +165,7 @@ type Instance struct {
 
 	spec     Spec
 	port     *Port
+	out      *lumberjack.Logger // nil: output goes to log
 	log      *slog.Logger
 	events   Events
 	open     atomic.Bool
@@ -204,6 +214,13 @@ func Start(spec Spec, log *slog.Logger, ev Events) (*Group, error) {
 			held = append(held, ln)
 			sl.Ports[k] = &Port{Addr: ln.Addr().String()}
 		}
+		if spec.LogFile != "" {
+			sl.out = &lumberjack.Logger{
+				Filename:   strings.ReplaceAll(spec.LogFile, "{instance}", strconv.Itoa(i)),
+				MaxSize:    logMaxMB,
+				MaxBackups: logBackups,
+			}
+		}
 		g.slots = append(g.slots, sl)
 	}
 	for _, ln := range held {
@@ -229,7 +246,7 @@ func (g *Group) launch(sl *Slot, p *Port, spec Spec, version int) (*Instance, er
 		return nil, errStopping
 	}
 	ctx, cancel := context.WithCancel(g.ctx)
-	in := &Instance{ID: sl.ID, Addr: p.Addr, Version: version, spec: spec, port: p, events: g.events,
+	in := &Instance{ID: sl.ID, Addr: p.Addr, Version: version, spec: spec, port: p, out: sl.out, events: g.events,
 		cancel: cancel, done: make(chan struct{}),
 		log: g.log.With("instance", sl.ID, "version", version)}
 	in.state.Store(StateStarting)
@@ -285,6 +302,11 @@ func (g *Group) Stop() {
 	g.mu.Unlock()
 	g.cancel()
 	g.wg.Wait()
+	for _, sl := range g.slots {
+		if sl.out != nil {
+			_ = sl.out.Close()
+		}
+	}
 }
 
 // listenFree binds a loopback port below the kernel's ephemeral range.

@@ -137,17 +137,39 @@ func exitError(err error) error {
 // maxLine bounds one log record; a longer line is cut into several.
 const maxLine = 16 << 10
 
+// Rotation of log_file: pm2-logrotate's default size, and a few old
+// files, so the app's output is bounded on disk.
+const (
+	logMaxMB   = 100
+	logBackups = 5
+)
+
 // copyLines makes each line of the instance's output one record of edge's
-// log: a record is written whole, so lines of different instances never
-// mix.
+// log, or one line of its log file: a record or line is written whole (one
+// Write, which the file's lock serializes), so lines of stdout and stderr,
+// or of a deploy's two versions, never mix.
 func (in *Instance) copyLines(r io.Reader, stream string) {
 	br := bufio.NewReaderSize(r, maxLine)
+	var rec []byte
+	warned := false
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
 			line = bytes.TrimRight(line, "\r\n")
-			in.log.LogAttrs(context.Background(), slog.LevelInfo, "instance output",
-				slog.String("stream", stream), slog.String("line", string(line)))
+			if in.out != nil {
+				rec = time.Now().UTC().AppendFormat(rec[:0], time.RFC3339Nano)
+				rec = fmt.Appendf(rec, " %s v%d ", stream, in.Version)
+				rec = append(append(rec, line...), '\n')
+				if _, err := in.out.Write(rec); err != nil && !warned {
+					// Once per stream: a full disk would otherwise add a
+					// warning per line to the log it could not write.
+					warned = true
+					in.log.Warn("writing the instance's output to log_file", "error", err.Error())
+				}
+			} else {
+				in.log.LogAttrs(context.Background(), slog.LevelInfo, "instance output",
+					slog.String("stream", stream), slog.String("line", string(line)))
+			}
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return
@@ -178,4 +200,38 @@ func residentBytes(pid int) (int64, error) {
 		return kb << 10, nil
 	}
 	return 0, errors.New("no VmRSS in /proc status")
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times: 100 on every
+// Linux architecture Go runs on (the kernel fixes it for userspace ABI),
+// so there is no need for sysconf and cgo.
+const clockTicks = 100
+
+// cpuSeconds is the CPU time (user and system) the process has used, as
+// /proc/PID/stat counts it; its exited children are not included.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces or
+	// parentheses itself; the fields after its last ')' are plain.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("unexpected /proc stat format")
+	}
+	// After ')': state (field 3) ... utime (14), stime (15).
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 13 {
+		return 0, errors.New("unexpected /proc stat format")
+	}
+	utime, err := strconv.ParseUint(string(f[11]), 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	stime, err := strconv.ParseUint(string(f[12]), 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return float64(utime+stime) / clockTicks, nil
 }

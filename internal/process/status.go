@@ -12,10 +12,11 @@ type Status struct {
 	Started  time.Time `json:"started,omitzero"` // of the running process
 	Restarts int64     `json:"restarts"`
 	RSS      int64     `json:"rss_bytes,omitempty"`
+	CPU      float64   `json:"cpu_seconds,omitempty"` // of the running process, user and system
 }
 
 // Status lists the group's instances, by slot, with their process's
-// resident memory read now.
+// resident memory and CPU time read now.
 func (g *Group) Status() []Status {
 	var out []Status
 	for _, in := range g.Instances() {
@@ -26,6 +27,7 @@ func (g *Group) Status() []Status {
 		}
 		if s.PID != 0 {
 			s.RSS, _ = residentBytes(s.PID)
+			s.CPU, _ = cpuSeconds(s.PID)
 		}
 		out = append(out, s)
 	}

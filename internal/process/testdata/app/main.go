@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -85,6 +86,21 @@ func main() {
 		_, _ = fmt.Fprintf(w, "pid=%d instance=%s version=%s\n", pid, os.Getenv("EDGE_INSTANCE"), version)
 	}
 	mux.HandleFunc("GET /hang", func(w http.ResponseWriter, r *http.Request) { close(hung); whoami(w, r) })
+	// /spam writes long lines to stdout and stderr at once, for the test
+	// that they reach a log file whole.
+	mux.HandleFunc("GET /spam", func(w http.ResponseWriter, r *http.Request) {
+		pad := strings.Repeat("x", 1000)
+		var wg sync.WaitGroup
+		for _, f := range []*os.File{os.Stdout, os.Stderr} {
+			wg.Go(func() {
+				for i := range 500 {
+					fmt.Fprintf(f, "spam %s %d %s\n", strings.TrimPrefix(f.Name(), "/dev/"), i, pad)
+				}
+			})
+		}
+		wg.Wait()
+		whoami(w, r)
+	})
 	mux.HandleFunc("GET /", whoami)
 	if err := http.ListenAndServe("127.0.0.1:"+os.Getenv("PORT"), mux); err != nil {
 		fmt.Fprintln(os.Stderr, err)
