@@ -114,6 +114,9 @@ type Log struct {
 	AccessFile       string   `toml:"access_file"`
 	AccessMaxSize    ByteSize `toml:"access_max_size"`    // default 100MB
 	AccessMaxBackups int      `toml:"access_max_backups"` // default 10; 0 keeps all
+	// MaskQuery are query names whose values the access log writes as ***
+	// (any case, percent-decoded). Default DefaultMaskQuery; [] masks none.
+	MaskQuery []string `toml:"mask_query"`
 }
 
 // Cluster joins several replicas through Redis. Empty Redis: one machine.
@@ -275,6 +278,9 @@ type Route struct {
 	UpstreamReadTimeout *Duration `toml:"upstream_read_timeout"`
 	WebSocket           bool      `toml:"websocket"` // allow Upgrade: websocket
 	Gzip                bool      `toml:"gzip"`      // compress compressible responses
+	// Access turns the access log off (or on) for this route alone (nginx
+	// "access_log off" in a location); unset follows log.access.
+	Access *bool `toml:"access"`
 	// Release sends a share of the requests to a second upstream (see
 	// Release).
 	Release *Release `toml:"release"`

@@ -135,6 +135,8 @@ func TestDefaults(t *testing.T) {
 		{"log.level", d.Log.Level, "info"},
 		{"log.format", d.Log.Format, "json"},
 		{"log.access", *d.Log.Access, true},
+		{"log.mask_query", strings.Join(d.Log.MaskQuery, ","), "code,token,access_token,session_key,phone,mobile"},
+		{"route access", r.Access, (*bool)(nil)},
 		{"balance", u.Balance, "round_robin"},
 		{"hash_key", u.HashKey, "ip"},
 		{"keepalive", u.Keepalive, 64},

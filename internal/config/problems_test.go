@@ -84,6 +84,8 @@ func TestProblems(t *testing.T) {
 			[]want{{"routes[0].max_body", 7, "must be 0 or more, not -1"}}},
 		{"string for bool", doc(`[log]`, `access = "yes"`),
 			[]want{{"log.access", 2, "must be true or false, not a string"}}},
+		{"empty mask_query name", doc(`[log]`, `mask_query = ["code", ""]`),
+			[]want{{"log.mask_query[1]", 2, `is empty; remove it`}}},
 		{"string for array", withA(`[[routes]]`, `name = "r"`, `upstream = "a"`, `hosts = "a.com"`),
 			[]want{{"routes[0].hosts", 7, "must be an array"}}},
 		{"string for table", doc(`[[routes]]`, `name = "r"`, `respond = "ok"`),

@@ -211,6 +211,11 @@ func (l *Log) validate(c *checker) {
 	if l.AccessMaxBackups < 0 {
 		c.add("log.access_max_backups", "must be 0 (keep every rotated file) or more")
 	}
+	for i, n := range l.MaskQuery {
+		if n == "" {
+			c.add(fmt.Sprintf("log.mask_query[%d]", i), "is empty; remove it or write a query name like \"code\"")
+		}
+	}
 }
 
 func (cl *Cluster) validate(c *checker) {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -20,7 +21,9 @@ import (
 // accessLog writes one JSON line per request. Lines are built by hand into a
 // pooled buffer (no reflection, no map) and written through a buffered
 // writer flushed a few times a second, so logging costs no syscall per
-// request. The query string is never logged: it may carry tokens.
+// request. The query string is logged with the values of log.mask_query
+// names replaced by ***: login codes, tokens and phone numbers stay out of
+// log files that many people can read.
 type accessLog struct {
 	mu   sync.Mutex
 	out  io.Writer
@@ -96,9 +99,9 @@ func (a *accessLog) close() {
 
 var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-func (a *accessLog) write(r *http.Request, info *reqctx.Info, status int, bytes int64, elapsed time.Duration) {
+func (a *accessLog) write(r *http.Request, info *reqctx.Info, status int, bytes int64, elapsed time.Duration, mask []string) {
 	bp := lineBufs.Get().(*[]byte)
-	b := appendAccessLine((*bp)[:0], r, info, status, bytes, elapsed)
+	b := appendAccessLine((*bp)[:0], r, info, status, bytes, elapsed, mask)
 	a.mu.Lock()
 	_, _ = a.w.Write(b)
 	a.mu.Unlock()
@@ -106,7 +109,7 @@ func (a *accessLog) write(r *http.Request, info *reqctx.Info, status int, bytes 
 	lineBufs.Put(bp)
 }
 
-func appendAccessLine(b []byte, r *http.Request, info *reqctx.Info, status int, bytes int64, elapsed time.Duration) []byte {
+func appendAccessLine(b []byte, r *http.Request, info *reqctx.Info, status int, bytes int64, elapsed time.Duration, mask []string) []byte {
 	b = append(b, `{"time":"`...)
 	b = info.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
 	b = append(b, `","request_id":`...)
@@ -121,6 +124,11 @@ func appendAccessLine(b []byte, r *http.Request, info *reqctx.Info, status int, 
 	b = appendJSONString(b, r.Host)
 	b = append(b, `,"path":`...)
 	b = appendJSONString(b, r.URL.Path)
+	if r.URL.RawQuery != "" {
+		b = append(b, `,"query":"`...)
+		b = appendMaskedQuery(b, r.URL.RawQuery, mask)
+		b = append(b, '"')
+	}
 	b = append(b, `,"proto":`...)
 	b = appendJSONString(b, r.Proto)
 	b = append(b, `,"status":`...)
@@ -152,10 +160,89 @@ func appendAccessLine(b []byte, r *http.Request, info *reqctx.Info, status int, 
 
 const hexDigits = "0123456789abcdef"
 
+// appendMaskedQuery writes the raw query with the values of the names in
+// mask (lowercase) replaced by ***. Both & and ; end a pair: some upstream
+// frameworks still split on ;, and a value they read must not slip past.
+func appendMaskedQuery(b []byte, q string, mask []string) []byte {
+	for {
+		end := strings.IndexAny(q, "&;")
+		pair := q
+		if end >= 0 {
+			pair = q[:end]
+		}
+		if eq := strings.IndexByte(pair, '='); eq >= 0 && masked(pair[:eq], mask) {
+			b = appendJSONChars(b, pair[:eq+1])
+			b = append(b, "***"...)
+		} else {
+			b = appendJSONChars(b, pair)
+		}
+		if end < 0 {
+			return b
+		}
+		b = append(b, q[end])
+		q = q[end+1:]
+	}
+}
+
+// masked reports whether the raw query name is one of mask. The name is
+// compared as the upstream will read it (percent-decoded, + as a space,
+// any case), so "%63ode" or "Code" is masked like "code", without
+// allocating a decoded copy.
+func masked(raw string, mask []string) bool {
+	for _, name := range mask {
+		if queryNameIs(raw, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func queryNameIs(raw, name string) bool {
+	j := 0
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c == '+':
+			c = ' '
+		case c == '%' && i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2]):
+			c = unhex(raw[i+1])<<4 | unhex(raw[i+2])
+			i += 2
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if j >= len(name) || name[j] != c {
+			return false
+		}
+		j++
+	}
+	return j == len(name)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
+}
+
 // appendJSONString quotes s as a JSON string; invalid UTF-8 becomes U+FFFD
 // and control characters are escaped, so a hostile path cannot break a line.
 func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
+	b = appendJSONChars(b, s)
+	return append(b, '"')
+}
+
+// appendJSONChars is appendJSONString without the quotes.
+func appendJSONChars(b []byte, s string) []byte {
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
@@ -178,5 +265,5 @@ func appendJSONString(b []byte, s string) []byte {
 		}
 		i += size
 	}
-	return append(b, '"')
+	return b
 }

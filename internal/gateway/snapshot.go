@@ -37,8 +37,11 @@ type snapshot struct {
 	routes         []*route
 	notFound       *metrics.Route
 	trustedProxies []netip.Prefix
-	accessLog      bool
-	upstreamList   []*proxy.Upstream
+	accessLog      bool // for requests no route matched
+	// maskQuery are the lowercased query names whose values the access
+	// log hides (log.mask_query).
+	maskQuery    []string
+	upstreamList []*proxy.Upstream
 	// identity is the compiled identity service (sessions, logins).
 	identity *identity.Service
 	// logins are the apps' login endpoints by exact path, on any host.
@@ -82,6 +85,9 @@ type route struct {
 	maxBody         int64
 	bodyPause       time.Duration // server.read_timeout
 	responseHeaders proxy.HeaderRules
+	// accessLog is the route's access = …, or log.access when unset
+	// (nginx: a location's access_log overrides the server's).
+	accessLog bool
 
 	limits    limits.Route
 	cors      *answer.CORS      // nil without cors
@@ -148,6 +154,9 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 		trustedProxies: cfg.Server.TrustedProxies,
 		accessLog:      cfg.Log.Access == nil || *cfg.Log.Access,
 	}
+	for _, n := range cfg.Log.MaskQuery {
+		s.maskQuery = append(s.maskQuery, strings.ToLower(n))
+	}
 	upstreams := make(map[string]*proxy.Upstream, len(cfg.Upstreams))
 	for _, uc := range cfg.Upstreams {
 		u, err := g.buildUpstream(uc, targets)
@@ -170,6 +179,7 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 	}
 	for _, rt := range s.logins {
 		rt.bodyPause = cfg.Server.ReadTimeout.Std()
+		rt.accessLog = s.accessLog
 	}
 	specs := make([]proxy.RouteSpec, len(cfg.Routes))
 	for i := range cfg.Routes {
@@ -185,6 +195,10 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 			return nil, fmt.Errorf("route %q: %w", rc.Name, err)
 		}
 		rt.bodyPause = cfg.Server.ReadTimeout.Std()
+		rt.accessLog = s.accessLog
+		if rc.Access != nil {
+			rt.accessLog = *rc.Access
+		}
 		s.routes = append(s.routes, rt)
 	}
 	s.router = proxy.NewRouter(specs)
