@@ -84,6 +84,8 @@ func TestProblems(t *testing.T) {
 			[]want{{"routes[0].max_body", 7, "must be 0 or more, not -1"}}},
 		{"string for bool", doc(`[log]`, `access = "yes"`),
 			[]want{{"log.access", 2, "must be true or false, not a string"}}},
+		{"negative max_inflight_per_ip", withA(`[[routes]]`, `name = "r"`, `upstream = "a"`, `max_inflight_per_ip = -1`),
+			[]want{{"routes[0].max_inflight_per_ip", 7, "-1 is negative; write 0 for no cap"}}},
 		{"empty mask_query name", doc(`[log]`, `mask_query = ["code", ""]`),
 			[]want{{"log.mask_query[1]", 2, `is empty; remove it`}}},
 		{"string for array", withA(`[[routes]]`, `name = "r"`, `upstream = "a"`, `hosts = "a.com"`),
