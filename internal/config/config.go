@@ -117,7 +117,22 @@ type Log struct {
 	// MaskQuery are query names whose values the access log writes as ***
 	// (any case, percent-decoded). Default DefaultMaskQuery; [] masks none.
 	MaskQuery []string `toml:"mask_query"`
+	// AccessFields are the access log line's fields, in order, from
+	// AccessFields; default DefaultAccessFields.
+	AccessFields []string `toml:"access_fields"`
 }
+
+// AccessFields are the fields an access log line can carry (see
+// docs/configuration.md for their meaning).
+var AccessFields = []string{
+	"time", "request_id", "client_ip", "method", "host", "path", "query", "proto",
+	"status", "bytes", "duration_ms", "route", "upstream", "target", "upstream_ms",
+	"openid", "reason", "user_agent", "referer",
+}
+
+// DefaultAccessFields are every field but user_agent and referer, which
+// are long and rarely read on an API gateway.
+var DefaultAccessFields = AccessFields[:len(AccessFields)-2]
 
 // Cluster joins several replicas through Redis. Empty Redis: one machine.
 type Cluster struct {

@@ -137,6 +137,7 @@ func TestDefaults(t *testing.T) {
 		{"log.access", *d.Log.Access, true},
 		{"log.mask_query", strings.Join(d.Log.MaskQuery, ","), "code,token,access_token,session_key,phone,mobile"},
 		{"route access", r.Access, (*bool)(nil)},
+		{"log.access_fields", strings.Join(d.Log.AccessFields, ","), "time,request_id,client_ip,method,host,path,query,proto,status,bytes,duration_ms,route,upstream,target,upstream_ms,openid,reason"},
 		{"balance", u.Balance, "round_robin"},
 		{"hash_key", u.HashKey, "ip"},
 		{"keepalive", u.Keepalive, 64},

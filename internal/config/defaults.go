@@ -41,6 +41,7 @@ func (l *Log) setDefaults() {
 	l.AccessMaxSize = 100 << 20
 	l.AccessMaxBackups = 10
 	l.MaskQuery = append([]string(nil), DefaultMaskQuery...)
+	l.AccessFields = append([]string(nil), DefaultAccessFields...)
 }
 
 // DefaultMaskQuery are the query names whose values a mini-program backend

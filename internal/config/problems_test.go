@@ -86,6 +86,13 @@ func TestProblems(t *testing.T) {
 			[]want{{"log.access", 2, "must be true or false, not a string"}}},
 		{"negative max_inflight_per_ip", withA(`[[routes]]`, `name = "r"`, `upstream = "a"`, `max_inflight_per_ip = -1`),
 			[]want{{"routes[0].max_inflight_per_ip", 7, "-1 is negative; write 0 for no cap"}}},
+		{"bad access_fields", doc(`[log]`, `access_fields = ["time", "stauts", "time"]`),
+			[]want{
+				{"log.access_fields[1]", 2, `"stauts" is not valid (did you mean "status"?)`},
+				{"log.access_fields[2]", 2, `"time" is listed twice`},
+			}},
+		{"no access_fields", doc(`[log]`, `access_fields = []`),
+			[]want{{"log.access_fields", 2, "is empty"}}},
 		{"empty mask_query name", doc(`[log]`, `mask_query = ["code", ""]`),
 			[]want{{"log.mask_query[1]", 2, `is empty; remove it`}}},
 		{"string for array", withA(`[[routes]]`, `name = "r"`, `upstream = "a"`, `hosts = "a.com"`),

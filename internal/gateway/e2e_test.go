@@ -952,10 +952,11 @@ upstream = "sse"
 // TestAccessLogPerRouteAndMaskedQuery: a route with access = false writes
 // no line while its neighbour does; the logged query hides the values of
 // log.mask_query names (here "sign" beside the defaults it replaces) while
-// the upstream still receives every real value.
+// the upstream still receives every real value; the line carries exactly
+// the fields of log.access_fields.
 func TestAccessLogPerRouteAndMaskedQuery(t *testing.T) {
 	b := startBackend(t, "b", nil)
-	e := startEdgeWith(t, "", `mask_query = ["code", "sign"]`, fmt.Sprintf(`[[upstreams]]
+	e := startEdgeWith(t, "", "mask_query = [\"code\", \"sign\"]\naccess_fields = [\"route\", \"status\", \"query\", \"user_agent\"]", fmt.Sprintf(`[[upstreams]]
 name = "b"
 targets = [%q]
 [[routes]]
@@ -989,6 +990,9 @@ upstream = "b"
 	}
 	if q := lines[0]["query"]; q != "code=***&Sign=***&page=2&token=KEPT789" {
 		t.Errorf("logged query %q", q)
+	}
+	if len(lines[0]) != 4 || lines[0]["status"] != float64(200) || !strings.HasPrefix(fmt.Sprint(lines[0]["user_agent"]), "Go-http-client/") {
+		t.Errorf("want route, status, query and user_agent: %v", lines[0])
 	}
 	if s := e.stdout.String() + e.stderr.String(); strings.Contains(s, "CODE123") || strings.Contains(s, "SIGN456") || strings.Contains(s, "QUIETMARK") {
 		t.Error("a masked value or the quiet route's request reached a log")

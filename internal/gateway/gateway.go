@@ -147,7 +147,7 @@ func (g *Gateway) record(s *snapshot, rt *route, r *http.Request, info *reqctx.I
 		// the target's error count is no place for it.
 	}
 	if rt == nil && s.accessLog || rt != nil && rt.accessLog {
-		g.access.write(r, info, status, sw.bytes, elapsed, s.maskQuery)
+		g.access.write(r, info, status, sw.bytes, elapsed, s.accessFormat)
 	}
 	if p != nil {
 		panic(p)

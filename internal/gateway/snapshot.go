@@ -38,10 +38,8 @@ type snapshot struct {
 	notFound       *metrics.Route
 	trustedProxies []netip.Prefix
 	accessLog      bool // for requests no route matched
-	// maskQuery are the lowercased query names whose values the access
-	// log hides (log.mask_query).
-	maskQuery    []string
-	upstreamList []*proxy.Upstream
+	accessFormat   *accessFormat
+	upstreamList   []*proxy.Upstream
 	// identity is the compiled identity service (sessions, logins).
 	identity *identity.Service
 	// logins are the apps' login endpoints by exact path, on any host.
@@ -153,9 +151,7 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 		notFound:       g.metrics.Route(""),
 		trustedProxies: cfg.Server.TrustedProxies,
 		accessLog:      cfg.Log.Access == nil || *cfg.Log.Access,
-	}
-	for _, n := range cfg.Log.MaskQuery {
-		s.maskQuery = append(s.maskQuery, strings.ToLower(n))
+		accessFormat:   compileAccessFormat(cfg.Log),
 	}
 	upstreams := make(map[string]*proxy.Upstream, len(cfg.Upstreams))
 	for _, uc := range cfg.Upstreams {
