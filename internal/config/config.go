@@ -114,7 +114,25 @@ type Log struct {
 	AccessFile       string   `toml:"access_file"`
 	AccessMaxSize    ByteSize `toml:"access_max_size"`    // default 100MB
 	AccessMaxBackups int      `toml:"access_max_backups"` // default 10; 0 keeps all
+	// MaskQuery are query names whose values the access log writes as ***
+	// (any case, percent-decoded). Default DefaultMaskQuery; [] masks none.
+	MaskQuery []string `toml:"mask_query"`
+	// AccessFields are the access log line's fields, in order, from
+	// AccessFields; default DefaultAccessFields.
+	AccessFields []string `toml:"access_fields"`
 }
+
+// AccessFields are the fields an access log line can carry (see
+// docs/configuration.md for their meaning).
+var AccessFields = []string{
+	"time", "request_id", "client_ip", "method", "host", "path", "query", "proto",
+	"status", "bytes", "duration_ms", "route", "upstream", "target", "upstream_ms",
+	"openid", "reason", "user_agent", "referer",
+}
+
+// DefaultAccessFields are every field but user_agent and referer, which
+// are long and rarely read on an API gateway.
+var DefaultAccessFields = AccessFields[:len(AccessFields)-2]
 
 // Cluster joins several replicas through Redis. Empty Redis: one machine.
 type Cluster struct {
@@ -280,6 +298,9 @@ type Route struct {
 	UpstreamReadTimeout *Duration `toml:"upstream_read_timeout"`
 	WebSocket           bool      `toml:"websocket"` // allow Upgrade: websocket
 	Gzip                bool      `toml:"gzip"`      // compress compressible responses
+	// Access turns the access log off (or on) for this route alone (nginx
+	// "access_log off" in a location); unset follows log.access.
+	Access *bool `toml:"access"`
 	// Release sends a share of the requests to a second upstream (see
 	// Release).
 	Release *Release `toml:"release"`

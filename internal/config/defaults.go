@@ -40,7 +40,14 @@ func (l *Log) setDefaults() {
 	l.Access = &on
 	l.AccessMaxSize = 100 << 20
 	l.AccessMaxBackups = 10
+	l.MaskQuery = append([]string(nil), DefaultMaskQuery...)
+	l.AccessFields = append([]string(nil), DefaultAccessFields...)
 }
+
+// DefaultMaskQuery are the query names whose values a mini-program backend
+// most often carries in the clear: wx.login codes, session and access
+// tokens, phone numbers.
+var DefaultMaskQuery = []string{"code", "token", "access_token", "session_key", "phone", "mobile"}
 
 func (u *Upstream) setDefaults() {
 	u.Balance = "round_robin"

@@ -170,12 +170,17 @@ type Access struct {
 }
 
 // RouteAccess is a route's own IP lists, applied after the global [access]
-// lists. A route's rate limits are the [[limits]] rules naming it.
+// lists, and its cap on one client's requests in progress. A route's rate
+// limits are the [[limits]] rules naming it.
 type RouteAccess struct {
 	IPAllow      []netip.Prefix `toml:"ip_allow"`
 	IPDeny       []netip.Prefix `toml:"ip_deny"`
 	IPAllowFiles []string       `toml:"ip_allow_files"`
 	IPDenyFiles  []string       `toml:"ip_deny_files"`
+	// MaxInflightPerIP caps one client IP's requests in progress on this
+	// route on one replica (nginx limit_conn in a location, keyed by
+	// $binary_remote_addr); 0 (default) is no cap.
+	MaxInflightPerIP int `toml:"max_inflight_per_ip"`
 }
 
 // Rate is N requests per Per, written "N/s", "N/m", "N/h" or "N/d".

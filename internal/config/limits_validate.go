@@ -120,10 +120,13 @@ func (s *LimitSections) validate(c *checker) {
 	}
 }
 
-// validate is the hook for a route's IP lists; key is the route's key
-// path, like "routes[3]".
+// validate is the hook for a route's IP lists and in-flight cap; key is
+// the route's key path, like "routes[3]".
 func (r *RouteAccess) validate(c *checker, key string) {
 	checkIPLists(c, key, r.IPAllow, r.IPDeny, r.IPAllowFiles, r.IPDenyFiles)
+	if r.MaxInflightPerIP < 0 {
+		c.add(key+".max_inflight_per_ip", "%d is negative; write 0 for no cap", r.MaxInflightPerIP)
+	}
 }
 
 // checkIPLists resolves and reads every CIDR file of one level.

@@ -211,6 +211,20 @@ func (l *Log) validate(c *checker) {
 	if l.AccessMaxBackups < 0 {
 		c.add("log.access_max_backups", "must be 0 (keep every rotated file) or more")
 	}
+	if len(l.AccessFields) == 0 {
+		c.add("log.access_fields", "is empty; list the fields a line carries, or set access = false")
+	}
+	for i, f := range l.AccessFields {
+		key := fmt.Sprintf("log.access_fields[%d]", i)
+		if c.oneOf(key, f, AccessFields...) && slices.Contains(l.AccessFields[:i], f) {
+			c.add(key, "%q is listed twice; remove one", f)
+		}
+	}
+	for i, n := range l.MaskQuery {
+		if n == "" {
+			c.add(fmt.Sprintf("log.mask_query[%d]", i), "is empty; remove it or write a query name like \"code\"")
+		}
+	}
 }
 
 func (cl *Cluster) validate(c *checker) {

@@ -6,7 +6,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -20,7 +22,9 @@ import (
 // accessLog writes one JSON line per request. Lines are built by hand into a
 // pooled buffer (no reflection, no map) and written through a buffered
 // writer flushed a few times a second, so logging costs no syscall per
-// request. The query string is never logged: it may carry tokens.
+// request, with the fields of log.access_fields. The query string is logged
+// with the values of log.mask_query names replaced by ***: login codes,
+// tokens and phone numbers stay out of log files that many people can read.
 type accessLog struct {
 	mu   sync.Mutex
 	out  io.Writer
@@ -96,9 +100,67 @@ func (a *accessLog) close() {
 
 var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-func (a *accessLog) write(r *http.Request, info *reqctx.Info, status int, bytes int64, elapsed time.Duration) {
+// accessFormat is the compiled [log] access_fields and mask_query, part
+// of the snapshot.
+type accessFormat struct {
+	fields []accessField
+	// mask are the lowercased query names whose values are hidden.
+	mask []string
+}
+
+type accessField uint8
+
+// The fields a line may carry, in config.AccessFields' names. upstream,
+// target and upstream_ms appear only on proxied requests, openid only when
+// verified, reason only when edge answered itself, query only when there
+// is one, user_agent and referer only when sent.
+const (
+	fieldTime accessField = iota
+	fieldRequestID
+	fieldClientIP
+	fieldMethod
+	fieldHost
+	fieldPath
+	fieldQuery
+	fieldProto
+	fieldStatus
+	fieldBytes
+	fieldDuration
+	fieldRoute
+	fieldUpstream
+	fieldTarget
+	fieldUpstreamMS
+	fieldOpenID
+	fieldReason
+	fieldUserAgent
+	fieldReferer
+	nFields
+)
+
+// fieldKeys are the fields' JSON keys with the separator before them,
+// indexed like config.AccessFields.
+var fieldKeys = [nFields]string{
+	`,"time":`, `,"request_id":`, `,"client_ip":`, `,"method":`, `,"host":`, `,"path":`,
+	`,"query":`, `,"proto":`, `,"status":`, `,"bytes":`, `,"duration_ms":`, `,"route":`,
+	`,"upstream":`, `,"target":`, `,"upstream_ms":`, `,"openid":`, `,"reason":`,
+	`,"user_agent":`, `,"referer":`,
+}
+
+// compileAccessFormat maps the validated field names to their fields.
+func compileAccessFormat(lc config.Log) *accessFormat {
+	f := &accessFormat{}
+	for _, name := range lc.AccessFields {
+		f.fields = append(f.fields, accessField(slices.Index(config.AccessFields, name)))
+	}
+	for _, n := range lc.MaskQuery {
+		f.mask = append(f.mask, strings.ToLower(n))
+	}
+	return f
+}
+
+func (a *accessLog) write(r *http.Request, info *reqctx.Info, status int, bytes int64, elapsed time.Duration, f *accessFormat) {
 	bp := lineBufs.Get().(*[]byte)
-	b := appendAccessLine((*bp)[:0], r, info, status, bytes, elapsed)
+	b := appendAccessLine((*bp)[:0], r, info, status, bytes, elapsed, f)
 	a.mu.Lock()
 	_, _ = a.w.Write(b)
 	a.mu.Unlock()
@@ -106,48 +168,166 @@ func (a *accessLog) write(r *http.Request, info *reqctx.Info, status int, bytes 
 	lineBufs.Put(bp)
 }
 
-func appendAccessLine(b []byte, r *http.Request, info *reqctx.Info, status int, bytes int64, elapsed time.Duration) []byte {
-	b = append(b, `{"time":"`...)
-	b = info.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
-	b = append(b, `","request_id":`...)
-	b = appendJSONString(b, info.RequestID)
-	b = append(b, `,"client_ip":"`...)
-	if info.ClientIP.IsValid() {
-		b = info.ClientIP.AppendTo(b)
+// appendAccessLine writes every field with a comma before it, then turns
+// the first comma into the opening brace: fields that are absent for this
+// request need no bookkeeping.
+func appendAccessLine(b []byte, r *http.Request, info *reqctx.Info, status int, bytes int64, elapsed time.Duration, f *accessFormat) []byte {
+	start := len(b)
+	for _, fd := range f.fields {
+		switch fd {
+		case fieldTime:
+			b = append(append(b, fieldKeys[fd]...), '"')
+			b = append(info.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00"), '"')
+		case fieldRequestID:
+			b = appendJSONString(append(b, fieldKeys[fd]...), info.RequestID)
+		case fieldClientIP:
+			b = append(append(b, fieldKeys[fd]...), '"')
+			if info.ClientIP.IsValid() {
+				b = info.ClientIP.AppendTo(b)
+			}
+			b = append(b, '"')
+		case fieldMethod:
+			b = appendJSONString(append(b, fieldKeys[fd]...), r.Method)
+		case fieldHost:
+			b = appendJSONString(append(b, fieldKeys[fd]...), r.Host)
+		case fieldPath:
+			b = appendJSONString(append(b, fieldKeys[fd]...), r.URL.Path)
+		case fieldQuery:
+			if r.URL.RawQuery != "" {
+				b = append(append(b, fieldKeys[fd]...), '"')
+				b = append(appendMaskedQuery(b, r.URL.RawQuery, f.mask), '"')
+			}
+		case fieldProto:
+			b = appendJSONString(append(b, fieldKeys[fd]...), r.Proto)
+		case fieldStatus:
+			b = strconv.AppendInt(append(b, fieldKeys[fd]...), int64(status), 10)
+		case fieldBytes:
+			b = strconv.AppendInt(append(b, fieldKeys[fd]...), bytes, 10)
+		case fieldDuration:
+			b = appendMS(append(b, fieldKeys[fd]...), elapsed)
+		case fieldRoute:
+			b = appendJSONString(append(b, fieldKeys[fd]...), info.Route)
+		case fieldUpstreamMS:
+			if info.Target != "" {
+				b = appendMS(append(b, fieldKeys[fd]...), info.UpstreamDuration)
+			}
+		default:
+			if v := optionalField(fd, r, info); v != "" {
+				b = appendJSONString(append(b, fieldKeys[fd]...), v)
+			}
+		}
 	}
-	b = append(b, `","method":`...)
-	b = appendJSONString(b, r.Method)
-	b = append(b, `,"host":`...)
-	b = appendJSONString(b, r.Host)
-	b = append(b, `,"path":`...)
-	b = appendJSONString(b, r.URL.Path)
-	b = append(b, `,"proto":`...)
-	b = appendJSONString(b, r.Proto)
-	b = append(b, `,"status":`...)
-	b = strconv.AppendInt(b, int64(status), 10)
-	b = append(b, `,"bytes":`...)
-	b = strconv.AppendInt(b, bytes, 10)
-	b = append(b, `,"duration_ms":`...)
-	b = strconv.AppendFloat(b, float64(elapsed.Microseconds())/1000, 'f', 3, 64)
-	b = append(b, `,"route":`...)
-	b = appendJSONString(b, info.Route)
-	if info.Target != "" {
-		b = append(b, `,"upstream":`...)
-		b = appendJSONString(b, info.Upstream)
-		b = append(b, `,"target":`...)
-		b = appendJSONString(b, info.Target)
-		b = append(b, `,"upstream_ms":`...)
-		b = strconv.AppendFloat(b, float64(info.UpstreamDuration.Microseconds())/1000, 'f', 3, 64)
-	}
-	if info.OpenID != "" {
-		b = append(b, `,"openid":`...)
-		b = appendJSONString(b, info.OpenID)
-	}
-	if info.Reason != "" {
-		b = append(b, `,"reason":`...)
-		b = appendJSONString(b, info.Reason)
+	if len(b) > start {
+		b[start] = '{'
+	} else {
+		b = append(b, '{')
 	}
 	return append(b, "}\n"...)
+}
+
+// optionalField is the value of a string field left out when empty.
+func optionalField(fd accessField, r *http.Request, info *reqctx.Info) string {
+	switch fd {
+	case fieldUpstream:
+		if info.Target != "" {
+			return info.Upstream
+		}
+	case fieldTarget:
+		return info.Target
+	case fieldOpenID:
+		return info.OpenID
+	case fieldReason:
+		return info.Reason
+	case fieldUserAgent:
+		return firstValue(r.Header["User-Agent"])
+	case fieldReferer:
+		return firstValue(r.Header["Referer"])
+	}
+	return ""
+}
+
+func firstValue(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+func appendMS(b []byte, d time.Duration) []byte {
+	return strconv.AppendFloat(b, float64(d.Microseconds())/1000, 'f', 3, 64)
+}
+
+// appendMaskedQuery writes the raw query with the values of the names in
+// mask (lowercase) replaced by ***. Both & and ; end a pair: some upstream
+// frameworks still split on ;, and a value they read must not slip past.
+func appendMaskedQuery(b []byte, q string, mask []string) []byte {
+	for {
+		end := strings.IndexAny(q, "&;")
+		pair := q
+		if end >= 0 {
+			pair = q[:end]
+		}
+		if eq := strings.IndexByte(pair, '='); eq >= 0 && masked(pair[:eq], mask) {
+			b = appendJSONChars(b, pair[:eq+1])
+			b = append(b, "***"...)
+		} else {
+			b = appendJSONChars(b, pair)
+		}
+		if end < 0 {
+			return b
+		}
+		b = append(b, q[end])
+		q = q[end+1:]
+	}
+}
+
+// masked reports whether the raw query name is one of mask. The name is
+// compared as the upstream will read it (percent-decoded, + as a space,
+// any case), so "%63ode" or "Code" is masked like "code", without
+// allocating a decoded copy.
+func masked(raw string, mask []string) bool {
+	for _, name := range mask {
+		if queryNameIs(raw, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func queryNameIs(raw, name string) bool {
+	j := 0
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c == '+':
+			c = ' '
+		case c == '%' && i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2]):
+			c = unhex(raw[i+1])<<4 | unhex(raw[i+2])
+			i += 2
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if j >= len(name) || name[j] != c {
+			return false
+		}
+		j++
+	}
+	return j == len(name)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
 }
 
 const hexDigits = "0123456789abcdef"
@@ -156,6 +336,12 @@ const hexDigits = "0123456789abcdef"
 // and control characters are escaped, so a hostile path cannot break a line.
 func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
+	b = appendJSONChars(b, s)
+	return append(b, '"')
+}
+
+// appendJSONChars is appendJSONString without the quotes.
+func appendJSONChars(b []byte, s string) []byte {
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
@@ -178,5 +364,5 @@ func appendJSONString(b []byte, s string) []byte {
 		}
 		i += size
 	}
-	return append(b, '"')
+	return b
 }

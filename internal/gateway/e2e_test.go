@@ -948,3 +948,53 @@ upstream = "sse"
 		assertAPIError(t, resp, body, 408, 40801)
 	}
 }
+
+// TestAccessLogPerRouteAndMaskedQuery: a route with access = false writes
+// no line while its neighbour does; the logged query hides the values of
+// log.mask_query names (here "sign" beside the defaults it replaces) while
+// the upstream still receives every real value; the line carries exactly
+// the fields of log.access_fields.
+func TestAccessLogPerRouteAndMaskedQuery(t *testing.T) {
+	b := startBackend(t, "b", nil)
+	e := startEdgeWith(t, "", "mask_query = [\"code\", \"sign\"]\naccess_fields = [\"route\", \"status\", \"query\", \"user_agent\"]", fmt.Sprintf(`[[upstreams]]
+name = "b"
+targets = [%q]
+[[routes]]
+name = "quiet"
+path = "/health"
+upstream = "b"
+access = false
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "b"
+`, b.addr))
+	if _, body := e.get(t, "api.example.com", "/health/deep?probe=QUIETMARK"); !strings.Contains(body, "QUIETMARK") {
+		t.Fatalf("quiet route answered %q", body)
+	}
+	_, body := e.get(t, "api.example.com", "/api/login?code=CODE123&Sign=SIGN456&page=2&token=KEPT789")
+	if want := "b GET /api/login?code=CODE123&Sign=SIGN456&page=2&token=KEPT789"; body != want {
+		t.Fatalf("upstream got %q, want %q", body, want)
+	}
+	e.stop()
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(e.stdout.String()), "\n") {
+		var line map[string]any
+		if err := json.Unmarshal([]byte(l), &line); err != nil {
+			t.Fatalf("access log line is not JSON: %q", l)
+		}
+		lines = append(lines, line)
+	}
+	if len(lines) != 1 || lines[0]["route"] != "api" {
+		t.Fatalf("want exactly one line, for route api: %v", lines)
+	}
+	if q := lines[0]["query"]; q != "code=***&Sign=***&page=2&token=KEPT789" {
+		t.Errorf("logged query %q", q)
+	}
+	if len(lines[0]) != 4 || lines[0]["status"] != float64(200) || !strings.HasPrefix(fmt.Sprint(lines[0]["user_agent"]), "Go-http-client/") {
+		t.Errorf("want route, status, query and user_agent: %v", lines[0])
+	}
+	if s := e.stdout.String() + e.stderr.String(); strings.Contains(s, "CODE123") || strings.Contains(s, "SIGN456") || strings.Contains(s, "QUIETMARK") {
+		t.Error("a masked value or the quiet route's request reached a log")
+	}
+}

@@ -147,8 +147,8 @@ func (g *Gateway) record(s *snapshot, rt *route, r *http.Request, info *reqctx.I
 		// Any other reason is the client's fault (its body, or it left):
 		// the target's error count is no place for it.
 	}
-	if s.accessLog {
-		g.access.write(r, info, status, sw.bytes, elapsed)
+	if rt == nil && s.accessLog || rt != nil && rt.accessLog {
+		g.access.write(r, info, status, sw.bytes, elapsed, s.accessFormat)
 	}
 	if p != nil {
 		panic(p)

@@ -37,7 +37,8 @@ type snapshot struct {
 	routes         []*route
 	notFound       *metrics.Route
 	trustedProxies []netip.Prefix
-	accessLog      bool
+	accessLog      bool // for requests no route matched
+	accessFormat   *accessFormat
 	upstreamList   []*proxy.Upstream
 	// identity is the compiled identity service (sessions, logins).
 	identity *identity.Service
@@ -82,6 +83,9 @@ type route struct {
 	maxBody         int64
 	bodyPause       time.Duration // server.read_timeout
 	responseHeaders proxy.HeaderRules
+	// accessLog is the route's access = …, or log.access when unset
+	// (nginx: a location's access_log overrides the server's).
+	accessLog bool
 
 	limits    limits.Route
 	cors      *answer.CORS      // nil without cors
@@ -147,6 +151,7 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 		notFound:       g.metrics.Route(""),
 		trustedProxies: cfg.Server.TrustedProxies,
 		accessLog:      cfg.Log.Access == nil || *cfg.Log.Access,
+		accessFormat:   compileAccessFormat(cfg.Log),
 	}
 	upstreams := make(map[string]*proxy.Upstream, len(cfg.Upstreams))
 	for _, uc := range cfg.Upstreams {
@@ -170,6 +175,7 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 	}
 	for _, rt := range s.logins {
 		rt.bodyPause = cfg.Server.ReadTimeout.Std()
+		rt.accessLog = s.accessLog
 	}
 	specs := make([]proxy.RouteSpec, len(cfg.Routes))
 	for i := range cfg.Routes {
@@ -185,6 +191,10 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 			return nil, fmt.Errorf("route %q: %w", rc.Name, err)
 		}
 		rt.bodyPause = cfg.Server.ReadTimeout.Std()
+		rt.accessLog = s.accessLog
+		if rc.Access != nil {
+			rt.accessLog = *rc.Access
+		}
 		s.routes = append(s.routes, rt)
 	}
 	s.router = proxy.NewRouter(specs)

@@ -133,45 +133,61 @@ func (c *limitedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// inflight counts each openid's requests in progress on this replica, in
-// shards. An openid leaves the map when its last request ends, so the map
-// is bounded by the requests in progress.
-type inflight struct {
+// inflight counts requests in progress per key on this replica, in
+// shards: each openid's, and each client IP's per route. A key leaves the
+// map when its last request ends, so the map is bounded by the requests in
+// progress.
+type inflight[K comparable] struct {
 	seed   maphash.Seed
+	hash   func(maphash.Seed, K) uint64
 	shards [shardCount]struct {
 		mu sync.Mutex
-		m  map[string]int32
+		m  map[K]int32
 		_  [40]byte
 	}
 }
 
-func newInflight() *inflight {
-	f := &inflight{seed: maphash.MakeSeed()}
+func newInflight[K comparable](hash func(maphash.Seed, K) uint64) *inflight[K] {
+	f := &inflight[K]{seed: maphash.MakeSeed(), hash: hash}
 	for i := range f.shards {
-		f.shards[i].m = make(map[string]int32)
+		f.shards[i].m = make(map[K]int32)
 	}
 	return f
 }
 
-func (f *inflight) acquire(openid string, limit int) bool {
-	s := &f.shards[maphash.String(f.seed, openid)%shardCount]
+// routeIP is the key of max_inflight_per_ip: the route's name (from the
+// config, so the count survives a reload) and the client's address.
+type routeIP struct {
+	route string
+	ip    netip.Addr
+}
+
+// hashRouteIP spreads by address alone: the routes of one client share a
+// shard, which costs nothing, and hashing the name too would cost time.
+func hashRouteIP(seed maphash.Seed, k routeIP) uint64 {
+	a := k.ip.As16()
+	return maphash.Bytes(seed, a[:])
+}
+
+func (f *inflight[K]) acquire(k K, limit int) bool {
+	s := &f.shards[f.hash(f.seed, k)%shardCount]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := s.m[openid]
+	n := s.m[k]
 	if int(n) >= limit {
 		return false
 	}
-	s.m[openid] = n + 1
+	s.m[k] = n + 1
 	return true
 }
 
-func (f *inflight) release(openid string) {
-	s := &f.shards[maphash.String(f.seed, openid)%shardCount]
+func (f *inflight[K]) release(k K) {
+	s := &f.shards[f.hash(f.seed, k)%shardCount]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if n := s.m[openid] - 1; n > 0 {
-		s.m[openid] = n
+	if n := s.m[k] - 1; n > 0 {
+		s.m[k] = n
 	} else {
-		delete(s.m, openid)
+		delete(s.m, k)
 	}
 }

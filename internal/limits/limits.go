@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
@@ -66,8 +67,11 @@ type Engine struct {
 
 	bans     *banStore
 	viol     *violations
-	inflight *inflight
-	conns    *connTracker
+	inflight *inflight[string]
+	// inflightIP counts each route's requests in progress per client IP
+	// (max_inflight_per_ip), across reloads like inflight.
+	inflightIP *inflight[routeIP]
+	conns      *connTracker
 
 	stop chan struct{}
 	done chan struct{}
@@ -86,14 +90,15 @@ func New(cfg *config.Config, opts Options) (*Engine, error) {
 		opts.Now = time.Now
 	}
 	e := &Engine{
-		clock:    opts.Now,
-		log:      opts.Logger,
-		m:        opts.Metrics,
-		state:    make(map[string]*buckets),
-		inflight: newInflight(),
-		conns:    newConnTracker(opts.Metrics),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		clock:      opts.Now,
+		log:        opts.Logger,
+		m:          opts.Metrics,
+		state:      make(map[string]*buckets),
+		inflight:   newInflight(maphash.String),
+		inflightIP: newInflight(hashRouteIP),
+		conns:      newConnTracker(opts.Metrics),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	e.epoch = e.clock()
 	e.be = newBackend(opts.Redis, e.log, e.m)
@@ -182,9 +187,10 @@ const (
 	reasonUserAgent    = "user_agent"
 	reasonBanned       = "banned"
 	reasonInflight     = "inflight"
+	reasonInflightIP   = "inflight_per_ip"
 )
 
-var reasons = []string{reasonIPDenied, reasonIPNotAllowed, reasonUserAgent, reasonBanned, reasonInflight}
+var reasons = []string{reasonIPDenied, reasonIPNotAllowed, reasonUserAgent, reasonBanned, reasonInflight, reasonInflightIP}
 
 // Decision results, the result label of edge_limit_decisions_total.
 const (
@@ -225,7 +231,9 @@ type ruleSlot struct {
 type plan struct {
 	route  string
 	access ipRules
-	rules  []ruleSlot
+	// maxInflightIP is the route's max_inflight_per_ip; 0 is no cap.
+	maxInflightIP int
+	rules         []ruleSlot
 	// policy is the RateLimit-Policy value of the route's rules, built once.
 	policy   []string
 	rejected map[string]prometheus.Counter
@@ -371,8 +379,8 @@ func (e *Engine) Prepare(cfg *config.Config) (*Prepared, error) {
 		access = append(access, rt.RouteAccess)
 	}
 	for i, name := range names {
-		p := &plan{route: name, rejected: make(map[string]prometheus.Counter, len(reasons))}
 		ra := access[i]
+		p := &plan{route: name, maxInflightIP: ra.MaxInflightPerIP, rejected: make(map[string]prometheus.Counter, len(reasons))}
 		if p.access, err = compileIPRules(dir, ra.IPAllow, ra.IPDeny, ra.IPAllowFiles, ra.IPDenyFiles); err != nil {
 			return nil, fmt.Errorf("compiling route %q access: %w", name, err)
 		}

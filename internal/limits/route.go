@@ -59,21 +59,31 @@ func (rt Route) Guard(w http.ResponseWriter, r *http.Request, info *reqctx.Info)
 	return true
 }
 
-// Admission is an admitted request's hold on its openid's in-flight count;
-// a value, so admitting a request allocates nothing.
+// Admission is an admitted request's hold on its in-flight counts (its
+// client IP's on the route, its openid's); a value, so admitting a request
+// allocates nothing.
 type Admission struct {
-	f      *inflight // nil: nothing held
+	f      *inflight[string] // nil: no openid slot held
 	openid string
+	fIP    *inflight[routeIP] // nil: no route/IP slot held
+	ip     routeIP
 }
 
-// Release gives the request's in-flight slot back once it has been served.
+// Release gives the request's in-flight slots back once it has been
+// served. Deferred by the caller, it also runs when the client went away
+// or the upstream failed or broke off (a panic the caller passes on).
 func (a Admission) Release() {
 	if a.f != nil {
 		a.f.release(a.openid)
 	}
+	if a.fIP != nil {
+		a.fIP.release(a.ip)
+	}
 }
 
 // Admit runs the checks that use the verified identity: openid bans, the
+// client IP's requests in flight on the route (after the identity check, so
+// that only requests that will reach the upstream hold a slot), the
 // openid's requests in flight, then every [[limits]] rule of the route, all
 // or nothing. It runs after the identity check. When it admits the request
 // (true) it has set the RateLimit headers if configured, and the caller
@@ -89,14 +99,25 @@ func (rt Route) Admit(w http.ResponseWriter, r *http.Request, info *reqctx.Info)
 		return Admission{}, false
 	}
 	var a Admission
+	if p.maxInflightIP > 0 {
+		k := routeIP{route: p.route, ip: info.ClientIP.Unmap()}
+		if !e.inflightIP.acquire(k, p.maxInflightIP) {
+			p.rejected[reasonInflightIP].Inc()
+			w.Header()["Retry-After"] = retryOne
+			apierror.Write(w, r, apierror.RateLimited, "too many requests in progress from this address")
+			return Admission{}, false
+		}
+		a.fIP, a.ip = e.inflightIP, k
+	}
 	if s.maxInflight > 0 && openid != "" {
 		if !e.inflight.acquire(openid, s.maxInflight) {
+			a.Release()
 			p.rejected[reasonInflight].Inc()
 			w.Header()["Retry-After"] = retryOne
 			apierror.Write(w, r, apierror.RateLimited, "too many requests in progress")
 			return Admission{}, false
 		}
-		a = Admission{f: e.inflight, openid: openid}
+		a.f, a.openid = e.inflight, openid
 	}
 	if len(p.rules) == 0 {
 		return a, true

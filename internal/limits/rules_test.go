@@ -318,16 +318,22 @@ func TestUpdateRejectsBadConfigAndKeepsTheOld(t *testing.T) {
 	}
 }
 
-func TestInflightPerOpenID(t *testing.T) {
-	h := newHarness(t, cfgWith(config.LimitSections{Access: config.Access{MaxInflightPerOpenID: 2}}), harnessOpt{})
+// blockingAdmitHandler serves "api" behind Admit; a request with X-Block
+// signals entered and waits until release is closed.
+func blockingAdmitHandler(h *harness) (http.Handler, chan struct{}, chan struct{}) {
 	release := make(chan struct{})
 	entered := make(chan struct{}, 2)
-	handler := h.e.AdmitHandler("api", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return h.e.AdmitHandler("api", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-Block") != "" {
 			entered <- struct{}{}
 			<-release
 		}
-	}))
+	})), entered, release
+}
+
+func TestInflightPerOpenID(t *testing.T) {
+	h := newHarness(t, cfgWith(config.LimitSections{Access: config.Access{MaxInflightPerOpenID: 2}}), harnessOpt{})
+	handler, entered, release := blockingAdmitHandler(h)
 	send := func(c client) *httptest.ResponseRecorder {
 		w := httptest.NewRecorder()
 		handler.ServeHTTP(w, newRequest(c))
@@ -358,5 +364,65 @@ func TestInflightPerOpenID(t *testing.T) {
 	}
 	if got := counterValue(h.m.Rejection("api", "inflight")); got != 1 {
 		t.Fatalf("inflight rejections = %v", got)
+	}
+}
+
+// TestInflightPerIPAcrossReloadAndRefusals: a route's per-IP count lives
+// on the engine, so a reload neither forgets the requests in progress nor
+// lets the cap be passed; a request the openid cap refuses after it took
+// its IP slot gives that slot back.
+func TestInflightPerIPAcrossReloadAndRefusals(t *testing.T) {
+	cfg := func() *config.Config {
+		c := cfgWith(config.LimitSections{Access: config.Access{MaxInflightPerOpenID: 1}})
+		c.Routes[0].MaxInflightPerIP = 2
+		return c
+	}
+	h := newHarness(t, cfg(), harnessOpt{})
+	handler, entered, release := blockingAdmitHandler(h)
+	send := func(c client) int {
+		w := httptest.NewRecorder()
+		handler.ServeHTTP(w, newRequest(c))
+		return w.Code
+	}
+	done := make(chan int, 2)
+	hold := func(openid string) {
+		t.Helper()
+		go func() {
+			done <- send(client{ip: "192.0.2.1", openid: openid, header: map[string]string{"X-Block": "1"}})
+		}()
+		select {
+		case <-entered:
+		case code := <-done:
+			t.Fatalf("request of %s to hold was answered %d", openid, code)
+		}
+	}
+	hold("o1")
+	if got := send(client{ip: "192.0.2.1", openid: "o1"}); got != 429 {
+		t.Fatalf("second request of o1: %d, want 429 from the openid cap", got)
+	}
+	if err := h.e.Update(cfg()); err != nil {
+		t.Fatal(err)
+	}
+	hold("o2")
+	if got := send(client{ip: "192.0.2.1", openid: "o3"}); got != 429 {
+		t.Fatalf("third request in progress from the address after a reload: %d, want 429", got)
+	}
+	if got := send(client{ip: "192.0.2.2", openid: "o3"}); got != 200 {
+		t.Fatalf("another address: %d", got)
+	}
+	close(release)
+	for range 2 {
+		if code := <-done; code != 200 {
+			t.Fatalf("held request ended with %d", code)
+		}
+	}
+	if got := send(client{ip: "192.0.2.1", openid: "o3"}); got != 200 {
+		t.Fatalf("after the held requests ended: %d", got)
+	}
+	if got := counterValue(h.m.Rejection("api", "inflight_per_ip")); got != 1 {
+		t.Fatalf("inflight_per_ip rejections = %v, want 1", got)
+	}
+	if got := counterValue(h.m.Rejection("api", "inflight")); got != 1 {
+		t.Fatalf("inflight rejections = %v, want 1", got)
 	}
 }

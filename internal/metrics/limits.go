@@ -31,7 +31,7 @@ func NewLimits(reg prometheus.Registerer) (*Limits, error) {
 		}, []string{"route", "rule", "result"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_access_rejections_total",
-			Help: "Requests refused before any rate limit, by route and reason (ip_denied, ip_not_allowed, user_agent, banned, inflight).",
+			Help: "Requests refused before any rate limit, by route and reason (ip_denied, ip_not_allowed, user_agent, banned, inflight, inflight_per_ip).",
 		}, []string{"route", "reason"}),
 		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_limit_backend_errors_total",
