@@ -135,7 +135,7 @@ func TestDefaults(t *testing.T) {
 		{"log.level", d.Log.Level, "info"},
 		{"log.format", d.Log.Format, "json"},
 		{"log.access", *d.Log.Access, true},
-		{"log.mask_query", strings.Join(d.Log.MaskQuery, ","), "code,token,access_token,session_key,phone,mobile"},
+		{"log.mask_query", strings.Join(d.Log.MaskQuery, ","), "code,token,access_token,session_key,password,secret,sign,signature,msg_signature,phone,mobile"},
 		{"route access", r.Access, (*bool)(nil)},
 		{"log.access_fields", strings.Join(d.Log.AccessFields, ","), "time,request_id,client_ip,method,host,path,query,proto,status,bytes,duration_ms,route,upstream,target,upstream_ms,openid,reason"},
 		{"balance", u.Balance, "round_robin"},

@@ -47,7 +47,7 @@ func (l *Log) setDefaults() {
 // DefaultMaskQuery are the query names whose values a mini-program backend
 // most often carries in the clear: wx.login codes, session and access
 // tokens, phone numbers.
-var DefaultMaskQuery = []string{"code", "token", "access_token", "session_key", "phone", "mobile"}
+var DefaultMaskQuery = []string{"code", "token", "access_token", "session_key", "password", "secret", "sign", "signature", "msg_signature", "phone", "mobile"}
 
 func (u *Upstream) setDefaults() {
 	u.Balance = "round_robin"
