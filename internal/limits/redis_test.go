@@ -296,7 +296,11 @@ func TestRedisAdminLiftOutwaitsRedisTimeout(t *testing.T) {
 	// Wait for the lift to queue for the connection: the request below
 	// then gives up its redis_timeout after the lift began to wait, so the
 	// lift has waited longer than redis_timeout when the connection frees.
+	queueBy := time.Now().Add(10 * time.Second)
 	for rc.PoolStats().PendingRequests == 0 {
+		if time.Now().After(queueBy) {
+			t.Fatal("the lift did not queue for the Redis connection within 10 s")
+		}
 		select {
 		case w := <-done:
 			t.Fatalf("the lift returned while Redis was out of reach: %d %s", w.Code, strings.TrimSpace(w.Body.String()))
@@ -333,9 +337,7 @@ func TestRedisAdminLiftOutwaitsRedisTimeout(t *testing.T) {
 	}
 	hotPathGivesUp(3)
 	done = lift("o-victor")
-	for rc.PoolStats().PendingRequests == 0 {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitPending(t, rc)
 	h.clock.Advance(time.Second)
 	if err := hold.Close(); err != nil {
 		t.Fatal(err)
@@ -343,5 +345,18 @@ func TestRedisAdminLiftOutwaitsRedisTimeout(t *testing.T) {
 	wantLifted("o-victor", <-done)
 	if got := counterValue(h.m.BackendUp()); got != 0 {
 		t.Fatalf("backend up = %v after a lift slower than redis_timeout; only a probe may bring Redis back for requests", got)
+	}
+}
+
+// waitPending waits, with a deadline, until a call queues for a pool
+// connection (the lift is blocked behind the held one).
+func waitPending(t *testing.T, rc *redis.Client) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for rc.PoolStats().PendingRequests == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no call queued for a Redis connection within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
