@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"edge/internal/testpeer"
 )
 
 // tlsRaw opens a TLS connection to edge's HTTPS listener offering only
@@ -180,35 +182,19 @@ func TestH1AndH2SendTheUpstreamTheSameBytes(t *testing.T) {
 // bytes arrived.
 func rawUpstream(t *testing.T, got func(head string)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return testpeer.RawServer(t, func(c net.Conn, br *bufio.Reader) {
 		for {
-			c, err := ln.Accept()
+			var head bytes.Buffer
+			tee := bufio.NewReader(io.TeeReader(br, &head))
+			req, err := http.ReadRequest(tee)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					var head bytes.Buffer
-					tee := bufio.NewReader(io.TeeReader(br, &head))
-					req, err := http.ReadRequest(tee)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					got(head.String())
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
+			_, _ = io.Copy(io.Discard, req.Body)
+			got(head.String())
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // TestFrontKeepsConnectionsInStep: pipelined requests are answered in
