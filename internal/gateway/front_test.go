@@ -67,9 +67,15 @@ func TestFrontRefusesSmugglingHeads(t *testing.T) {
 				t.Fatal(err)
 			}
 			body, _ := io.ReadAll(resp.Body)
-			var got struct{ Code int }
+			var got struct {
+				Code      int
+				RequestID string `json:"request_id"`
+			}
 			if resp.StatusCode != tc.status || json.Unmarshal(body, &got) != nil || got.Code != tc.code {
 				t.Fatalf("%d %q, want %d with code %d", resp.StatusCode, body, tc.status, tc.code)
+			}
+			if got.RequestID == "" || resp.Header.Get("X-Request-Id") != got.RequestID {
+				t.Fatalf("request id: body %q, header %q; want the same, not empty", got.RequestID, resp.Header.Get("X-Request-Id"))
 			}
 			if !resp.Close {
 				t.Fatal("the answer does not say the connection closes")

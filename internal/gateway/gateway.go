@@ -181,6 +181,11 @@ func (g *Gateway) requestID(r *http.Request) string {
 	if v := r.Header["X-Request-Id"]; len(v) == 1 && wellFormedID(v[0]) {
 		return v[0]
 	}
+	return g.newRequestID()
+}
+
+// newRequestID makes a request id: the per-process prefix and a counter.
+func (g *Gateway) newRequestID() string {
 	var b [32]byte
 	n := copy(b[:], g.idPrefix)
 	b[n] = '-'

@@ -289,6 +289,7 @@ func (s *Server) h1Front(h http.Handler, fallback *http.Server, listener string)
 		MaxHeaderBytes:    int(sc.MaxHeaderBytes),
 		Logger:            s.log,
 		OpenConns:         s.metrics.ConnectionsOpen(listener, "h1"),
+		RequestID:         s.gw.newRequestID,
 	}
 	if o.TLSConfig != nil {
 		o.HandshakeFailed = func(err error) {

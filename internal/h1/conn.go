@@ -403,11 +403,19 @@ func (c *conn) refuse(b *buffers, status int, msg string) {
 	if status == http.StatusRequestHeaderFieldsTooLarge {
 		code = apierror.HeadTooLarge
 	}
+	id := ""
+	if c.s.opts.RequestID != nil {
+		id = c.s.opts.RequestID()
+	}
 	var buf [256]byte
-	body := apierror.AppendJSON(buf[:0], code, msg, "")
+	body := apierror.AppendJSON(buf[:0], code, msg, id)
 	bw := b.bw
 	bw.WriteString("HTTP/1.1 ")
 	bw.WriteString(statusLine(status))
+	if id != "" {
+		bw.WriteString("\r\nX-Request-Id: ")
+		bw.WriteString(id)
+	}
 	bw.WriteString("\r\nContent-Type: application/json; charset=utf-8\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: ")
 	var n [20]byte
 	bw.Write(appendInt(n[:0], int64(len(body))))

@@ -42,6 +42,9 @@ type Options struct {
 	// Logger receives the panics of the handler (other than
 	// http.ErrAbortHandler); nil is slog.Default.
 	Logger *slog.Logger
+	// RequestID makes the id of an answer the front gives itself (a
+	// refused head); nil leaves it empty.
+	RequestID func() string
 	// HandshakeFailed is told of each failed TLS handshake.
 	HandshakeFailed func(error)
 	// OpenConns counts the connections this front serves itself (the
