@@ -11,12 +11,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"edge/internal/admin"
 	"edge/internal/gateway"
+	"edge/internal/process"
 )
 
 // adminClient talks to a running edge's admin listener, found (with its
@@ -156,7 +158,11 @@ func printStatus(w io.Writer, ups []admin.Upstream, now time.Time) {
 			deploying = append(deploying, u.Name)
 		}
 		for _, in := range u.Instances {
+			// A socket's file name: the directory is the same for all.
 			_, port, _ := net.SplitHostPort(in.Addr)
+			if path, ok := strings.CutPrefix(in.Addr, process.UnixPrefix); ok {
+				port = filepath.Base(path)
+			}
 			pid, uptime, mem := "-", "-", "-"
 			if in.PID != 0 {
 				pid = fmt.Sprint(in.PID)

@@ -75,11 +75,14 @@ func TestPrintStatus(t *testing.T) {
 		{Instance: 0, Version: 2, State: "ready", PID: 4242, Addr: "127.0.0.1:12001", Started: now.Add(-90 * time.Second), Restarts: 1, RSS: 31 << 20},
 		{Instance: 0, Version: 1, State: "draining", PID: 4100, Addr: "127.0.0.1:12000", Started: now.Add(-time.Hour), RSS: 30 << 20},
 		{Instance: 1, Version: 1, State: "backoff", Addr: "127.0.0.1:12002", Restarts: 3},
+	}}, {Name: "web", Instances: []process.Status{
+		{Instance: 0, Version: 1, State: "ready", PID: 4300, Addr: "unix:/tmp/edge-web-123/1.sock", Started: now.Add(-time.Minute), RSS: 20 << 20},
 	}}}, now)
-	want := `UPSTREAM  INSTANCE  VERSION  STATE     PID   PORT   UPTIME  RESTARTS  MEMORY
-api       0         v2       ready     4242  12001  1m30s   1         31.0MB
-api       0         v1       draining  4100  12000  1h0m0s  0         30.0MB
-api       1         v1       backoff   -     12002  -       3         -
+	want := `UPSTREAM  INSTANCE  VERSION  STATE     PID   PORT    UPTIME  RESTARTS  MEMORY
+api       0         v2       ready     4242  12001   1m30s   1         31.0MB
+api       0         v1       draining  4100  12000   1h0m0s  0         30.0MB
+api       1         v1       backoff   -     12002   -       3         -
+web       0         v1       ready     4300  1.sock  1m0s    0         20.0MB
 a deploy of api is running
 `
 	if b.String() != want {

@@ -190,10 +190,12 @@ type Upstream struct {
 }
 
 // Run is how edge runs an upstream's instances: each is the command on a
-// loopback port of its own, given in the PortEnv variable, and gets traffic
-// once it answers the upstream's health check. A reload that changes how
-// instances run deploys them (see RedeployNeeded); Instances, and adding
-// or removing a run, take a restart.
+// loopback port of its own, given in the PortEnv variable (or a Unix
+// socket, given in SocketEnv), and gets traffic once it answers the
+// upstream's health check. A reload that changes how instances run
+// deploys them (see RedeployNeeded), one that changes Instances starts or
+// stops some; adding or removing a run, the log settings and a switch
+// between ports and sockets take a restart.
 type Run struct {
 	Command string   `toml:"command"` // a name looked up in PATH, or a path (relative to dir)
 	Args    []string `toml:"args"`
@@ -205,6 +207,9 @@ type Run struct {
 	Env       map[string]Secret `toml:"env"`
 	Instances int               `toml:"instances"` // default 1
 	PortEnv   string            `toml:"port_env"`  // default "PORT"
+	// SocketEnv, when set, gives each instance the path of a Unix socket
+	// to listen on in this variable, instead of a port in PortEnv.
+	SocketEnv string `toml:"socket_env"`
 	// StopGrace is how long an instance has to exit after SIGTERM before
 	// its process group gets SIGKILL. Default 10s.
 	StopGrace Duration `toml:"stop_grace"`
@@ -225,6 +230,10 @@ type Run struct {
 	// instance's number (required with more than one). Relative to the
 	// config file's directory. A change takes a restart.
 	LogFile string `toml:"log_file"`
+	// LogEdge sends the output to edge's log as well as to LogFile.
+	// Without LogFile the output always goes to edge's log. A change takes
+	// a restart.
+	LogEdge bool `toml:"log_edge"`
 }
 
 // Target is one backend address. In TOML either "host:port" or

@@ -180,6 +180,12 @@ func TestProblems(t *testing.T) {
 				{"upstreams[0].targets[3].weight", 7, "must be 1 or more, not 0"},
 				{"upstreams[0].targets[4]", 8, `has host "bad_host"`},
 			}},
+		{"unix socket targets", doc(`[[upstreams]]`, `name = "a"`, `targets = ["unix:/run/app.sock", "unix:app.sock"]`,
+			`[[upstreams]]`, `name = "b"`, `tls = true`, `targets = ["unix:/run/b.sock"]`),
+			[]want{
+				{"upstreams[0].targets[1]", 3, `"unix:app.sock": a Unix socket target is "unix:" and the socket's absolute path`},
+				{"upstreams[1].targets[0]", 7, "is a Unix socket, which has no host name to check the certificate for; set tls_server_name"},
+			}},
 		{"no targets", doc(`[[upstreams]]`, `name = "a"`),
 			[]want{{"upstreams[0].targets", 1, "needs at least one target"}}},
 		{"balance and hash key", withA(`balance = "random"`, `hash_key = "cookie"`),

@@ -36,12 +36,24 @@ func validateRun(c *checker, key string, u *Upstream) {
 	if !validEnvName(r.PortEnv) {
 		c.add(rk+".port_env", "%q is not an environment variable name; write letters, digits and _, like \"PORT\"", r.PortEnv)
 	}
+	if r.SocketEnv != "" {
+		if !validEnvName(r.SocketEnv) {
+			c.add(rk+".socket_env", "%q is not an environment variable name; write letters, digits and _, like \"SOCKET\"", r.SocketEnv)
+		}
+		if c.has(rk + ".port_env") {
+			c.add(rk+".port_env", "is not used with socket_env: instances listen on a Unix socket, not a port; remove one of the two")
+		}
+	}
+	addrEnv, addrKey := r.PortEnv, "port_env"
+	if r.SocketEnv != "" {
+		addrEnv, addrKey = r.SocketEnv, "socket_env"
+	}
 	for name := range r.Env {
 		if !validEnvName(name) {
 			c.add(joinKey(rk+".env", name), "%q is not an environment variable name; write letters, digits and _", name)
 		}
-		if name == r.PortEnv {
-			c.add(joinKey(rk+".env", name), "is set by edge for each instance (port_env); remove it from env")
+		if name == addrEnv {
+			c.add(joinKey(rk+".env", name), "is set by edge for each instance (%s); remove it from env", addrKey)
 		}
 	}
 	if r.DeployTimeout <= 0 {
@@ -76,14 +88,14 @@ func (r *Run) RunEnv() []string {
 	return out
 }
 
-// runFingerprint tells whether the set of upstreams edge runs, or the
-// number of instances or the log file of one, differ: those take a
-// restart.
+// runFingerprint tells whether the set of upstreams edge runs, or the log
+// settings of one, or whether it listens on ports or sockets, differ:
+// those take a restart.
 func runFingerprint(c *Config) string {
 	var b strings.Builder
 	for _, u := range c.Upstreams {
 		if r := u.Run; r != nil {
-			fmt.Fprintf(&b, "%q %d %q\n", u.Name, r.Instances, r.LogFile)
+			fmt.Fprintf(&b, "%q %q %t %t\n", u.Name, r.LogFile, r.LogEdge, r.SocketEnv != "")
 		}
 	}
 	return b.String()
@@ -92,12 +104,13 @@ func runFingerprint(c *Config) string {
 // instanceFingerprint is what an instance is started with, secrets
 // included (by value, which a Secret's printing hides).
 func (r *Run) instanceFingerprint() string {
-	return fmt.Sprintf("%q %q %q %q %q %d %d", r.Command, r.Args, r.Dir, r.RunEnv(), r.PortEnv, r.StopGrace, r.MaxMemory)
+	return fmt.Sprintf("%q %q %q %q %q %q %d %d", r.Command, r.Args, r.Dir, r.RunEnv(), r.PortEnv, r.SocketEnv, r.StopGrace, r.MaxMemory)
 }
 
 // RedeployNeeded names the upstreams run in both cur and next whose
 // instances next starts differently (command, args, dir, env, port_env,
-// stop_grace, max_memory): a reload replaces them by a rolling deploy.
+// socket_env, stop_grace, max_memory): a reload replaces them by a
+// rolling deploy.
 func RedeployNeeded(cur, next *Config) []string {
 	running := make(map[string]*Run)
 	for _, u := range cur.Upstreams {
@@ -113,8 +126,9 @@ func RedeployNeeded(cur, next *Config) []string {
 }
 
 // KeepRun keeps in next what only a restart changes: an upstream keeps
-// its number of instances and its log file, and a run that a reload adds or removes waits
-// for the restart (next gets the running one, or none).
+// its log settings and its kind of address (port or socket), and a run
+// that a reload adds or removes waits for the restart (next gets the
+// running one, or none).
 func KeepRun(cur, next *Config) {
 	running := make(map[string]*Run)
 	for _, u := range cur.Upstreams {
@@ -127,7 +141,9 @@ func KeepRun(cur, next *Config) {
 			u.Run = old
 			continue
 		}
-		u.Run.Instances = old.Instances
-		u.Run.LogFile = old.LogFile
+		u.Run.LogFile, u.Run.LogEdge = old.LogFile, old.LogEdge
+		if (old.SocketEnv == "") != (u.Run.SocketEnv == "") {
+			u.Run.SocketEnv, u.Run.PortEnv = old.SocketEnv, old.PortEnv
+		}
 	}
 }

@@ -44,6 +44,13 @@ func TestRunProblems(t *testing.T) {
 				{"upstreams[0].run.log_file", 8, "must contain {instance} with more than one instance"},
 				{"upstreams[0].run.log_file", 8, "does not exist"},
 			}},
+		{"socket and port", runUpstream(`socket_env = "SOCKET"`, `port_env = "PORT"`, `env = { SOCKET = "/x" }`),
+			[]want{
+				{"upstreams[0].run.port_env", 8, "is not used with socket_env"},
+				{"upstreams[0].run.env.SOCKET", 9, "is set by edge for each instance (socket_env)"},
+			}},
+		{"bad socket_env", runUpstream(`socket_env = "APP SOCKET"`),
+			[]want{{"upstreams[0].run.socket_env", 7, `"APP SOCKET" is not an environment variable name`}}},
 		{"unknown key", runUpstream(`instance = 2`),
 			[]want{{"upstreams[0].run.instance", 7, `did you mean "instances"?`}}},
 	}
@@ -71,9 +78,9 @@ func TestRunDefaultsAndEnv(t *testing.T) {
 }
 
 // TestRunChangeRedeploys: a change of how instances run, a secret's value
-// included, is a deploy and no restart; a change of instances is a restart
-// and KeepRun keeps the running number; a run a reload adds waits for the
-// restart.
+// included, is a deploy and no restart; a change of instances is neither
+// (a reload starts or stops instances); a switch between ports and
+// sockets, the log settings and a run a reload adds wait for the restart.
 func TestRunChangeRedeploys(t *testing.T) {
 	dir := testDir(t)
 	t.Setenv("EDGE_TEST_TOKEN", "one")
@@ -90,13 +97,25 @@ func TestRunChangeRedeploys(t *testing.T) {
 		t.Fatalf("a deploy setting alone redeploys: %v", got)
 	}
 
-	scaled := mustParse(t, dir, runUpstream(`instances = 3`, `args = ["x"]`))
-	if got := RestartNeeded(cur, scaled); !slices.Equal(got, []string{"upstreams.run"}) {
-		t.Fatalf("restart needed: %v", got)
+	scaled := mustParse(t, dir, runUpstream(`instances = 3`))
+	if got := RestartNeeded(cur, scaled); len(got) != 0 {
+		t.Fatalf("restart needed for instances: %v", got)
 	}
 	KeepRun(cur, scaled)
-	if got := RestartNeeded(cur, scaled); len(got) != 0 || scaled.Upstreams[0].Run.Instances != 1 || !slices.Equal(scaled.Upstreams[0].Run.Args, []string{"x"}) {
-		t.Fatalf("after KeepRun: %v %+v", got, scaled.Upstreams[0].Run)
+	if scaled.Upstreams[0].Run.Instances != 3 {
+		t.Fatalf("after KeepRun: instances %d, want the new 3 (a reload starts or stops instances)", scaled.Upstreams[0].Run.Instances)
+	}
+	socket := mustParse(t, dir, runUpstream(`socket_env = "SOCKET"`, `args = ["x"]`))
+	if got := RestartNeeded(cur, socket); !slices.Equal(got, []string{"upstreams.run"}) {
+		t.Fatalf("restart needed for a switch to sockets: %v", got)
+	}
+	KeepRun(cur, socket)
+	if got := RestartNeeded(cur, socket); len(got) != 0 || socket.Upstreams[0].Run.SocketEnv != "" || !slices.Equal(socket.Upstreams[0].Run.Args, []string{"x"}) {
+		t.Fatalf("after KeepRun: %v %+v", got, socket.Upstreams[0].Run)
+	}
+	both := mustParse(t, dir, runUpstream(`log_edge = true`))
+	if got := RestartNeeded(cur, both); !slices.Equal(got, []string{"upstreams.run"}) {
+		t.Fatalf("restart needed for log_edge: %v", got)
 	}
 	logged := mustParse(t, dir, runUpstream(`log_file = "api.log"`))
 	if got := RestartNeeded(cur, logged); !slices.Equal(got, []string{"upstreams.run"}) {

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"os"
 	"slices"
+	"strings"
 )
 
 // retryStatuses are the answers worth another target: the gateway and
@@ -41,6 +42,11 @@ func validateUpstreamTLS(c *checker, key string, u *Upstream) {
 			}
 		}
 		return
+	}
+	for j, t := range u.Targets {
+		if strings.HasPrefix(t.Address, "unix:") && u.TLSServerName == "" {
+			c.add(indexKey(key+".targets", j), "%q is a Unix socket, which has no host name to check the certificate for; set tls_server_name", t.Address)
+		}
 	}
 	if u.TLSServerName != "" && !validHostName(u.TLSServerName) {
 		c.add(key+".tls_server_name", "%q is not a host name; write the name the targets' certificate is for, like \"api.internal\"", u.TLSServerName)

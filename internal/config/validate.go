@@ -322,6 +322,12 @@ func validName(s string) bool {
 }
 
 func checkTargetAddress(c *checker, key, addr string) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if !filepath.IsAbs(path) {
+			c.add(key, `%q: a Unix socket target is "unix:" and the socket's absolute path, like "unix:/run/app/app.sock"`, addr)
+		}
+		return
+	}
 	if rest, ok := strings.CutPrefix(addr, "http://"); ok {
 		c.add(key, "%q has a scheme; write host:port only, like %q", addr, strings.TrimSuffix(rest, "/"))
 		return

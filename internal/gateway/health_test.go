@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"fmt"
+	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -117,4 +119,54 @@ unhealthy_threshold = 1`))
 	if fromB == 0 {
 		t.Fatal("the health check is gone, yet b still gets no traffic")
 	}
+}
+
+// TestUnixSocketTarget: a target "unix:/path" (nginx's server unix:) gets
+// requests and health checks over the socket, the checks with Host
+// localhost as nginx sends; a target whose socket stops passing its
+// check is marked down.
+func TestUnixSocketTarget(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "app.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var healthy atomic.Bool
+	healthy.Store(true)
+	var checkHost atomic.Value
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/check" {
+			checkHost.Store(r.Host)
+			if !healthy.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+			return
+		}
+		fmt.Fprintf(w, "socket app: %s %s", r.Host, r.URL.Path)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	e := startEdge(t, fmt.Sprintf(`
+[[upstreams]]
+name = "app"
+targets = ["unix:%s"]
+retries = 0
+[upstreams.health_check]
+path = "/check"
+interval = "1s"
+unhealthy_threshold = 1
+[[routes]]
+name = "app"
+path = "/"
+upstream = "app"
+`, sock))
+	resp, body := e.get(t, "api.example.com", "/hello")
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(body, "socket app: api.example.com:") || !strings.HasSuffix(body, " /hello") {
+		t.Fatalf("through the socket: %d %q", resp.StatusCode, body)
+	}
+	eventually(t, 10*time.Second, func() bool { h, _ := checkHost.Load().(string); return h == "localhost" }, "a health check with Host localhost")
+	healthy.Store(false)
+	eventually(t, 10*time.Second, func() bool {
+		return strings.Contains(e.metric(t, "edge_upstream_target_healthy"), fmt.Sprintf(`target="unix:%s",upstream="app"} 0`, sock))
+	}, "the socket target marked down")
 }

@@ -53,6 +53,8 @@ func processSpec(uc config.Upstream) process.Spec {
 		Env:       r.RunEnv(),
 		Instances: r.Instances,
 		PortEnv:   r.PortEnv,
+		SocketEnv: r.SocketEnv,
+		LogEdge:   r.LogEdge,
 		StopGrace: r.StopGrace.Std(),
 		MaxMemory: int64(r.MaxMemory),
 		LogFile:   r.LogFile,
@@ -92,18 +94,33 @@ func deployOptions(r *config.Run) process.DeployOptions {
 	return process.DeployOptions{Timeout: r.DeployTimeout.Std(), Grace: r.DeployGrace.Std(), Surge: r.MaxSurge}
 }
 
-// instanceTargets are the targets of an upstream's instance ports, both
-// of every slot, each gated by its port: out of service unless the
+// planInstances are the slots of every upstream edge runs under cfg: the
+// running ones, fewer, or more with new addresses (process.Group.Plan),
+// so that a change of instances is in the targets the config compiles.
+func (g *Gateway) planInstances(cfg *config.Config) (map[string][]*process.Slot, error) {
+	plans := make(map[string][]*process.Slot)
+	for _, uc := range cfg.Upstreams {
+		group := g.lasting.procs[uc.Name]
+		if group == nil || uc.Run == nil {
+			continue
+		}
+		slots, err := group.Plan(uc.Run.Instances)
+		if err != nil {
+			return nil, err
+		}
+		plans[uc.Name] = slots
+	}
+	return plans, nil
+}
+
+// instanceTargets are the targets of an upstream's instance addresses,
+// both of every slot, each gated by its port: out of service unless the
 // instance on it answers its health check and is not being replaced. A
 // deploy moves traffic between a slot's two ports by their gates, so the
 // snapshot's targets never change with it.
-func (g *Gateway) instanceTargets(name string, stage *proxy.Stage, to proxy.TransportOptions) []*proxy.Target {
-	group := g.lasting.procs[name]
-	if group == nil {
-		return nil
-	}
+func instanceTargets(name string, slots []*process.Slot, stage *proxy.Stage, to proxy.TransportOptions) []*proxy.Target {
 	var ts []*proxy.Target
-	for _, sl := range group.Slots() {
+	for _, sl := range slots {
 		for _, p := range sl.Ports {
 			t := stage.Target(name, p.Addr, to)
 			t.SetGate(p)
@@ -130,25 +147,34 @@ func (g *Gateway) Deploy(name string) (process.Deployed, error) {
 	return process.Deployed{}, admin.ErrNotRun
 }
 
-// redeploy starts, without waiting for it, a rolling deploy of each
-// upstream whose run settings a reload changed.
-func (g *Gateway) redeploy(cfg *config.Config, names []string) {
+// changeInstances starts, without waiting for them, the changes a reload
+// makes to the instances of each upstream edge runs: a rolling deploy
+// where the run settings changed (redeploy names those), and the slots
+// the applied config was compiled with.
+func (g *Gateway) changeInstances(cfg *config.Config, redeploy []string, slots map[string][]*process.Slot) {
 	for _, uc := range cfg.Upstreams {
-		if !slices.Contains(names, uc.Name) {
-			continue
-		}
 		group := g.lasting.procs[uc.Name]
-		if group == nil {
+		if group == nil || uc.Run == nil {
 			continue
 		}
-		now, err := group.DeployInBackground(processSpec(uc), deployOptions(uc.Run))
+		deploy := slices.Contains(redeploy, uc.Name)
+		plan := slots[uc.Name]
+		resize := plan != nil && !slices.Equal(plan, group.Slots())
+		if !deploy && !resize {
+			continue
+		}
+		what, them := "run settings changed; deploying", " them"
+		if !deploy {
+			what, them = "instances changed; starting or stopping instances", ""
+		}
+		now, err := group.Apply(process.Change{Spec: processSpec(uc), Options: deployOptions(uc.Run), Deploy: deploy, Slots: plan})
 		switch {
 		case err != nil:
-			g.log.Warn("run settings changed but cannot be deployed", "upstream", uc.Name, "error", err.Error())
+			g.log.Warn(what+" cannot start", "upstream", uc.Name, "error", err.Error())
 		case now:
-			g.log.Info("run settings changed; deploying", "upstream", uc.Name)
+			g.log.Info(what, "upstream", uc.Name, "instances", uc.Run.Instances)
 		default:
-			g.log.Info("run settings changed; deploying them once the running deploy ends", "upstream", uc.Name)
+			g.log.Info(what+them+" once the running deploy ends", "upstream", uc.Name, "instances", uc.Run.Instances)
 		}
 	}
 }

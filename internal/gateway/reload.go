@@ -116,7 +116,7 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 	s.cfg, s.cfgHash = cfg, hash
 	// After the swap: the new snapshot's health settings are the ones the
 	// new instances are checked with.
-	s.gw.redeploy(cfg, redeploy)
+	s.gw.changeInstances(cfg, redeploy, next.slots)
 	if wx := s.gw.lasting.wechat; wx != nil {
 		wx.SetApps(cfg.Apps)
 	}

@@ -23,6 +23,7 @@ import (
 	"edge/internal/identity"
 	"edge/internal/limits"
 	"edge/internal/metrics"
+	"edge/internal/process"
 	"edge/internal/proxy"
 	"edge/internal/reqctx"
 	edgetls "edge/internal/tls"
@@ -109,6 +110,9 @@ type staged struct {
 	snap    *snapshot
 	targets *proxy.Stage
 	limits  *limits.Prepared
+	// slots are the instances each upstream edge runs has under this
+	// config; the snapshot's targets are theirs.
+	slots map[string][]*process.Slot
 }
 
 // Prepare compiles cfg against the lasting state without changing what
@@ -118,12 +122,16 @@ func (g *Gateway) Prepare(cfg *config.Config) (*staged, error) {
 	if err != nil {
 		return nil, fmt.Errorf("limits: %w", err)
 	}
-	targets := g.lasting.targets.Stage()
-	snap, err := g.compile(cfg, targets, lim)
+	slots, err := g.planInstances(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &staged{g: g, snap: snap, targets: targets, limits: lim}, nil
+	targets := g.lasting.targets.Stage()
+	snap, err := g.compile(cfg, targets, lim, slots)
+	if err != nil {
+		return nil, err
+	}
+	return &staged{g: g, snap: snap, targets: targets, limits: lim, slots: slots}, nil
 }
 
 // Apply makes the staged config serve: its targets and limits commit, its
@@ -145,7 +153,7 @@ func (st *staged) Apply() {
 // prepared limits config, so the snapshot is the one pointer a reload swaps. Nothing goes live and nothing starts: the caller
 // commits the stage, swaps the snapshot in and starts it. Errors here are
 // the few things validation cannot know (a static root that vanished since).
-func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.Prepared) (*snapshot, error) {
+func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.Prepared, slots map[string][]*process.Slot) (*snapshot, error) {
 	s := &snapshot{
 		cfg:            cfg,
 		notFound:       g.metrics.Route(""),
@@ -155,7 +163,7 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 	}
 	upstreams := make(map[string]*proxy.Upstream, len(cfg.Upstreams))
 	for _, uc := range cfg.Upstreams {
-		u, err := g.buildUpstream(uc, targets)
+		u, err := g.buildUpstream(uc, targets, slots[uc.Name])
 		if err != nil {
 			return nil, fmt.Errorf("upstream %q: %w", uc.Name, err)
 		}
@@ -214,7 +222,7 @@ var balances = map[string]proxy.Balance{
 	"random_two": proxy.RandomTwo, "hash": proxy.Hash,
 }
 
-func (g *Gateway) buildUpstream(uc config.Upstream, stage *proxy.Stage) (*proxy.Upstream, error) {
+func (g *Gateway) buildUpstream(uc config.Upstream, stage *proxy.Stage, slots []*process.Slot) (*proxy.Upstream, error) {
 	tlsOpts, err := upstreamTLS(uc)
 	if err != nil {
 		return nil, err
@@ -230,10 +238,8 @@ func (g *Gateway) buildUpstream(uc config.Upstream, stage *proxy.Stage) (*proxy.
 	for i, tc := range uc.Targets {
 		members[i] = proxy.Member{Target: stage.Target(uc.Name, tc.Address, to), Weight: tc.Weight, Backup: tc.Backup}
 	}
-	if uc.Run != nil {
-		for _, t := range g.instanceTargets(uc.Name, stage, to) {
-			members = append(members, proxy.Member{Target: t, Weight: 1})
-		}
+	for _, t := range instanceTargets(uc.Name, slots, stage, to) {
+		members = append(members, proxy.Member{Target: t, Weight: 1})
 	}
 	hashHeader := ""
 	if h, ok := strings.CutPrefix(uc.HashKey, "header:"); ok {

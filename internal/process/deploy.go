@@ -3,6 +3,7 @@ package process
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -36,30 +37,55 @@ type Deployed struct {
 	Replaced int // instances now running it
 }
 
-// DeployInBackground is Deploy run by the group, for a reload that must
-// not wait for the rollout; its outcome is logged and counted. While a
-// deploy runs, spec waits and is deployed once it ends (a later call's
-// spec replaces a waiting one: the newest config wins); now says whether
-// it started at once.
-func (g *Group) DeployInBackground(spec Spec, o DeployOptions) (now bool, err error) {
+// Change is what a reload asks of a group: a deploy of Spec (its run
+// settings changed), new slots (its number of instances changed), or
+// both.
+type Change struct {
+	Spec    Spec
+	Options DeployOptions
+	Deploy  bool
+	// Slots, from Plan, are the slots to have; nil or the running ones
+	// keep them.
+	Slots []*Slot
+}
+
+// Apply makes the change in the background, for a reload that must not
+// wait for a rollout; its outcome is logged and counted. While a rollout
+// runs the change waits, merged with any change already waiting (the
+// newest spec and slots win; a deploy asked for stays asked for), and is
+// made once the rollout ends. now says whether it started at once; a
+// change of nothing does nothing.
+func (g *Group) Apply(c Change) (now bool, err error) {
+	if c.Slots != nil && slices.Equal(c.Slots, g.Slots()) {
+		c.Slots = nil
+	}
+	if !c.Deploy && c.Slots == nil {
+		return false, nil
+	}
 	g.mu.Lock()
 	if g.stopping {
 		g.mu.Unlock()
 		return false, errStopping
 	}
-	g.pending = &pendingDeploy{spec, o}
+	p := g.pending
+	if p == nil {
+		p = &Change{}
+	}
+	p.Spec, p.Options = c.Spec, c.Options
+	p.Deploy = p.Deploy || c.Deploy
+	if c.Slots != nil {
+		p.Slots = c.Slots
+	}
+	g.pending = p
 	g.mu.Unlock()
 	return g.startPending(), nil
 }
 
-type pendingDeploy struct {
-	spec Spec
-	o    DeployOptions
-}
-
-// startPending starts the waiting deploy, if any, unless a deploy runs:
-// every deploy calls it when it ends, so a waiting one is never left
-// behind.
+// startPending makes the waiting change, if any, unless a rollout runs:
+// every rollout calls it when it ends, so a waiting one is never left
+// behind. Slots go first, then the deploy, then slots come: a deploy
+// never replaces an instance about to be removed, and a new slot starts
+// the version the deploy leaves serving.
 func (g *Group) startPending() bool {
 	if !g.deploying.TryLock() {
 		return false
@@ -73,7 +99,15 @@ func (g *Group) startPending() bool {
 		return false
 	}
 	g.wg.Go(func() {
-		_, _ = g.rollout(p.spec, p.o)
+		if p.Slots != nil {
+			g.shrink(p.Slots, p.Options.Grace)
+		}
+		if p.Deploy {
+			_, _ = g.rollout(p.Spec, p.Options)
+		}
+		if p.Slots != nil {
+			g.grow(p.Slots)
+		}
 		g.deploying.Unlock()
 		g.startPending()
 	})
@@ -86,7 +120,8 @@ func (g *Group) startPending() bool {
 // taken out, drained and stopped. A new instance that is not healthy
 // within Timeout ends the rollout: it is stopped and every slot not yet
 // replaced keeps its old instance. The error is ErrDeploying if a deploy
-// is running; spec.Instances is ignored (the slots are fixed).
+// is running; spec.Instances is ignored (a reload changes the slots, see
+// Resize).
 func (g *Group) Deploy(spec Spec, o DeployOptions) (Deployed, error) {
 	if !g.deploying.TryLock() {
 		return Deployed{}, ErrDeploying
@@ -110,10 +145,11 @@ func (g *Group) rollout(spec Spec, o DeployOptions) (Deployed, error) {
 	g.mu.Unlock()
 	d := Deployed{Version: v}
 	log := g.log.With("version", v)
-	log.Info("deploy started", "instances", len(g.slots), "surge", o.Surge)
+	slots := g.Slots()
+	log.Info("deploy started", "instances", len(slots), "surge", o.Surge)
 	surge := max(o.Surge, 1)
-	for first := 0; first < len(g.slots); first += surge {
-		batch := g.slots[first:min(first+surge, len(g.slots))]
+	for first := 0; first < len(slots); first += surge {
+		batch := slots[first:min(first+surge, len(slots))]
 		if err := g.replace(batch, spec, v, o); err != nil {
 			g.events.Deployed(g.upstream, DeployFailed)
 			log.Error("deploy failed; the instances not yet replaced keep serving", "replaced", d.Replaced, "error", err.Error())

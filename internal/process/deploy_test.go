@@ -253,8 +253,10 @@ type upstreamStatus struct {
 	Name      string `json:"name"`
 	Deploying bool   `json:"deploying"`
 	Instances []struct {
-		Version int    `json:"version"`
-		State   string `json:"state"`
+		Instance int    `json:"instance"`
+		Version  int    `json:"version"`
+		State    string `json:"state"`
+		Addr     string `json:"addr"`
 	} `json:"instances"`
 }
 

@@ -295,33 +295,122 @@ func TestStopLeavesNoProcess(t *testing.T) {
 	}
 }
 
-// TestReloadKeepsInstances: a reload that changes the number of instances
-// and adds a route keeps the running instances (the same processes serve),
-// applies the route, and logs that the instances change needs a restart.
-func TestReloadKeepsInstances(t *testing.T) {
+// TestReloadChangesInstances: four workers send requests without pause
+// (no retries, no passive health) while a reload takes the instances from
+// 2 to 3, then to 1. The third starts (EDGE_INSTANCE=2) and serves once
+// healthy while the two running go on as the same processes; then
+// instances 1 and 2 are drained and stopped, and instance 0 serves alone.
+// Not one request fails.
+func TestReloadChangesInstances(t *testing.T) {
 	t.Parallel()
 	pidsDir := t.TempDir()
 	app := testApp(t)
 	env := fmt.Sprintf(`PIDS_DIR = %q`, pidsDir)
-	e := testpeer.StartEdge(t, "", upstream(app, "api", 1, env))
+	e := testpeer.StartEdge(t, "", deployUpstream(app, 2, env, `deploy_grace = "10s"`))
 	c := caller{t, e, e.Client(t, false)}
-	_, before := c.get("/api/")
-	e.WriteConfig("", upstream(app, "api", 2, env)+`
-[[routes]]
-name = "hello"
-path = "/hello"
-respond = { body = "hi" }
-`)
-	e.Signal(syscall.SIGHUP)
-	eventually(t, 10*time.Second, "the reload applied", func() bool { code, _ := c.get("/hello"); return code == 200 })
-	waitLog(t, e, `"key":"upstreams.run"`)
-	for range 5 {
-		if code, body := c.get("/api/"); code != 200 || body != before {
-			t.Fatalf("after the reload: %d %q, want the same instance %q", code, body, before)
+	readyN := func(n int) func() bool {
+		return func() bool {
+			return strings.Contains(e.Metrics(t, "edge_upstream_instances{"), fmt.Sprintf(`{state="ready",upstream="api"} %d`, n))
 		}
 	}
-	if n := len(pids(t, pidsDir)); n != 1 {
-		t.Fatalf("%d processes started, want the one kept", n)
+	eventually(t, 20*time.Second, "both instances ready", readyN(2))
+	first := pids(t, pidsDir)
+	l := startLoad(t, c, 4)
+	l.waitAnswers(t, 0, 20)
+
+	e.WriteConfig("", deployUpstream(app, 3, env, `deploy_grace = "10s"`))
+	e.Signal(syscall.SIGHUP)
+	eventually(t, 20*time.Second, "three instances ready", readyN(3))
+	eventually(t, 20*time.Second, "instance 2 serving", func() bool {
+		_, body := c.get("/api/")
+		return strings.Contains(body, " instance=2 ")
+	})
+	if all := pids(t, pidsDir); len(all) != 3 {
+		t.Fatalf("processes started: %v, want the two running and one more", all)
+	}
+	for _, pid := range first {
+		if !alive(pid) {
+			t.Fatalf("instance process %d ended when a third was added", pid)
+		}
+	}
+	waitLog(t, e, "instances changed; starting or stopping instances")
+
+	e.WriteConfig("", deployUpstream(app, 1, env, `deploy_grace = "10s"`))
+	e.Signal(syscall.SIGHUP)
+	eventually(t, 30*time.Second, "instances 1 and 2 stopped", func() bool {
+		st := upstreams(t, e)
+		return len(st) == 1 && len(st[0].Instances) == 1 && st[0].Instances[0].Instance == 0
+	})
+	eventually(t, 10*time.Second, "one process left", func() bool {
+		n := 0
+		for _, pid := range pids(t, pidsDir) {
+			if alive(pid) {
+				n++
+			}
+		}
+		return n == 1
+	})
+	for range 10 {
+		if code, body := c.get("/api/"); code != http.StatusOK || !strings.Contains(body, " instance=0 ") {
+			t.Fatalf("after the reload to one instance: %d %q", code, body)
+		}
+	}
+	l.end()
+	if len(l.failures) > 0 {
+		t.Fatalf("%d of %d requests failed while instances changed, first: %s", len(l.failures), l.total, l.failures[0])
+	}
+	t.Logf("%d requests, none failed", l.total)
+}
+
+// TestUnixSocketInstances: with socket_env each instance listens on a
+// Unix socket, in a directory only edge's user can enter, and gets no
+// port; both instances serve through it, one killed comes back on its
+// socket, and the directory is gone once edge stops.
+func TestUnixSocketInstances(t *testing.T) {
+	t.Parallel()
+	pidsDir := t.TempDir()
+	cfg := strings.Replace(upstream(testApp(t), "api", 2, fmt.Sprintf(`PIDS_DIR = %q`, pidsDir)), `stop_grace = "3s"`,
+		`stop_grace = "3s"`+"\n"+`socket_env = "SOCKET"`, 1)
+	e := testpeer.StartEdge(t, "", cfg)
+	c := caller{t, e, e.Client(t, false)}
+	served := map[string]bool{}
+	eventually(t, 20*time.Second, "both instances serve", func() bool {
+		if code, body := c.get("/api/"); code == http.StatusOK {
+			served[strings.Fields(body)[0]] = true
+		}
+		return len(served) == 2
+	})
+	code, body := c.get("/api/addr")
+	socket, port, _ := strings.Cut(strings.TrimSpace(strings.TrimPrefix(body, "socket=")), " port=")
+	if code != http.StatusOK || !filepath.IsAbs(socket) || port != "" {
+		t.Fatalf("GET /api/addr: %d %q, want a socket path and no port", code, body)
+	}
+	dir := filepath.Dir(socket)
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("socket directory %s: %v %v, want mode 0700", dir, fi.Mode(), err)
+	}
+	for _, in := range upstreams(t, e)[0].Instances {
+		if !strings.HasPrefix(in.Addr, "unix:"+dir+"/") {
+			t.Fatalf("GET /upstreams: instance %d at %q, want a socket in %s", in.Instance, in.Addr, dir)
+		}
+	}
+	before := pids(t, pidsDir)
+	if err := syscall.Kill(before[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	served = map[string]bool{}
+	eventually(t, 20*time.Second, "the killed instance restarted and serving", func() bool {
+		if code, body := c.get("/api/"); code == http.StatusOK {
+			served[strings.Fields(body)[0]] = true
+		}
+		return len(pids(t, pidsDir)) == 3 && len(served) >= 2 && !served["pid="+strconv.Itoa(before[0])]
+	})
+	e.Signal(syscall.SIGTERM)
+	if err := e.Wait(20 * time.Second); err != nil {
+		t.Fatalf("edge after SIGTERM: %v", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket directory after edge stopped: %v, want it removed", err)
 	}
 }
 
@@ -398,4 +487,22 @@ func TestInstanceOutputToLogFile(t *testing.T) {
 	if strings.Contains(e.Stderr(), `"line":"spam`) {
 		t.Fatal("instance output in edge's log too, with log_file set")
 	}
+}
+
+// TestInstanceOutputToLogFileAndEdgeLog: with log_file and log_edge each
+// line goes to both.
+func TestInstanceOutputToLogFileAndEdgeLog(t *testing.T) {
+	t.Parallel()
+	cfg := strings.Replace(upstream(testApp(t), "api", 1, ""), `stop_grace = "3s"`,
+		`stop_grace = "3s"`+"\n"+`log_file = "api.log"`+"\n"+`log_edge = true`, 1)
+	e := testpeer.StartEdgeAnswering(t, "", cfg)
+	c := caller{t, e, e.Client(t, false)}
+	_, body := c.get("/api/")
+	pid := strings.TrimPrefix(strings.Fields(body)[0], "pid=")
+	start := "app " + pid + " starting"
+	waitLog(t, e, `"line":"`+start+`"`)
+	eventually(t, 10*time.Second, "the line in api.log", func() bool {
+		b, _ := os.ReadFile(filepath.Join(e.Dir, "api.log"))
+		return bytes.Contains(b, []byte(" stdout v1 "+start+"\n"))
+	})
 }

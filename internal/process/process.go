@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -36,11 +37,16 @@ type Spec struct {
 	Env       []string // "NAME=value", after edge's own environment
 	Instances int
 	PortEnv   string
+	// SocketEnv, when set, gives each instance a Unix socket path in this
+	// variable instead of a port in PortEnv.
+	SocketEnv string
 	StopGrace time.Duration
 	MaxMemory int64 // bytes of resident memory; 0: no limit
 	// LogFile receives the instances' output instead of edge's log when
 	// set; "{instance}" in it is the slot's number.
 	LogFile string
+	// LogEdge sends the output to edge's log as well when LogFile is set.
+	LogEdge bool
 	Health  Health
 	Policy  Policy
 }
@@ -90,7 +96,6 @@ type Group struct {
 	upstream string
 	log      *slog.Logger
 	events   Events
-	slots    []*Slot
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -102,11 +107,18 @@ type Group struct {
 	deploysOff chan struct{}
 	offDeploys sync.Once
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// slots change only with a rollout's lock held (resize); readers
+	// outside it take a copy (Slots).
+	slots    []*Slot
 	stopping bool        // no instance or deploy starts any more
 	version  int         // of the newest deploy started
 	live     []*Instance // every instance running or draining, in start order
-	pending  *pendingDeploy
+	pending  *Change     // waits for the running rollout
+
+	spec    Spec   // as started: the slots' log files and addresses follow it
+	sockDir string // the instances' sockets, with SocketEnv; removed on Stop
+	sockSeq int    // names each socket once
 }
 
 // Slot is one of the upstream's instances (EDGE_INSTANCE), whatever
@@ -192,41 +204,27 @@ func (in *Instance) State() string {
 	return s
 }
 
-// Start chooses two free loopback ports per instance and starts
-// supervising them; it returns at once, before any instance is healthy.
+// Start chooses two addresses per instance (free loopback ports, or Unix
+// socket paths in a directory of edge's own) and starts supervising them;
+// it returns at once, before any instance is healthy.
 func Start(spec Spec, log *slog.Logger, ev Events) (*Group, error) {
 	g := &Group{upstream: spec.Upstream, log: log.With("upstream", spec.Upstream), events: ev, version: 1,
-		deploysOff: make(chan struct{})}
-	// Held until all are chosen, so no two ports are one.
-	var held []net.Listener
-	defer func() {
-		for _, ln := range held {
-			ln.Close()
+		deploysOff: make(chan struct{}), spec: spec}
+	if spec.SocketEnv != "" {
+		// Only edge's user may enter it: the instances behind it are
+		// reachable by nothing on the machine but edge.
+		dir, err := os.MkdirTemp("", "edge-"+spec.Upstream+"-")
+		if err != nil {
+			return nil, fmt.Errorf("upstream %q: making the directory of its sockets: %w", spec.Upstream, err)
 		}
-	}()
-	for i := range spec.Instances {
-		sl := &Slot{ID: i}
-		for k := range sl.Ports {
-			ln, err := listenFree()
-			if err != nil {
-				return nil, fmt.Errorf("upstream %q: choosing a port for instance %d: %w", spec.Upstream, i, err)
-			}
-			held = append(held, ln)
-			sl.Ports[k] = &Port{Addr: ln.Addr().String()}
-		}
-		if spec.LogFile != "" {
-			sl.out = &lumberjack.Logger{
-				Filename:   strings.ReplaceAll(spec.LogFile, "{instance}", strconv.Itoa(i)),
-				MaxSize:    logMaxMB,
-				MaxBackups: logBackups,
-			}
-		}
-		g.slots = append(g.slots, sl)
+		g.sockDir = dir
 	}
-	for _, ln := range held {
-		ln.Close()
+	slots, err := g.newSlots(0, spec.Instances)
+	if err != nil {
+		g.removeSockDir()
+		return nil, err
 	}
-	held = nil
+	g.slots = slots
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	for _, sl := range g.slots {
 		// Nothing can have stopped a group not yet returned.
@@ -234,6 +232,74 @@ func Start(spec Spec, log *slog.Logger, ev Events) (*Group, error) {
 		sl.cur.Store(in)
 	}
 	return g, nil
+}
+
+// newSlots makes slots first, first+1, ... first+n-1 with their two
+// addresses each, not yet running anything.
+func (g *Group) newSlots(first, n int) ([]*Slot, error) {
+	// Ports are held until all are chosen, so no two are one.
+	var held []net.Listener
+	defer func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}()
+	var slots []*Slot
+	for i := first; i < first+n; i++ {
+		sl := &Slot{ID: i}
+		for k := range sl.Ports {
+			addr, ln, err := g.newAddr()
+			if err != nil {
+				return nil, fmt.Errorf("upstream %q: choosing an address for instance %d: %w", g.upstream, i, err)
+			}
+			if ln != nil {
+				held = append(held, ln)
+			}
+			sl.Ports[k] = &Port{Addr: addr}
+		}
+		if g.spec.LogFile != "" {
+			sl.out = &lumberjack.Logger{
+				Filename:   strings.ReplaceAll(g.spec.LogFile, "{instance}", strconv.Itoa(i)),
+				MaxSize:    logMaxMB,
+				MaxBackups: logBackups,
+			}
+		}
+		slots = append(slots, sl)
+	}
+	return slots, nil
+}
+
+// newAddr chooses an address for an instance: a free loopback port (the
+// listener holding it is returned, to be closed once all are chosen), or
+// a socket path no other slot of the group has had.
+func (g *Group) newAddr() (string, net.Listener, error) {
+	if g.sockDir == "" {
+		ln, err := listenFree()
+		if err != nil {
+			return "", nil, err
+		}
+		return ln.Addr().String(), ln, nil
+	}
+	g.mu.Lock()
+	g.sockSeq++
+	n := g.sockSeq
+	g.mu.Unlock()
+	path := filepath.Join(g.sockDir, strconv.Itoa(n)+".sock")
+	// sun_path holds 108 bytes with its terminating NUL (104 on BSDs).
+	if len(path) > 103 {
+		return "", nil, fmt.Errorf("the socket path %q is longer than a Unix socket path can be; set TMPDIR to a shorter directory", path)
+	}
+	return UnixPrefix + path, nil, nil
+}
+
+// UnixPrefix marks an address as a Unix socket path, as nginx's
+// "server unix:/path" does.
+const UnixPrefix = "unix:"
+
+func (g *Group) removeSockDir() {
+	if g.sockDir != "" {
+		_ = os.RemoveAll(g.sockDir)
+	}
 }
 
 var errStopping = errors.New("edge is stopping")
@@ -271,9 +337,13 @@ func (g *Group) end(in *Instance) {
 	g.mu.Unlock()
 }
 
-// Slots are the group's slots, in order; their ports are the upstream's
-// targets for its whole life.
-func (g *Group) Slots() []*Slot { return g.slots }
+// Slots are the group's slots, in order; a slot's two addresses are
+// targets of the upstream for the slot's whole life.
+func (g *Group) Slots() []*Slot {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.slots)
+}
 
 // Instances are the instances running now, by slot: one per slot, and
 // during a deploy also the next version starting or the previous one
@@ -302,10 +372,15 @@ func (g *Group) Stop() {
 	g.mu.Unlock()
 	g.cancel()
 	g.wg.Wait()
-	for _, sl := range g.slots {
-		if sl.out != nil {
-			_ = sl.out.Close()
-		}
+	for _, sl := range g.Slots() {
+		sl.closeLog()
+	}
+	g.removeSockDir()
+}
+
+func (sl *Slot) closeLog() {
+	if sl.out != nil {
+		_ = sl.out.Close()
 	}
 }
 
@@ -405,13 +480,20 @@ func errString(err error) string {
 // be restarted (the reason is returned).
 func (in *Instance) watch(ctx context.Context, pid int, exited <-chan struct{}) string {
 	h := in.spec.Health
+	tr := &http.Transport{DisableKeepAlives: true, Proxy: nil}
+	url := "http://" + in.Addr + h.Path
+	if path, ok := strings.CutPrefix(in.Addr, UnixPrefix); ok {
+		var d net.Dialer
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "unix", path) }
+		// The Host an app behind a socket sees, as nginx sends it there.
+		url = "http://localhost" + h.Path
+	}
 	client := &http.Client{
 		Timeout:       h.Timeout,
-		Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+		Transport:     tr,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	defer client.CloseIdleConnections()
-	url := "http://" + in.Addr + h.Path
 	// Until the first pass the instance is probed often, so it gets
 	// traffic soon after it listens; then at the check's interval.
 	const startProbe = 100 * time.Millisecond
@@ -480,8 +562,12 @@ func probe(ctx context.Context, c *http.Client, url string, expect func(int) boo
 	return expect(resp.StatusCode)
 }
 
-// portEnv is the variable that gives an instance its port.
-func (in *Instance) portEnv() string {
+// addrEnv is the variable that gives an instance its port, or its
+// socket's path.
+func (in *Instance) addrEnv() string {
+	if path, ok := strings.CutPrefix(in.Addr, UnixPrefix); ok {
+		return in.spec.SocketEnv + "=" + path
+	}
 	_, port, _ := net.SplitHostPort(in.Addr)
 	return in.spec.PortEnv + "=" + port
 }

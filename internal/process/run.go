@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -22,18 +23,13 @@ import (
 // so nothing it started holds the port when the next one starts.
 func (in *Instance) runOnce(ctx context.Context) (reason string, err error) {
 	spec := in.spec
-	// Whatever answers on the port gets the instance's traffic once it
-	// passes the health check: a port someone else holds must not be
-	// mistaken for the instance.
-	ln, err := net.Listen("tcp", in.Addr)
-	if err != nil {
-		return ReasonExit, fmt.Errorf("port %s is taken by another program: %w", in.Addr, err)
+	if err := in.claimAddr(); err != nil {
+		return ReasonExit, err
 	}
-	ln.Close()
 	cmd := exec.Command(spec.Command, spec.Args...)
 	cmd.Dir = spec.Dir
 	cmd.Env = append(os.Environ(), spec.Env...)
-	cmd.Env = append(cmd.Env, in.portEnv(), in.instanceEnv())
+	cmd.Env = append(cmd.Env, in.addrEnv(), in.instanceEnv())
 	cmd.SysProcAttr = sysProcAttr()
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -84,6 +80,31 @@ func (in *Instance) runOnce(ctx context.Context) (reason string, err error) {
 		return "", nil
 	}
 	return reason, exitError(waitErr)
+}
+
+// claimAddr makes sure the instance's address is free for it. Whatever
+// answers there gets the instance's traffic once it passes the health
+// check: a port someone else holds must not be mistaken for the instance.
+// A socket file left by an earlier run that nothing listens on any more
+// is removed, as the app's listen would fail on it.
+func (in *Instance) claimAddr() error {
+	path, ok := strings.CutPrefix(in.Addr, UnixPrefix)
+	if !ok {
+		ln, err := net.Listen("tcp", in.Addr)
+		if err != nil {
+			return fmt.Errorf("port %s is taken by another program: %w", in.Addr, err)
+		}
+		return ln.Close()
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("socket %s is taken by another program", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing the old socket %s: %w", path, err)
+	}
+	return nil
 }
 
 // stopGroup sends SIGTERM to the process group, and SIGKILL once grace has
@@ -145,7 +166,7 @@ const (
 )
 
 // copyLines makes each line of the instance's output one record of edge's
-// log, or one line of its log file: a record or line is written whole (one
+// log, one line of its log file, or both: a record or line is written whole (one
 // Write, which the file's lock serializes), so lines of stdout and stderr,
 // or of a deploy's two versions, never mix.
 func (in *Instance) copyLines(r io.Reader, stream string) {
@@ -156,6 +177,10 @@ func (in *Instance) copyLines(r io.Reader, stream string) {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
 			line = bytes.TrimRight(line, "\r\n")
+			if in.out == nil || in.spec.LogEdge {
+				in.log.LogAttrs(context.Background(), slog.LevelInfo, "instance output",
+					slog.String("stream", stream), slog.String("line", string(line)))
+			}
 			if in.out != nil {
 				rec = time.Now().UTC().AppendFormat(rec[:0], time.RFC3339Nano)
 				rec = fmt.Appendf(rec, " %s v%d ", stream, in.Version)
@@ -166,9 +191,6 @@ func (in *Instance) copyLines(r io.Reader, stream string) {
 					warned = true
 					in.log.Warn("writing the instance's output to log_file", "error", err.Error())
 				}
-			} else {
-				in.log.LogAttrs(context.Background(), slog.LevelInfo, "instance output",
-					slog.String("stream", stream), slog.String("line", string(line)))
 			}
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {

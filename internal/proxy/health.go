@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -49,7 +50,7 @@ type healthChecker struct {
 func newHealthChecker(o HealthOptions, targets []*Target, onChange func(*Target, bool)) *healthChecker {
 	byAddr := make(map[string]*Target, len(targets))
 	for _, t := range targets {
-		byAddr[t.Addr] = t
+		byAddr[probeHost(t)] = t
 	}
 	// A check connects as requests do, through the target's own transport:
 	// over TLS with the same name, roots and client certificate.
@@ -130,9 +131,13 @@ func (h *healthChecker) probe(ctx context.Context, t *Target) bool {
 	if t.transport.Load().tls != nil {
 		scheme = "https://"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+t.Addr+h.opts.Path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+probeHost(t)+h.opts.Path, nil)
 	if err != nil {
 		return false
+	}
+	if unixTarget(t) {
+		// The Host an app behind a socket sees, as nginx sends it there.
+		req.Host = "localhost"
 	}
 	req.Header.Set("User-Agent", "edge-health-check")
 	resp, err := h.client.Do(req)
@@ -143,3 +148,15 @@ func (h *healthChecker) probe(ctx context.Context, t *Target) bool {
 	resp.Body.Close()
 	return h.opts.expected(resp.StatusCode)
 }
+
+// probeHost is the URL host a check of t dials: its address, or for a
+// Unix socket (no host:port) a name that stands for it, which the dialer
+// maps back to t.
+func probeHost(t *Target) string {
+	if unixTarget(t) {
+		return fmt.Sprintf("unix-socket-%x.invalid:80", addrHash(t.Addr))
+	}
+	return t.Addr
+}
+
+func unixTarget(t *Target) bool { return strings.HasPrefix(t.Addr, "unix:") }

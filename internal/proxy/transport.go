@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -235,7 +236,8 @@ func (t *connTransport) dial(ctx context.Context) (*persistConn, error) {
 // within the connect timeout: a target that accepts and then says nothing
 // is as unreachable as one that refuses.
 func (t *connTransport) dialConn(ctx context.Context) (net.Conn, error) {
-	conn, err := t.dialer.DialContext(ctx, "tcp", t.addr)
+	network, address := dialNetwork(t.addr)
+	conn, err := t.dialer.DialContext(ctx, network, address)
 	if err != nil || t.tls == nil {
 		return conn, err
 	}
@@ -250,6 +252,15 @@ func (t *connTransport) dialConn(ctx context.Context) (net.Conn, error) {
 		return nil, fmt.Errorf("TLS handshake with %s: %w", t.addr, err)
 	}
 	return tc, nil
+}
+
+// dialNetwork is where a target's address is: "unix:/path" is a Unix
+// socket (nginx's server unix:/path), anything else host:port over TCP.
+func dialNetwork(addr string) (network, address string) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return "unix", path
+	}
+	return "tcp", addr
 }
 
 func (t *connTransport) putIdle(pc *persistConn) {

@@ -1,11 +1,12 @@
 // Command app is the app the process tests have edge run: it serves HTTP on
-// $PORT after $DELAY, answers /health, and can be told to crash, hang or hold memory.
+// $PORT (or the Unix socket $SOCKET) after $DELAY, answers /health, and can be told to crash, hang or hold memory.
 // Its version is $VERSION, or what $VERSION_FILE holds when it starts (new
 // code on disk, for edge deploy); version "broken" never passes /health.
 package main
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -85,6 +86,9 @@ func main() {
 	whoami := func(w http.ResponseWriter, r *http.Request) {
 		_, _ = fmt.Fprintf(w, "pid=%d instance=%s version=%s\n", pid, os.Getenv("EDGE_INSTANCE"), version)
 	}
+	mux.HandleFunc("GET /addr", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = fmt.Fprintf(w, "socket=%s port=%s\n", os.Getenv("SOCKET"), os.Getenv("PORT"))
+	})
 	mux.HandleFunc("GET /hang", func(w http.ResponseWriter, r *http.Request) { close(hung); whoami(w, r) })
 	// /spam writes long lines to stdout and stderr at once, for the test
 	// that they reach a log file whole.
@@ -102,8 +106,14 @@ func main() {
 		whoami(w, r)
 	})
 	mux.HandleFunc("GET /", whoami)
-	if err := http.ListenAndServe("127.0.0.1:"+os.Getenv("PORT"), mux); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	network, addr := "tcp", "127.0.0.1:"+os.Getenv("PORT")
+	if path := os.Getenv("SOCKET"); path != "" {
+		network, addr = "unix", path
 	}
+	ln, err := net.Listen(network, addr)
+	if err == nil {
+		err = http.Serve(ln, mux)
+	}
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(1)
 }
