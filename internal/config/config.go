@@ -120,6 +120,9 @@ type Log struct {
 	// AccessFields are the access log line's fields, in order, from
 	// AccessFields; default DefaultAccessFields.
 	AccessFields []string `toml:"access_fields"`
+	// AccessFormat, when set, writes each line from this template (nginx's
+	// log_format: text with $variables) instead of JSON.
+	AccessFormat string `toml:"access_format"`
 }
 
 // AccessFields are the fields an access log line can carry (see

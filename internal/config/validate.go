@@ -220,6 +220,14 @@ func (l *Log) validate(c *checker) {
 			c.add(key, "%q is listed twice; remove one", f)
 		}
 	}
+	if l.AccessFormat != "" {
+		if c.has("log.access_fields") {
+			c.add("log.access_format", "and access_fields both say what a line holds; keep access_format for text lines, or access_fields for JSON")
+		}
+		if _, err := ParseAccessFormat(l.AccessFormat); err != nil {
+			c.add("log.access_format", "%v", err)
+		}
+	}
 	for i, n := range l.MaskQuery {
 		if n == "" {
 			c.add(fmt.Sprintf("log.mask_query[%d]", i), "is empty; remove it or write a query name like \"code\"")

@@ -104,8 +104,18 @@ var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b 
 // of the snapshot.
 type accessFormat struct {
 	fields []accessField
+	// text, when set (log.access_format), writes lines from this template
+	// instead of JSON with fields.
+	text []textPart
 	// mask are the lowercased query names whose values are hidden.
 	mask []string
+}
+
+// textPart is a piece of access_format: literal text, or (empty text) the
+// value of field.
+type textPart struct {
+	text  string
+	field accessField
 }
 
 type accessField uint8
@@ -135,6 +145,12 @@ const (
 	fieldUserAgent
 	fieldReferer
 	nFields
+	// What only access_format writes, in config.AccessFormatExtras' order.
+	fieldRequest
+	fieldRequestURI
+	fieldTimeLocal
+	fieldRequestTime
+	fieldUpstreamTime
 )
 
 // fieldKeys are the fields' JSON keys with the separator before them,
@@ -151,6 +167,15 @@ func compileAccessFormat(lc config.Log) *accessFormat {
 	f := &accessFormat{}
 	for _, name := range lc.AccessFields {
 		f.fields = append(f.fields, accessField(slices.Index(config.AccessFields, name)))
+	}
+	// Validated already: an error cannot happen here.
+	parts, _ := config.ParseAccessFormat(lc.AccessFormat)
+	for _, p := range parts {
+		fd := fieldRequest + accessField(slices.Index(config.AccessFormatExtras, p.Var))
+		if i := slices.Index(config.AccessFields, p.Var); i >= 0 {
+			fd = accessField(i)
+		}
+		f.text = append(f.text, textPart{text: p.Text, field: fd})
 	}
 	for _, n := range lc.MaskQuery {
 		f.mask = append(f.mask, strings.ToLower(n))
@@ -172,6 +197,9 @@ func (a *accessLog) write(r *http.Request, info *reqctx.Info, status int, bytes 
 // the first comma into the opening brace: fields that are absent for this
 // request need no bookkeeping.
 func appendAccessLine(b []byte, r *http.Request, info *reqctx.Info, status int, bytes int64, elapsed time.Duration, f *accessFormat) []byte {
+	if f.text != nil {
+		return appendTextLine(b, r, info, status, bytes, elapsed, f)
+	}
 	start := len(b)
 	for _, fd := range f.fields {
 		switch fd {
@@ -195,7 +223,7 @@ func appendAccessLine(b []byte, r *http.Request, info *reqctx.Info, status int, 
 		case fieldQuery:
 			if r.URL.RawQuery != "" {
 				b = append(append(b, fieldKeys[fd]...), '"')
-				b = append(appendMaskedQuery(b, r.URL.RawQuery, f.mask), '"')
+				b = append(appendMaskedQuery(b, r.URL.RawQuery, f.mask, appendJSONChars), '"')
 			}
 		case fieldProto:
 			b = appendJSONString(append(b, fieldKeys[fd]...), r.Proto)
@@ -223,6 +251,100 @@ func appendAccessLine(b []byte, r *http.Request, info *reqctx.Info, status int, 
 		b = append(b, '{')
 	}
 	return append(b, "}\n"...)
+}
+
+// appendTextLine writes a line of access_format. A value that is absent
+// is "-", as nginx writes it; values are escaped (appendLogText) so that
+// no request can start a line of its own.
+func appendTextLine(b []byte, r *http.Request, info *reqctx.Info, status int, bytes int64, elapsed time.Duration, f *accessFormat) []byte {
+	for _, p := range f.text {
+		if p.text != "" {
+			b = append(b, p.text...)
+			continue
+		}
+		start := len(b)
+		switch p.field {
+		case fieldTime:
+			b = info.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+		case fieldTimeLocal:
+			b = info.Start.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
+		case fieldRequestID:
+			b = appendLogText(b, info.RequestID)
+		case fieldClientIP:
+			if info.ClientIP.IsValid() {
+				b = info.ClientIP.AppendTo(b)
+			}
+		case fieldMethod:
+			b = appendLogText(b, r.Method)
+		case fieldHost:
+			b = appendLogText(b, r.Host)
+		case fieldPath:
+			b = appendLogText(b, r.URL.Path)
+		case fieldQuery:
+			b = appendMaskedQuery(b, r.URL.RawQuery, f.mask, appendLogText)
+		case fieldRequestURI:
+			b = appendRequestURI(b, r, f.mask)
+		case fieldRequest:
+			b = append(appendLogText(b, r.Method), ' ')
+			b = append(appendRequestURI(b, r, f.mask), ' ')
+			b = appendLogText(b, r.Proto)
+		case fieldProto:
+			b = appendLogText(b, r.Proto)
+		case fieldStatus:
+			b = strconv.AppendInt(b, int64(status), 10)
+		case fieldBytes:
+			b = strconv.AppendInt(b, bytes, 10)
+		case fieldDuration:
+			b = appendMS(b, elapsed)
+		case fieldRequestTime:
+			b = appendSeconds(b, elapsed)
+		case fieldRoute:
+			b = appendLogText(b, info.Route)
+		case fieldUpstreamMS:
+			if info.Target != "" {
+				b = appendMS(b, info.UpstreamDuration)
+			}
+		case fieldUpstreamTime:
+			if info.Target != "" {
+				b = appendSeconds(b, info.UpstreamDuration)
+			}
+		default:
+			b = appendLogText(b, optionalField(p.field, r, info))
+		}
+		if len(b) == start {
+			b = append(b, '-')
+		}
+	}
+	return append(b, '\n')
+}
+
+func appendRequestURI(b []byte, r *http.Request, mask []string) []byte {
+	b = appendLogText(b, r.URL.Path)
+	if r.URL.RawQuery != "" {
+		b = appendMaskedQuery(append(b, '?'), r.URL.RawQuery, mask, appendLogText)
+	}
+	return b
+}
+
+// appendSeconds writes d as nginx's $request_time does: seconds with
+// millisecond precision.
+func appendSeconds(b []byte, d time.Duration) []byte {
+	return strconv.AppendFloat(b, float64(d.Milliseconds())/1000, 'f', 3, 64)
+}
+
+// appendLogText writes s into a text line as nginx's log_format escapes
+// it: ", \ and control characters as \xHH, so a hostile path or header
+// cannot end the line, forge another or break a quoted field.
+func appendLogText(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '"' || c == '\\' || c < 0x20 || c == 0x7f {
+			b = append(b, '\\', 'x', hexDigits[c>>4], hexDigits[c&0xf])
+			continue
+		}
+		b = append(b, c)
+	}
+	return b
 }
 
 // optionalField is the value of a string field left out when empty.
@@ -260,7 +382,7 @@ func appendMS(b []byte, d time.Duration) []byte {
 // appendMaskedQuery writes the raw query with the values of the names in
 // mask (lowercase) replaced by ***. Both & and ; end a pair: some upstream
 // frameworks still split on ;, and a value they read must not slip past.
-func appendMaskedQuery(b []byte, q string, mask []string) []byte {
+func appendMaskedQuery(b []byte, q string, mask []string, escape func([]byte, string) []byte) []byte {
 	for {
 		end := strings.IndexAny(q, "&;")
 		pair := q
@@ -268,10 +390,10 @@ func appendMaskedQuery(b []byte, q string, mask []string) []byte {
 			pair = q[:end]
 		}
 		if eq := strings.IndexByte(pair, '='); eq >= 0 && masked(pair[:eq], mask) {
-			b = appendJSONChars(b, pair[:eq+1])
+			b = escape(b, pair[:eq+1])
 			b = append(b, "***"...)
 		} else {
-			b = appendJSONChars(b, pair)
+			b = escape(b, pair)
 		}
 		if end < 0 {
 			return b

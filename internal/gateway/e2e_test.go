@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -996,5 +997,30 @@ upstream = "b"
 	}
 	if s := e.stdout.String() + e.stderr.String(); strings.Contains(s, "CODE123") || strings.Contains(s, "SIGN456") || strings.Contains(s, "QUIETMARK") {
 		t.Error("a masked value or the quiet route's request reached a log")
+	}
+}
+
+// TestAccessLogTextFormat: with log.access_format each request is one text
+// line of the template, nginx's combined format here with edge's openid
+// for $remote_user, and the masked query; no JSON line is written.
+func TestAccessLogTextFormat(t *testing.T) {
+	b := startBackend(t, "b", nil)
+	e := startEdgeWith(t, "", `access_format = '$remote_addr - $openid [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" $route $upstream_addr'`, fmt.Sprintf(`[[upstreams]]
+name = "b"
+targets = [%q]
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "b"
+`, b.addr))
+	resp, _ := e.do(t, "GET", e.url("api.example.com", "/api/orders?code=CODE123&page=2"), nil, http.Header{"User-Agent": {`MicroMessenger "8.0"`}})
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	e.stop()
+	line := strings.TrimSpace(e.stdout.String())
+	re := regexp.MustCompile(`^127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "GET /api/orders\?code=\*\*\*&page=2 HTTP/1\.1" 200 \d+ "-" "MicroMessenger \\x228\.0\\x22" api ` + regexp.QuoteMeta(b.addr) + `$`)
+	if !re.MatchString(line) {
+		t.Fatalf("access log:\n%s", line)
 	}
 }
