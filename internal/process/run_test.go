@@ -2,6 +2,7 @@ package process
 
 import (
 	"os"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -16,21 +17,34 @@ func TestResidentBytes(t *testing.T) {
 	}
 }
 
+// TestCPUSeconds: the reading grows as this process works, and never
+// beyond the wall time that passed on every core. The work goes on until
+// the reading moves (on a busy machine the process may get little of the
+// CPU), bounded by a generous deadline.
 func TestCPUSeconds(t *testing.T) {
+	start := time.Now()
 	before, err := cpuSeconds(os.Getpid())
 	if err != nil {
 		t.Skipf("no /proc here: %v", err)
 	}
-	// Busy for a while, so the kernel's 10 ms ticks must have counted some.
+	deadline := start.Add(60 * time.Second)
 	x := 0
-	for start := time.Now(); time.Since(start) < 200*time.Millisecond; {
-		x++
-	}
-	after, err := cpuSeconds(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after-before < 0.05 || after > 1e6 {
-		t.Fatalf("CPU seconds %v then %v after 200ms of work (%d loops)", before, after, x)
+	for {
+		for range 1_000_000 {
+			x++
+		}
+		after, err := cpuSeconds(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if limit := before + time.Since(start).Seconds()*float64(runtime.NumCPU()) + 2.0/clockTicks; after > limit {
+			t.Fatalf("CPU seconds %v then %v: more than the %v the cores could give", before, after, limit)
+		}
+		if after-before >= 0.05 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CPU seconds %v then %v after %d loops in %s", before, after, x, time.Since(start))
+		}
 	}
 }
