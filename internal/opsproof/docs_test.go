@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,6 +19,7 @@ var nginxDirectives = []string{
 	"server_name", "listen 443 ssl http2", "ssl_certificate", "location", "proxy_pass",
 	"proxy_set_header", "upstream", "keepalive", "limit_req_zone", "limit_req",
 	"client_max_body_size", "allow", "deny", "gzip", "try_files", "return 301", "access_log",
+	"proxy_set_header Upgrade",
 }
 
 func TestMigrationGuideCoversDirectives(t *testing.T) {
@@ -46,37 +48,127 @@ func TestMigrationGuideCoversDirectives(t *testing.T) {
 	}
 }
 
+// translatedConfigs are nginx configs of mini-program backends and their
+// edge translations (each in exampleConfigs): the guide must map every
+// directive they use.
+var translatedConfigs = []string{
+	"docs/examples/nginx/nginx.conf",
+	"docs/examples/nginx/shop/nginx.conf",
+	"docs/examples/nginx/h5-admin/nginx.conf",
+	"docs/examples/nginx/services/nginx.conf",
+}
+
+// TestGuideMapsEveryDirectiveOfTheTranslatedConfigs: each directive of
+// the nginx configs the examples translate is shown in the guide in
+// backticks (`name ...`), in its table or its text, so a reader with the
+// same config finds every line of it.
+func TestGuideMapsEveryDirectiveOfTheTranslatedConfigs(t *testing.T) {
+	guide := readRepoFile(t, "docs/migrating-from-nginx.md")
+	for _, rel := range translatedConfigs {
+		directives := nginxDirectiveNames(readRepoFile(t, rel))
+		if len(directives) < 15 {
+			t.Fatalf("%s: only %d directives read: %q", rel, len(directives), directives)
+		}
+		for _, d := range directives {
+			if !regexp.MustCompile("`" + regexp.QuoteMeta(d) + "[ ;`]").MatchString(guide) {
+				t.Errorf("%s uses %q, which docs/migrating-from-nginx.md never shows as `%s ...`", rel, d, d)
+			}
+		}
+	}
+}
+
+// nginxDirectiveNames are the directive names of an nginx config, each
+// once, in order: the first word of every statement, quoted strings and
+// comments skipped, and nothing inside a map block (its lines are values).
+func nginxDirectiveNames(conf string) []string {
+	var names []string
+	seen := map[string]bool{}
+	start, depth, mapDepth := true, 0, -1
+	for i := 0; i < len(conf); {
+		c := conf[i]
+		switch {
+		case c == '#':
+			for i < len(conf) && conf[i] != '\n' {
+				i++
+			}
+			continue
+		case c == '\'' || c == '"':
+			end := strings.IndexByte(conf[i+1:], c)
+			if end < 0 {
+				return names
+			}
+			i += end + 2
+			start = false
+			continue
+		case c == ';':
+			start = true
+		case c == '{':
+			depth++
+			start = true
+		case c == '}':
+			depth--
+			if depth < mapDepth {
+				mapDepth = -1
+			}
+			start = true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+		default:
+			j := i
+			for j < len(conf) && !strings.ContainsRune(" \t\r\n;{}", rune(conf[j])) {
+				j++
+			}
+			word := conf[i:j]
+			if start && mapDepth < 0 {
+				if !seen[word] {
+					seen[word] = true
+					names = append(names, word)
+				}
+				if word == "map" {
+					mapDepth = depth + 1
+				}
+			}
+			start = false
+			i = j
+			continue
+		}
+		i++
+	}
+	return names
+}
+
 // exampleConfigs are the edge configs the docs show, each checked the way
 // `edge validate` checks a file. Files naming certificate files are copied
 // beside a freshly generated pair.
 var exampleConfigs = []struct {
-	path      string
-	withCerts bool
+	path string
+	// certs are certificate and key files the config names, made beside
+	// a copy of its directory: no key is kept in the repository.
+	certs [][2]string
 }{
-	{"docs/examples/nginx/edge.toml", false},
-	{"docs/examples/nginx/edge-own-certificate.toml", true},
-	{"deploy/edge/edge.toml", false},
-	{"config.example.toml", false},
+	{"docs/examples/nginx/edge.toml", nil},
+	{"docs/examples/nginx/edge-own-certificate.toml", [][2]string{{"fullchain.pem", "privkey.pem"}}},
+	{"docs/examples/nginx/shop/edge.toml", nil},
+	{"docs/examples/nginx/h5-admin/edge.toml", nil},
+	{"docs/examples/nginx/services/edge.toml", [][2]string{{"internal-ca.pem", "internal-ca.key"}, {"edge-client.pem", "edge-client.key"}}},
+	{"deploy/edge/edge.toml", nil},
+	{"config.example.toml", nil},
 }
 
 // exampleConfigPath is where the example can be validated as written.
-func exampleConfigPath(t *testing.T, rel string, withCerts bool) string {
+func exampleConfigPath(t *testing.T, rel string, certs [][2]string) string {
 	t.Helper()
 	path := repoFile(t, rel)
-	if !withCerts {
+	if len(certs) == 0 {
 		return path
 	}
 	dir := t.TempDir()
-	b, err := os.ReadFile(path)
-	if err != nil {
+	if err := os.CopyFS(dir, os.DirFS(filepath.Dir(path))); err != nil {
 		t.Fatal(err)
 	}
-	copied := filepath.Join(dir, filepath.Base(path))
-	if err := os.WriteFile(copied, b, 0o600); err != nil {
-		t.Fatal(err)
+	for _, c := range certs {
+		testpeer.WriteSelfSigned(t, filepath.Join(dir, c[0]), filepath.Join(dir, c[1]), "api.example.com")
 	}
-	testpeer.WriteSelfSigned(t, filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem"), "api.example.com")
-	return copied
+	return filepath.Join(dir, filepath.Base(path))
 }
 
 // exampleEnv is the environment the examples read: docker-compose.yml
@@ -89,7 +181,7 @@ func TestExampleConfigsLoad(t *testing.T) {
 	exampleEnv(t)
 	for _, ex := range exampleConfigs {
 		t.Run(ex.path, func(t *testing.T) {
-			if _, err := config.Load(exampleConfigPath(t, ex.path, ex.withCerts)); err != nil {
+			if _, err := config.Load(exampleConfigPath(t, ex.path, ex.certs)); err != nil {
 				t.Fatalf("%s does not load:\n%v", ex.path, err)
 			}
 		})
@@ -103,7 +195,7 @@ func TestExampleConfigsEdgeValidate(t *testing.T) {
 	exampleEnv(t)
 	for _, ex := range exampleConfigs {
 		t.Run(ex.path, func(t *testing.T) {
-			out := runTool(t, testpeer.RepoRoot(t), bin, "validate", "-config", exampleConfigPath(t, ex.path, ex.withCerts))
+			out := runTool(t, testpeer.RepoRoot(t), bin, "validate", "-config", exampleConfigPath(t, ex.path, ex.certs))
 			if !strings.Contains(out, "is valid") {
 				t.Fatalf("edge validate said:\n%s", out)
 			}
@@ -206,5 +298,19 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	if out := runTool(t, dir, analyze, "verify", path); strings.TrimSpace(out) != "" {
 		t.Fatalf("systemd-analyze verify:\n%s", out)
+	}
+}
+
+func TestNginxDirectiveNames(t *testing.T) {
+	conf := `# a comment; location
+http {
+    log_format main '$remote_addr "x;y" {'
+                    '$status';
+    map $http_origin $cors { default ""; "~^https://a" $http_origin; }
+    server { listen 443 ssl; location ~ ^/v(\d+)/ { if ($x = y) { return 204; } proxy_pass http://a; } }
+}`
+	want := []string{"http", "log_format", "map", "server", "listen", "location", "if", "return", "proxy_pass"}
+	if got := nginxDirectiveNames(conf); !slices.Equal(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
 	}
 }
