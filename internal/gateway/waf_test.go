@@ -297,5 +297,9 @@ func TestWAFBadReloadRefused(t *testing.T) {
 		if resp, _ := e.send(t, e.client, "/b/", attacks[0]); resp.StatusCode != http.StatusForbidden {
 			t.Fatalf("after the refused reload the block route answered %d", resp.StatusCode)
 		}
+		// edge validate finds it too, as nginx -t does.
+		if _, err := Validate(e.cfgPath); err == nil || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("validate %q: %v; want an error naming %s", tc.waf, err, tc.key)
+		}
 	}
 }

@@ -18,6 +18,7 @@ var nginxDirectives = []string{
 	"server_name", "listen 443 ssl http2", "ssl_certificate", "location", "proxy_pass",
 	"proxy_set_header", "upstream", "keepalive", "limit_req_zone", "limit_req",
 	"client_max_body_size", "allow", "deny", "gzip", "try_files", "return 301", "access_log",
+	"modsecurity",
 }
 
 func TestMigrationGuideCoversDirectives(t *testing.T) {

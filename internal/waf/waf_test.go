@@ -197,24 +197,27 @@ func TestCompileRefusesUnknownRules(t *testing.T) {
 	}
 }
 
-// BenchmarkWAFInspect is the firewall's cost on a request: a benign
-// mini-program JSON POST and a GET with a query, through paranoia level 1.
+// BenchmarkWAFInspect is the firewall's cost on a request at paranoia
+// level 1: a GET with a query and a mini-program JSON POST (both pass),
+// and a SQL injection in the query (refused).
 func BenchmarkWAFInspect(b *testing.B) {
 	e := engine(b, Settings{Block: true})
 	body := `{"remark":"请尽快发货，谢谢！🎉","openid":"oQ3x05Ab-CdEf_gh12","items":[{"id":3,"n":2},{"id":9,"n":1}],"address":{"city":"深圳","line":"南山区科技园 1 号"}}`
 	for _, bc := range []struct {
 		name string
 		r    func() *http.Request
+		want Action
 	}{
 		{"GET", func() *http.Request {
 			return request("GET", "/api/goods?page=2&size=20&openid=oQ3x05Ab-CdEf_gh12", "", "")
-		}},
-		{"JSON", func() *http.Request { return request("POST", "/api/order", "application/json", body) }},
+		}, Pass},
+		{"JSON", func() *http.Request { return request("POST", "/api/order", "application/json", body) }, Pass},
+		{"SQLi", func() *http.Request { return request("GET", "/api/goods?id=1'%20OR%20'1'='1", "", "") }, Block},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if v := e.Inspect(bc.r(), "203.0.113.7"); v.Action != Pass {
+				if v := e.Inspect(bc.r(), "203.0.113.7"); v.Action != bc.want {
 					b.Fatalf("%+v", v)
 				}
 			}
