@@ -136,11 +136,13 @@ func TestWAFBlocksAndDetects(t *testing.T) {
 	}
 	for _, rq := range benign {
 		t.Run(rq.name, func(t *testing.T) {
-			for _, prefix := range []string{"/b/", "/d/"} {
-				before := be.count()
-				resp, body := e.send(t, e.client, prefix, rq)
-				if resp.StatusCode != http.StatusOK || string(body) != rq.body || be.count()-before != 1 {
-					t.Fatalf("%s: %d %q; the upstream must get the request and its body whole", prefix, resp.StatusCode, body)
+			for proto, c := range e.clients() {
+				for _, prefix := range []string{"/b/", "/d/"} {
+					before := be.count()
+					resp, body := e.send(t, c, prefix, rq)
+					if resp.StatusCode != http.StatusOK || string(body) != rq.body || be.count()-before != 1 {
+						t.Fatalf("%s %s: %d %q; the upstream must get the request and its body whole", proto, prefix, resp.StatusCode, body)
+					}
 				}
 			}
 		})
@@ -149,7 +151,7 @@ func TestWAFBlocksAndDetects(t *testing.T) {
 	for _, want := range []string{
 		fmt.Sprintf(`edge_waf_requests_total{action="block",route="b"} %d`, 2*len(attacks)),
 		fmt.Sprintf(`edge_waf_requests_total{action="detect",route="d"} %d`, 2*len(attacks)),
-		fmt.Sprintf(`edge_waf_requests_total{action="pass",route="b"} %d`, len(benign)),
+		fmt.Sprintf(`edge_waf_requests_total{action="pass",route="b"} %d`, 2*len(benign)),
 		`edge_waf_rule_matches_total{route="b",rule="942100"}`,
 		`edge_waf_rule_matches_total{route="d",rule="941100"}`,
 	} {
@@ -244,7 +246,17 @@ rules = [942100, 942130, 942180, 942330, 942390, 942520, 942521]
 // (uploads) pass whatever their size.
 func TestWAFBodyLimit(t *testing.T) {
 	be := startBackend(t, "app", echoBody)
-	e := startEdge(t, wafConfig(be.addr, "[waf]\nbody_limit = \"1KB\"\n"))
+	e := startEdge(t, wafConfig(be.addr, `
+[[routes]]
+name = "small"
+path = "/small/"
+upstream = "app"
+waf = "block"
+max_body = "512"
+
+[waf]
+body_limit = "1KB"
+`))
 	big := `{"text":"` + strings.Repeat("好", 1024) + `"}`
 	upload := wafRequest{"upload", "POST", "upload", http.Header{"Content-Type": {"multipart/form-data; boundary=XyZ"}},
 		"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n" + strings.Repeat("\xff\xd8", 2048) + "\r\n--XyZ--\r\n"}
@@ -271,6 +283,25 @@ func TestWAFBodyLimit(t *testing.T) {
 			if tc.want != http.StatusOK && (reached != 0 || jsonCode(t, body) != int(apierror.BodyTooLarge)) {
 				t.Errorf("%s %s%s: refused with %s, upstream reached %d times", proto, tc.prefix, tc.rq.name, body, reached)
 			}
+		}
+	}
+	// A chunked body over the route's max_body, smaller than body_limit:
+	// the firewall's read stops at max_body, and the answer is the
+	// route's 413 as without the firewall (whose read error it passes on).
+	for proto, c := range e.clients() {
+		req, err := http.NewRequest("POST", e.url("api.example.com", "/small/x"), io.MultiReader(strings.NewReader(big)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", proto, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || jsonCode(t, body) != int(apierror.BodyTooLarge) {
+			t.Errorf("%s chunked over max_body: %d %s, want 413 41301", proto, resp.StatusCode, body)
 		}
 	}
 	if m := e.metric(t, "edge_waf_rule_matches_total"); !strings.Contains(m, `rule="body_limit"`) {
