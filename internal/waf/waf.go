@@ -174,7 +174,8 @@ func (a Action) String() string {
 // Verdict is the outcome of one inspection.
 type Verdict struct {
 	Action Action
-	// Rules are the ids of the attack rules that matched, in order; "body_limit" when the body was over the limit.
+	// Rules are the ids of the attack rules that matched, in order, after
+	// BodyLimitRule when the body was over the limit.
 	Rules []string
 	// TooLarge is set when the body was over the limit: refused with 413
 	// rather than 403, as ModSecurity's Reject does.
@@ -211,17 +212,21 @@ func (e *Engine) Inspect(r *http.Request, client string) Verdict {
 		tx.SetServerName(r.Host)
 	}
 	if tx.ProcessRequestHeaders() != nil {
-		return e.verdict(tx, nil)
+		return e.verdict(tx, false)
 	}
+	over := false
 	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody && inspected(r.Header["Content-Type"]) {
-		if over := e.readBody(tx, r); over {
-			return e.verdict(tx, []string{BodyLimitRule})
-		}
+		over = e.readBody(tx, r)
 	}
-	// Coraza fails here only on its own buffers; the request is judged on
-	// what the rules saw, as a body the rules could not parse is.
+	if over && e.block {
+		return e.verdict(tx, true)
+	}
+	// Phase 2, where most of CRS runs, also for a detect route's body over
+	// the limit: its URI and headers are still judged. Coraza fails here
+	// only on its own buffers; the request is judged on what the rules
+	// saw, as a body the rules could not parse is.
 	_, _ = tx.ProcessRequestBody()
-	return e.verdict(tx, nil)
+	return e.verdict(tx, over)
 }
 
 // readBody hands the body to tx when it fits the limit, and reports a
@@ -274,9 +279,14 @@ const (
 	scoreReachedEarly = 949111
 )
 
-func (e *Engine) verdict(tx types.Transaction, extra []string) Verdict {
-	v := Verdict{Rules: extra, TooLarge: len(extra) > 0}
-	exceeded := v.TooLarge
+// verdict reads the matched rules; tooLarge is a JSON or form body over
+// the limit, which the engine would refuse whatever the score.
+func (e *Engine) verdict(tx types.Transaction, tooLarge bool) Verdict {
+	v := Verdict{TooLarge: tooLarge}
+	if tooLarge {
+		v.Rules = []string{BodyLimitRule}
+	}
+	exceeded := tooLarge
 	for _, m := range tx.MatchedRules() {
 		id := m.Rule().ID()
 		switch {

@@ -139,13 +139,18 @@ func TestBodyLimit(t *testing.T) {
 		if v.Action != tc.action || !v.TooLarge || !slices.Equal(v.Rules, []string{BodyLimitRule}) {
 			t.Errorf("block=%v length=%d: %+v", tc.block, tc.length, v)
 		}
-		if got, _ := io.ReadAll(r.Body); tc.length < 0 && string(got) != body {
+		if got, _ := io.ReadAll(r.Body); string(got) != body {
 			t.Errorf("block=%v chunked: the body read for inspection was lost: %q", tc.block, got)
 		}
 	}
+	// A detect route still judges the URI of a body over the limit.
+	r := request("POST", "/api/x?id=1'%20OR%20'1'='1", "application/json", `{"a":"`+strings.Repeat("x", 94)+`"}`)
+	if v := engine(t, Settings{BodyLimit: 64}).Inspect(r, "203.0.113.7"); v.Action != Detect || !slices.Contains(v.Rules, "942100") {
+		t.Errorf("detect, over the limit, SQLi in the query: %+v", v)
+	}
 	// An upload is not inspected, whatever its size.
 	e := engine(t, Settings{Block: true, BodyLimit: 64})
-	r := request("POST", "/api/upload", "multipart/form-data; boundary=x", "--x\r\n"+strings.Repeat("y", 200)+"\r\n--x--\r\n")
+	r = request("POST", "/api/upload", "multipart/form-data; boundary=x", "--x\r\n"+strings.Repeat("y", 200)+"\r\n--x--\r\n")
 	if v := e.Inspect(r, "203.0.113.7"); v.Action != Pass || v.TooLarge {
 		t.Errorf("multipart: %+v", v)
 	}
