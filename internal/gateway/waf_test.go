@@ -105,6 +105,9 @@ var benign = []wafRequest{
 	{"profile form", "POST", "profile", formType, "nickname=" + url.QueryEscape("小明 ✨") + "&signature=" + url.QueryEscape("生活不止眼前的苟且，还有诗和远方。") + "&gender=1"},
 	{"search emoji", "GET", "search?q=" + url.QueryEscape("奶茶 🧋 半糖 少冰"), nil, ""},
 	{"text with apostrophe", "POST", "review", jsonType, `{"text":"It's the best tea I've had, 5 stars! 好喝","score":5}`},
+	{"REST update", "PUT", "cart/3", jsonType, `{"n":2,"spec":"大杯/少冰"}`},
+	{"REST patch", "PATCH", "profile", jsonType, `{"nickname":"小红🌸"}`},
+	{"REST delete", "DELETE", "cart/3", nil, ""},
 }
 
 // TestWAFBlocksAndDetects: in block mode every attack gets the house 403

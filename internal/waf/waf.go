@@ -88,7 +88,10 @@ func Compile(s Settings) (*Engine, error) {
 	}
 	var d strings.Builder
 	// Bodies reach Coraza only when they fit the limit (Inspect refuses or
-	// passes the rest itself), so nothing is ever buffered to disk.
+	// passes the rest itself), so nothing is ever buffered to disk. The
+	// REST methods are allowed (CRS's default refuses PUT, PATCH and
+	// DELETE, rule 911100): mini-program APIs use them, and a route's
+	// methods key is where edge restricts methods.
 	fmt.Fprintf(&d, `SecRuleEngine %s
 SecRequestBodyAccess On
 SecRequestBodyLimit %[2]d
@@ -100,6 +103,7 @@ SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:200001,phase:1,t:no
 SecRule REQUEST_HEADERS:Content-Type "^application/[a-z0-9.-]+[+]json" "id:200006,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
 SecAction "id:900000,phase:1,pass,t:none,nolog,setvar:tx.blocking_paranoia_level=%[3]d"
 SecAction "id:900110,phase:1,pass,t:none,nolog,setvar:tx.inbound_anomaly_score_threshold=%[4]d"
+SecAction "id:900200,phase:1,pass,t:none,nolog,setvar:'tx.allowed_methods=GET HEAD POST OPTIONS PUT PATCH DELETE'"
 `, engine, s.BodyLimit, s.ParanoiaLevel, s.AnomalyThreshold)
 	for i, e := range s.Exclusions {
 		if strings.ContainsAny(e.Path, "\"'\\ \t\r\n") {
