@@ -105,9 +105,24 @@ var benign = []wafRequest{
 	{"profile form", "POST", "profile", formType, "nickname=" + url.QueryEscape("小明 ✨") + "&signature=" + url.QueryEscape("生活不止眼前的苟且，还有诗和远方。") + "&gender=1"},
 	{"search emoji", "GET", "search?q=" + url.QueryEscape("奶茶 🧋 半糖 少冰"), nil, ""},
 	{"text with apostrophe", "POST", "review", jsonType, `{"text":"It's the best tea I've had, 5 stars! 好喝","score":5}`},
+	{"profile with avatar URL", "POST", "profile", jsonType, `{"nickName":"微信用户","avatarUrl":"https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTLxx7cZ0dL/132","gender":0,"language":"zh_CN","city":"Guangzhou"}`},
 	{"REST update", "PUT", "cart/3", jsonType, `{"n":2,"spec":"大杯/少冰"}`},
 	{"REST patch", "PATCH", "profile", jsonType, `{"nickname":"小红🌸"}`},
 	{"REST delete", "DELETE", "cart/3", nil, ""},
+}
+
+// miniProgram adds to hdr what wx.request sends from a phone: WeChat's
+// User-Agent and page-frame Referer, and an edge session token.
+func miniProgram(hdr http.Header) http.Header {
+	h := http.Header{
+		"User-Agent":    {"Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.49(0x18003137) NetType/WIFI Language/zh_CN miniProgram/wx1234567890abcdef"},
+		"Referer":       {"https://servicewechat.com/wx1234567890abcdef/12/page-frame.html"},
+		"Authorization": {"Bearer v1.eyJvIjoib1EzeDA1QWItQ2RFZl9naDEyIn0.AbC-dEf_123xyz"},
+	}
+	for k, v := range hdr {
+		h[k] = v
+	}
+	return h
 }
 
 // TestWAFBlocksAndDetects: in block mode every attack gets the house 403
@@ -139,6 +154,7 @@ func TestWAFBlocksAndDetects(t *testing.T) {
 	}
 	for _, rq := range benign {
 		t.Run(rq.name, func(t *testing.T) {
+			rq.hdr = miniProgram(rq.hdr)
 			for proto, c := range e.clients() {
 				for _, prefix := range []string{"/b/", "/d/"} {
 					before := be.count()
