@@ -65,7 +65,8 @@ type Engine struct {
 	bodyLimit int64
 }
 
-// KeyError is a setting the rule set refused, named by its config key.
+// KeyError is a setting the rule set refused, named by its key in the
+// config's [waf] section, which Settings mirrors field for field.
 type KeyError struct {
 	Key string
 	Err error
