@@ -29,7 +29,10 @@ const (
 	LoginCodeRejected Code = 40106 // the platform refused the code; a malformed login body is BadRequest
 	BasicAuthFailed   Code = 40107 // auth_basic: credentials missing or wrong
 	Forbidden         Code = 40301 // IP denied, banned, Referer/app check failed
-	NotFound          Code = 40401
+	// WAFBlocked: the firewall (waf = "block") found an attack in the
+	// request; the same request will always be refused.
+	WAFBlocked Code = 40302
+	NotFound   Code = 40401
 	// RequestTimeout: the client paused longer than server.read_timeout
 	// while sending a body (nginx answers 408 to a client_body_timeout as
 	// well).

@@ -16,6 +16,7 @@ type Config struct {
 	WechatAPI WechatAPI  `toml:"wechat_api"`
 	Upstreams []Upstream `toml:"upstreams"`
 	Routes    []Route    `toml:"routes"`
+	WAF       WAF        `toml:"waf"`
 
 	// Sections of the identity, callback and limits features, inlined: their
 	// keys sit at the top level of the file.
@@ -130,7 +131,7 @@ type Log struct {
 var AccessFields = []string{
 	"time", "request_id", "client_ip", "method", "host", "path", "query", "proto",
 	"status", "bytes", "duration_ms", "route", "upstream", "target", "upstream_ms",
-	"openid", "reason", "user_agent", "referer",
+	"openid", "reason", "waf", "waf_rules", "user_agent", "referer",
 }
 
 // DefaultAccessFields are every field but user_agent and referer, which
@@ -316,6 +317,10 @@ type Route struct {
 	// Release sends a share of the requests to a second upstream (see
 	// Release).
 	Release *Release `toml:"release"`
+	// WAF runs the requests through the OWASP Core Rule Set with the [waf]
+	// settings: "off" (default), "detect" (log and count what would be
+	// refused) or "block" (refuse it with 403, code 40302).
+	WAF string `toml:"waf"`
 
 	// Per-route keys of the identity, callback and limits features, inlined.
 	RouteAuth

@@ -54,6 +54,24 @@ func parseIn(t *testing.T, dir, text string) (*Config, *Error) {
 	return nil, e
 }
 
+// wantProblem requires e to hold a problem at key whose message contains
+// want, with the line it was written on.
+func wantProblem(t *testing.T, e *Error, key, want string) {
+	t.Helper()
+	if e == nil {
+		t.Fatal("no problems")
+	}
+	for _, p := range e.Problems {
+		if p.Key == key && strings.Contains(p.Msg, want) {
+			if p.Line == 0 {
+				t.Errorf("problem %v has no line", p)
+			}
+			return
+		}
+	}
+	t.Fatalf("no problem at %s containing %q in:\n%v", key, want, e)
+}
+
 func mustParse(t *testing.T, dir, text string) *Config {
 	t.Helper()
 	cfg, e := parseIn(t, dir, text)
@@ -137,7 +155,10 @@ func TestDefaults(t *testing.T) {
 		{"log.access", *d.Log.Access, true},
 		{"log.mask_query", strings.Join(d.Log.MaskQuery, ","), "code,token,access_token,session_key,password,secret,sign,signature,msg_signature,phone,mobile"},
 		{"route access", r.Access, (*bool)(nil)},
-		{"log.access_fields", strings.Join(d.Log.AccessFields, ","), "time,request_id,client_ip,method,host,path,query,proto,status,bytes,duration_ms,route,upstream,target,upstream_ms,openid,reason"},
+		{"waf.paranoia_level", d.WAF.ParanoiaLevel, 1},
+		{"waf.anomaly_threshold", d.WAF.AnomalyThreshold, 5},
+		{"waf.body_limit", d.WAF.BodyLimit, ByteSize(128 << 10)},
+		{"log.access_fields", strings.Join(d.Log.AccessFields, ","), "time,request_id,client_ip,method,host,path,query,proto,status,bytes,duration_ms,route,upstream,target,upstream_ms,openid,reason,waf,waf_rules"},
 		{"balance", u.Balance, "round_robin"},
 		{"hash_key", u.HashKey, "ip"},
 		{"keepalive", u.Keepalive, 64},

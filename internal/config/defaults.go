@@ -88,6 +88,7 @@ func (p *Passive) setDefaults() {
 func (r *Route) setDefaults() {
 	r.Path = "/"
 	r.Index = "index.html"
+	r.WAF = WAFOff
 	mb := ByteSize(1 << 20)
 	r.MaxBody = &mb
 }

@@ -122,7 +122,8 @@ type accessField uint8
 
 // The fields a line may carry, in config.AccessFields' names. upstream,
 // target and upstream_ms appear only on proxied requests, openid only when
-// verified, reason only when edge answered itself, query only when there
+// verified, reason only when edge answered itself, waf and waf_rules only
+// on routes with the firewall and when rules matched, query only when there
 // is one, user_agent and referer only when sent.
 const (
 	fieldTime accessField = iota
@@ -142,6 +143,8 @@ const (
 	fieldUpstreamMS
 	fieldOpenID
 	fieldReason
+	fieldWAF
+	fieldWAFRules
 	fieldUserAgent
 	fieldReferer
 	nFields
@@ -159,7 +162,7 @@ var fieldKeys = [nFields]string{
 	`,"time":`, `,"request_id":`, `,"client_ip":`, `,"method":`, `,"host":`, `,"path":`,
 	`,"query":`, `,"proto":`, `,"status":`, `,"bytes":`, `,"duration_ms":`, `,"route":`,
 	`,"upstream":`, `,"target":`, `,"upstream_ms":`, `,"openid":`, `,"reason":`,
-	`,"user_agent":`, `,"referer":`,
+	`,"waf":`, `,"waf_rules":`, `,"user_agent":`, `,"referer":`,
 }
 
 // compileAccessFormat maps the validated field names to their fields.
@@ -360,6 +363,10 @@ func optionalField(fd accessField, r *http.Request, info *reqctx.Info) string {
 		return info.OpenID
 	case fieldReason:
 		return info.Reason
+	case fieldWAF:
+		return info.WAF
+	case fieldWAFRules:
+		return info.WAFRules
 	case fieldUserAgent:
 		return firstValue(r.Header["User-Agent"])
 	case fieldReferer:

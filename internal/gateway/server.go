@@ -371,5 +371,14 @@ func Validate(path string) (*config.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	return config.Parse(data, path)
+	cfg, err := config.Parse(data, path)
+	if err != nil {
+		return nil, err
+	}
+	// The firewall's rule set is compiled too, as nginx -t loads
+	// ModSecurity's rules: an excluded id it lacks would fail the reload.
+	if _, err := wafEngines(cfg, nil); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }

@@ -43,6 +43,7 @@ type Metrics struct {
 	TLS       *TLS
 	WechatAPI *WechatAPI
 	Process   *Process
+	WAF       *WAF
 }
 
 // latencyBuckets suit an API gateway: 1 ms to 30 s.
@@ -144,6 +145,9 @@ func New(version string) *Metrics {
 		panic(err)
 	}
 	if m.WechatAPI, err = NewWechatAPI(reg); err != nil {
+		panic(err)
+	}
+	if m.WAF, err = NewWAF(reg); err != nil {
 		panic(err)
 	}
 	m.Process = newProcess(reg)

@@ -245,6 +245,12 @@ max_body = %[11]q
 gzip = true
 
 [[routes]]
+name = "guarded"
+path = "/guarded/"
+upstream = "app"
+waf = "block"
+
+[[routes]]
 name = "signed"
 path = "/signed/"
 upstream = "app"
@@ -394,6 +400,8 @@ func (d *driver) traffic(h1, h2 *http.Client, token string) {
 		d.get(c, "/site/", nil, http.StatusOK)
 		d.get(c, "/api/items", http.Header{"User-Agent": {"BadBot/1.0"}}, http.StatusForbidden)
 		d.get(c, "/signed/items", nil, http.StatusUnauthorized)
+		d.get(c, "/guarded/items?page=2", nil, http.StatusOK)
+		d.get(c, "/guarded/items?id=1%27%20OR%20%271%27%3D%271", nil, http.StatusForbidden)
 		d.get(c, "/signed/items", http.Header{
 			"Authorization":    {"Bearer " + token},
 			"X-Edge-Timestamp": {strconv.FormatInt(time.Now().Unix(), 10)},

@@ -37,6 +37,11 @@ type Info struct {
 	// Upgraded is set when the upstream switched protocols (WebSocket).
 	Upgraded bool
 
+	// WAF is what the firewall did: "pass", "detect" or "block"; "" on
+	// routes without it. WAFRules are the ids of the rules that matched,
+	// comma-separated.
+	WAF      string
+	WAFRules string
 	// Reason is a short machine word for why edge answered itself
 	// (e.g. "no_route", "body_too_large", "upstream_down").
 	Reason string
