@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1022,5 +1024,96 @@ upstream = "b"
 	re := regexp.MustCompile(`^127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "GET /api/orders\?code=\*\*\*&page=2 HTTP/1\.1" 200 \d+ "-" "MicroMessenger \\x228\.0\\x22" api ` + regexp.QuoteMeta(b.addr) + `$`)
 	if !re.MatchString(line) {
 		t.Fatalf("access log:\n%s", line)
+	}
+}
+
+// TestChunkedBodyOverLimitNeverReachesUpstream: a body of unknown length
+// (chunked over HTTP/1.1, no content-length over HTTP/2) that turns out
+// larger than max_body is refused with 413 and the upstream never sees
+// the request, neither once nor retried.
+func TestChunkedBodyOverLimitNeverReachesUpstream(t *testing.T) {
+	b := startBackend(t, "b", nil)
+	e := startEdge(t, fmt.Sprintf(`
+[[upstreams]]
+name = "b"
+targets = [%q]
+[[routes]]
+name = "small"
+path = "/upload"
+upstream = "b"
+max_body = "1KB"
+`, b.addr))
+	for _, client := range []*http.Client{e.client, e.h2} {
+		pr, pw := io.Pipe()
+		go func() {
+			_, _ = pw.Write([]byte(strings.Repeat("y", 4096)))
+			pw.Close()
+		}()
+		req, err := http.NewRequest("POST", e.url("api.example.com", "/upload"), pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assertAPIError(t, resp, string(body), 413, 41301)
+		if n := b.count(); n != 0 {
+			t.Fatalf("%s: the upstream got %d requests of a body over max_body", resp.Proto, n)
+		}
+	}
+}
+
+// TestChunkedBodyWithinLimitArrivesWhole: a body of unknown length within
+// max_body, larger than edge holds in memory, reaches the upstream whole,
+// with a Content-Length (read whole first, the rest of it on disk).
+func TestChunkedBodyWithinLimitArrivesWhole(t *testing.T) {
+	type got struct {
+		length int64
+		te     []string
+		sum    [32]byte
+	}
+	seen := make(chan got, 2)
+	b := startBackend(t, "b", func(w http.ResponseWriter, r *http.Request) {
+		data, _ := io.ReadAll(r.Body)
+		seen <- got{r.ContentLength, r.TransferEncoding, sha256.Sum256(data)}
+	})
+	e := startEdge(t, fmt.Sprintf(`
+[[upstreams]]
+name = "b"
+targets = [%q]
+[[routes]]
+name = "upload"
+path = "/upload"
+upstream = "b"
+max_body = "1MB"
+`, b.addr))
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 200<<10/16)
+	for _, client := range []*http.Client{e.client, e.h2} {
+		pr, pw := io.Pipe()
+		go func() {
+			for chunk := range slices.Chunk(payload, 7000) {
+				_, _ = pw.Write(chunk)
+			}
+			pw.Close()
+		}()
+		req, err := http.NewRequest("POST", e.url("api.example.com", "/upload"), pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: status %d", resp.Proto, resp.StatusCode)
+		}
+		g := <-seen
+		if g.length != int64(len(payload)) || len(g.te) != 0 || g.sum != sha256.Sum256(payload) {
+			t.Fatalf("%s: the upstream got length %d, transfer encoding %q, the same bytes: %t", resp.Proto, g.length, g.te, g.sum == sha256.Sum256(payload))
+		}
 	}
 }

@@ -103,6 +103,9 @@ type route struct {
 	// final answers: the upstream, static files, a fixed answer or a
 	// login; with the route's error pages and compression around it.
 	final http.Handler
+	// spoolUnknownLength reads a body of unknown length whole before it
+	// goes upstream (spoolBody): on routes that proxy.
+	spoolUnknownLength bool
 	// release sends a share of the requests to the next version instead
 	// of final; nil without [routes.release].
 	release *release
@@ -361,6 +364,7 @@ func (g *Gateway) buildRoute(rc *config.Route, re *regexp.Regexp, upstreams map[
 	var err error
 	switch {
 	case rc.Upstream != "":
+		rt.spoolUnknownLength = true
 		h = proxy.NewProxy(proxy.ProxyOptions{
 			Route:          rc.Name,
 			Upstream:       upstreams[rc.Upstream],
@@ -526,6 +530,12 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info
 	if rt.verify != nil && !rt.verify.Check(w, r) {
 		return
 	}
+	if rt.spoolUnknownLength && r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody {
+		if err := spoolBody(r); err != nil {
+			answerSpoolFailure(w, r, info, err)
+			return
+		}
+	}
 	if rt.release != nil && rt.release.toNext(info) {
 		rt.release.next.ServeHTTP(w, r)
 		return
@@ -618,6 +628,7 @@ const (
 	reasonPanic           = "panic"
 	reasonBodyTooLarge    = "body_too_large"
 	reasonBodyTimeout     = "client_body_timeout"
+	reasonBodySpoolFailed = "body_spool_failed"
 	reasonWAFBlocked      = "waf_blocked"
 	reasonWAFBodyTooLarge = "waf_body_too_large"
 )

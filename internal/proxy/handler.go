@@ -202,7 +202,7 @@ func (p *proxyHandler) errorHandler(w http.ResponseWriter, r *http.Request, err 
 	}
 	var cb *clientBodyError
 	if errors.As(err, &cb) && r.Context().Err() == nil {
-		answerClientBodyFault(w, r, info, cb.err)
+		AnswerClientBodyFault(w, r, info, cb.err)
 		return
 	}
 	var maxBytes *http.MaxBytesError
@@ -231,10 +231,10 @@ func (p *proxyHandler) errorHandler(w http.ResponseWriter, r *http.Request, err 
 	}
 }
 
-// answerClientBodyFault answers a client whose body could not be read: too
+// AnswerClientBodyFault answers a client whose body could not be read: too
 // large 413, stalled 408, cut off 499 (the client closed its side: nobody
 // is there to read more than a status), malformed framing 400.
-func answerClientBodyFault(w http.ResponseWriter, r *http.Request, info *reqctx.Info, err error) {
+func AnswerClientBodyFault(w http.ResponseWriter, r *http.Request, info *reqctx.Info, err error) {
 	var maxBytes *http.MaxBytesError
 	var ne net.Error
 	reason := "bad_body"
