@@ -99,18 +99,7 @@ func TestAnswersProblems(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, e := parseIn(t, dir, answersRoute(tt.lines...))
-			if e == nil {
-				t.Fatal("no problems")
-			}
-			for _, p := range e.Problems {
-				if p.Key == tt.key && strings.Contains(p.Msg, tt.want) {
-					if p.Line == 0 {
-						t.Errorf("problem %v has no line", p)
-					}
-					return
-				}
-			}
-			t.Fatalf("no problem at %s containing %q in:\n%v", tt.key, tt.want, e)
+			wantProblemAt(t, e, tt.key, tt.want)
 		})
 	}
 }

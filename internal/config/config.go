@@ -14,6 +14,7 @@ type Config struct {
 	Log       Log        `toml:"log"`
 	Cluster   Cluster    `toml:"cluster"`
 	WechatAPI WechatAPI  `toml:"wechat_api"`
+	Cache     CacheStore `toml:"cache"`
 	Upstreams []Upstream `toml:"upstreams"`
 	Routes    []Route    `toml:"routes"`
 
@@ -316,6 +317,8 @@ type Route struct {
 	// Release sends a share of the requests to a second upstream (see
 	// Release).
 	Release *Release `toml:"release"`
+	// Cache stores the route's GET and HEAD answers (see RouteCache).
+	Cache *RouteCache `toml:"cache"`
 
 	// Per-route keys of the identity, callback and limits features, inlined.
 	RouteAuth

@@ -41,6 +41,24 @@ func wantProblems(t *testing.T, e *Error, ws []want) {
 	}
 }
 
+// wantProblemAt checks that e holds a problem at key, with a line, whose
+// message contains msg; other problems may come with it.
+func wantProblemAt(t *testing.T, e *Error, key, msg string) {
+	t.Helper()
+	if e == nil {
+		t.Fatal("no problems")
+	}
+	for _, p := range e.Problems {
+		if p.Key == key && strings.Contains(p.Msg, msg) {
+			if p.Line == 0 {
+				t.Errorf("problem %v has no line", p)
+			}
+			return
+		}
+	}
+	t.Fatalf("no problem at %s containing %q in:\n%v", key, msg, e)
+}
+
 // upstreamA is a valid upstream for route cases, on lines 1-3.
 var upstreamA = []string{`[[upstreams]]`, `name = "a"`, `targets = ["127.0.0.1:3000"]`}
 

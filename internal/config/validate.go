@@ -27,6 +27,7 @@ func (cfg *Config) validate(c *checker) {
 	cfg.IdentitySections.validate(c)
 	cfg.LimitSections.validate(c)
 	cfg.validateWechatAPI(c)
+	cfg.Cache.validate(c)
 }
 
 func (s *Server) validate(c *checker) {
@@ -429,6 +430,7 @@ func validateRoutes(c *checker, routes []Route, ups []Upstream) {
 		r.RouteCallback.validate(c, key)
 		r.RouteAccess.validate(c, key)
 		r.validateAnswers(c, key)
+		r.validateCache(c, key)
 	}
 }
 

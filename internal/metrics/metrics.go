@@ -43,6 +43,7 @@ type Metrics struct {
 	TLS       *TLS
 	WechatAPI *WechatAPI
 	Process   *Process
+	Cache     *Cache
 }
 
 // latencyBuckets suit an API gateway: 1 ms to 30 s.
@@ -147,6 +148,7 @@ func New(version string) *Metrics {
 		panic(err)
 	}
 	m.Process = newProcess(reg)
+	m.Cache = newCache(reg)
 	return m
 }
 
