@@ -275,6 +275,7 @@ func (p *Policy) fetch(w http.ResponseWriter, r *http.Request, next http.Handler
 	}
 	switch rec.mode {
 	case modePass:
+		rec.trailers()
 		// The upstream no longer lets its answer be stored.
 		if f.stale != nil && rec.status < 500 {
 			p.store.drop(f.stale)

@@ -3,6 +3,7 @@ package cache
 import (
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"edge/internal/httphdr"
@@ -54,6 +55,10 @@ func (rec *recorder) WriteHeader(code int) {
 		return
 	}
 	fresh, ok := rec.p.freshness(code, rec.h, rec.now)
+	// An event stream is never complete enough to store, and must flow.
+	if strings.HasPrefix(rec.h.Get("Content-Type"), "text/event-stream") {
+		ok = false
+	}
 	if n, known := httphdr.ParseLength(rec.h.Get("Content-Length")); ok && (!known || n <= rec.p.maxEntry) {
 		rec.mode, rec.fresh = modeBuffer, fresh
 		return
@@ -74,6 +79,18 @@ func (rec *recorder) pass() {
 	}
 	h["X-Cache"] = xCache[resultMiss]
 	rec.w.WriteHeader(rec.status)
+}
+
+// trailers passes on what the exchange put in the header after the body
+// of an answer passed on: the exchange holds the recorder's header map,
+// not the client's.
+func (rec *recorder) trailers() {
+	h := rec.w.Header()
+	for k, v := range rec.h {
+		if strings.HasPrefix(k, http.TrailerPrefix) || httphdr.HasToken(rec.h["Trailer"], k) {
+			h[k] = v
+		}
+	}
 }
 
 func (rec *recorder) Write(b []byte) (int, error) {
