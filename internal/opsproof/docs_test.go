@@ -20,6 +20,7 @@ var nginxDirectives = []string{
 	"proxy_set_header", "upstream", "keepalive", "limit_req_zone", "limit_req",
 	"client_max_body_size", "allow", "deny", "gzip", "try_files", "return 301", "access_log",
 	"proxy_set_header Upgrade",
+	"proxy_cache",
 }
 
 func TestMigrationGuideCoversDirectives(t *testing.T) {
