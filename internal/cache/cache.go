@@ -8,6 +8,7 @@
 package cache
 
 import (
+	"bytes"
 	"maps"
 	"net/http"
 	"net/url"
@@ -211,13 +212,32 @@ func (p *Policy) key(r *http.Request) (key, url string) {
 // decoded: two spellings of one value are two keys, never one answer for
 // two values.
 func NormalQuery(q string) string {
-	if q == "" {
-		return ""
+	if normal(q) {
+		return q
 	}
 	pairs := strings.Split(q, "&")
 	pairs = slices.DeleteFunc(pairs, func(s string) bool { return s == "" })
 	slices.Sort(pairs)
 	return strings.Join(pairs, "&")
+}
+
+// normal reports whether q's pairs are sorted already, none empty: the
+// usual case, which needs no copy.
+func normal(q string) bool {
+	if q == "" {
+		return true
+	}
+	prev := ""
+	for i := 0; ; i++ {
+		pair, rest, more := strings.Cut(q, "&")
+		if pair == "" || i > 0 && pair < prev {
+			return false
+		}
+		if !more {
+			return true
+		}
+		prev, q = pair, rest
+	}
 }
 
 // conditions are the client's conditional headers, answered from the
@@ -324,6 +344,10 @@ func (p *Policy) refresh(old *entry, h http.Header, now time.Time) (*entry, bool
 // the request that fetched it, for the values of its Vary (nil: set by
 // the caller).
 func (p *Policy) entry(f fetchOf, reqHeader http.Header, status int, h http.Header, body []byte, fresh freshness) *entry {
+	if cap(body)-len(body) > len(body)/8 {
+		// The buffer grew by doubling: what is stored is what is counted.
+		body = bytes.Clone(body)
+	}
 	e := &entry{
 		key: f.key, url: f.url, route: p.route, head: f.head, status: status,
 		header: storedHeader(h), body: body, base: fresh.base,

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -454,4 +455,37 @@ func TestPassedOn(t *testing.T) {
 	if got := w.Result().Trailer.Get("X-Sum"); got != "42" || w.Body.String() != "body" {
 		t.Errorf("trailer X-Sum %q, body %q", got, w.Body.String())
 	}
+}
+
+func TestNormalQuery(t *testing.T) {
+	for q, want := range map[string]string{
+		"": "", "a=1": "a=1", "a=1&b=2": "a=1&b=2", "b=2&a=1": "a=1&b=2", "a=1&&b=2": "a=1&b=2",
+		"&": "", "a=1&a=0": "a=0&a=1", "a=%41&a=A": "a=%41&a=A", "b&a=": "a=&b",
+	} {
+		if got := NormalQuery(q); got != want {
+			t.Errorf("NormalQuery(%q) = %q, want %q", q, got, want)
+		}
+	}
+}
+
+func FuzzNormalQuery(f *testing.F) {
+	for _, s := range []string{"", "a=1&b=2", "b=2&a=1", "&&a", "x=%20&x=+"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		n := NormalQuery(q)
+		if NormalQuery(n) != n {
+			t.Fatalf("%q: normal form %q is not stable", q, n)
+		}
+		var want []string
+		for p := range strings.SplitSeq(q, "&") {
+			if p != "" {
+				want = append(want, p)
+			}
+		}
+		slices.Sort(want)
+		if n != strings.Join(want, "&") {
+			t.Fatalf("%q: %q lost or changed a pair", q, n)
+		}
+	})
 }

@@ -71,8 +71,12 @@ func (r *Route) validateCache(c *checker, key string) {
 	if r.Upstream == "" {
 		c.add(key, "only applies to routes with upstream; static files and fixed answers need no cache")
 	}
-	if r.Auth != "" && r.Auth != AuthNone && !rc.Public {
+	switch {
+	case rc.Public:
+	case r.Auth != "" && r.Auth != AuthNone:
 		c.add(key, `every request of a route with auth = %q carries an identity, whose answers are never cached: nothing would be stored; set public = true if the answers are the same for every user, or remove [routes.cache]`, r.Auth)
+	case r.AuthBasic != nil:
+		c.add(key, `every request of a route with auth_basic carries credentials, whose answers are never cached: nothing would be stored; set public = true if the answers are the same for every user, or remove [routes.cache]`)
 	}
 	if rc.LockTimeout <= 0 {
 		c.add(key+".lock_timeout", `must be more than 0, like "5s"`)

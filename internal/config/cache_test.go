@@ -26,7 +26,7 @@ func TestCacheKeys(t *testing.T) {
 }
 
 func TestCacheProblems(t *testing.T) {
-	dir := testDir(t)
+	dir := answersDir(t)
 	route := func(lines ...string) string {
 		return withA(append([]string{`[[routes]]`, `name = "r"`, `upstream = "a"`}, lines...)...)
 	}
@@ -41,6 +41,7 @@ func TestCacheProblems(t *testing.T) {
 		{"zero size", withA(`[cache]`, `max_size = 0`, `[[routes]]`, `name = "r"`, `upstream = "a"`), "cache.max_size", "more than 0"},
 		{"entry over size", withA(`[cache]`, `max_size = "1MB"`, `max_entry_size = "2MB"`, `[[routes]]`, `name = "r"`, `upstream = "a"`),
 			"cache.max_entry_size", "larger than cache.max_size"},
+		{"basic auth not public", route(`auth_basic = { user_file = "htpasswd" }`, `[routes.cache]`, `ttl = "1m"`), "routes[0].cache", "auth_basic carries credentials"},
 		{"token route not public", route(`auth = "jwt"`, `jwt = { secret = "0123456789abcdef0123456789abcdef" }`, `[routes.cache]`, `ttl = "1m"`),
 			"routes[0].cache", "set public = true"},
 	}
