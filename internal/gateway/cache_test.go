@@ -111,6 +111,11 @@ path = "/pub/"
 upstream = "app"
 [routes.cache]
 public = true
+
+[[routes]]
+name = "plain"
+path = "/plain/"
+upstream = "app"
 `
 
 func maxAge60(string) http.Header { return http.Header{"Cache-Control": {"max-age=60"}} }
@@ -167,6 +172,11 @@ func TestCacheHitAndMiss(t *testing.T) {
 	if id := r1.Header.Get("X-Request-Id"); id == "" || id == resp.Header.Get("X-Request-Id") || len(r1.Header.Values("X-Request-Id")) != 1 {
 		t.Errorf("request ids %q and %q: a stored answer must carry each request's own, once", resp.Header.Values("X-Request-Id"), r1.Header.Values("X-Request-Id"))
 	}
+	// A route without [routes.cache] is untouched.
+	e.cacheSteps(t, e.client, []cacheStep{
+		{path: "/plain/a", want: "", body: "/plain/a #1"},
+		{path: "/plain/a", want: "", body: "/plain/a #2"},
+	})
 	if n := be.hits("/c/a"); n != 2 {
 		t.Errorf("the upstream saw /c/a %d times, want 2 (the first GET and the POST)", n)
 	}
