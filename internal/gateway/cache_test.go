@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -116,6 +118,13 @@ public = true
 name = "plain"
 path = "/plain/"
 upstream = "app"
+
+[[routes]]
+name = "gz"
+path = "/gz/"
+upstream = "app"
+compress = ["gzip"]
+[routes.cache]
 `
 
 func maxAge60(string) http.Header { return http.Header{"Cache-Control": {"max-age=60"}} }
@@ -429,6 +438,44 @@ func TestCacheVary(t *testing.T) {
 		{path: "/c/v", want: "MISS", body: "/c/v #3"},
 		{path: "/c/v", want: "HIT", body: "/c/v #3"},
 	})
+}
+
+// TestCacheCompressed: on a route that compresses, each coding the
+// clients accept is stored as its own variant, compressed once.
+func TestCacheCompressed(t *testing.T) {
+	be := startCountingBackend(t, func(string) http.Header {
+		return http.Header{"Cache-Control": {"max-age=60"}, "Content-Type": {"application/json"}}
+	})
+	be.setReply(func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"n":%d,"pad":%q}`, be.hits(r.URL.Path), strings.Repeat("x", 2000))
+		return true
+	})
+	e := startEdge(t, fmt.Sprintf(cacheRoutes, be.addr))
+	for i, tt := range []struct{ accept, coding, xcache string }{
+		{"gzip", "gzip", "MISS"}, {"gzip", "gzip", "HIT"}, {"identity", "", "MISS"}, {"identity", "", "HIT"}, {"gzip", "gzip", "HIT"},
+	} {
+		resp, body := send(t, e.client, "GET", e.url("api.example.com", "/gz/list"), http.Header{"Accept-Encoding": {tt.accept}})
+		if resp.Header.Get("X-Cache") != tt.xcache || resp.Header.Get("Content-Encoding") != tt.coding || !hasVary(resp.Header, "Accept-Encoding") {
+			t.Fatalf("step %d: X-Cache %q Content-Encoding %q Vary %q; want %s %q", i, resp.Header.Get("X-Cache"), resp.Header.Get("Content-Encoding"), resp.Header.Values("Vary"), tt.xcache, tt.coding)
+		}
+		if tt.coding == "gzip" {
+			zr, err := gzip.NewReader(bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if body, err = io.ReadAll(zr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !strings.HasPrefix(string(body), `{"n":1,`) && !strings.HasPrefix(string(body), `{"n":2,`) || len(body) < 2000 {
+			t.Fatalf("step %d: body %.40q", i, body)
+		}
+	}
+	if n := be.hits("/gz/list"); n != 2 {
+		t.Errorf("%d upstream requests, want one per coding", n)
+	}
 }
 
 // TestCachePurgeAndReload: the admin API purges one URL, a prefix, a
