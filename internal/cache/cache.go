@@ -68,8 +68,8 @@ const (
 	nResults
 )
 
-// Results are the result label's values.
-var Results = [nResults]string{"hit", "miss", "stale", "revalidated", "bypass"}
+// results are the result label's values.
+var results = [nResults]string{"hit", "miss", "stale", "revalidated", "bypass"}
 
 var xCache = [nResults][]string{{"HIT"}, {"MISS"}, {"STALE"}, {"REVALIDATED"}, {"BYPASS"}}
 
@@ -83,7 +83,7 @@ func New(o Options) *Policy {
 		p.now = time.Now
 	}
 	if o.Requests != nil {
-		for i, name := range Results {
+		for i, name := range results {
 			p.requests[i] = o.Requests(name)
 		}
 	}

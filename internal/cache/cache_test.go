@@ -356,7 +356,7 @@ func TestStoreBound(t *testing.T) {
 	}
 	get(p, o, "GET", "/1", nil) // now the most recently used
 	get(p, o, "GET", "/5", nil)
-	bytes, n := store.Size()
+	bytes, n := store.size()
 	if n != 4 || bytes > 4*(entryOverhead+64) {
 		t.Fatalf("%d entries of %d bytes, want 4 within the bound", n, bytes)
 	}
@@ -366,7 +366,7 @@ func TestStoreBound(t *testing.T) {
 		}
 	}
 	store.Resize(entryOverhead + 64)
-	if _, n := store.Size(); n != 1 {
+	if _, n := store.size(); n != 1 {
 		t.Errorf("%d entries after resizing to one's size", n)
 	}
 	store.Resize(1 << 20)
@@ -378,7 +378,7 @@ func TestStoreBound(t *testing.T) {
 	if n := store.Purge(func(string, string) bool { return true }); n != 2 {
 		t.Errorf("purged %d, want the 2 left", n)
 	}
-	if bytes, n := store.Size(); bytes != 0 || n != 0 {
+	if bytes, n := store.size(); bytes != 0 || n != 0 {
 		t.Errorf("after purging everything: %d bytes, %d entries", bytes, n)
 	}
 }

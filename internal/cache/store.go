@@ -310,8 +310,8 @@ func (s *Store) Purge(match func(route, url string) bool) int {
 	return n
 }
 
-// Size returns the bytes and answers stored.
-func (s *Store) Size() (bytes, entries int64) {
+// size returns the bytes and answers stored.
+func (s *Store) size() (bytes, entries int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.bytes, s.count
