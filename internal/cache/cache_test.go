@@ -7,14 +7,22 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // clock is the injected clock: it moves only when a test moves it.
-type clock struct{ t time.Time }
+type clock struct{ ns atomic.Int64 }
 
-func (c *clock) now() time.Time { return c.t }
+func newClock() *clock {
+	c := &clock{}
+	c.ns.Store(time.Unix(1_700_000_000, 0).UnixNano())
+	return c
+}
+
+func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // origin stands for the route's upstream exchange: it counts its
 // requests and answers with what the test sets.
@@ -141,7 +149,7 @@ func TestFreshness(t *testing.T) {
 // clock, then fetched again; with validators it is revalidated, and a 304
 // keeps its body.
 func TestExpiry(t *testing.T) {
-	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := newClock()
 	o := &origin{}
 	o.answer = func(w http.ResponseWriter, r *http.Request, n int) {
 		w.Header().Set("Cache-Control", "max-age=10")
@@ -166,7 +174,7 @@ func TestExpiry(t *testing.T) {
 		{2 * time.Second, "REVALIDATED", "0", 3},
 	}
 	for i, s := range steps {
-		c.t = c.t.Add(s.advance)
+		c.advance(s.advance)
 		r := get(p, o, "GET", "/x", nil)
 		if r.xcache != s.xcache || r.body != "answer 1" || r.header.Get("Age") != s.age || o.count() != s.fetches {
 			t.Fatalf("step %d: %s %q Age %q after %d fetches; want %s Age %s after %d", i, r.xcache, r.body, r.header.Get("Age"), o.count(), s.xcache, s.age, s.fetches)
@@ -180,7 +188,7 @@ func TestExpiry(t *testing.T) {
 // TestConditional: the client's validators are answered from the store;
 // they never reach the upstream, which is asked for the whole answer.
 func TestConditional(t *testing.T) {
-	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := newClock()
 	lm := time.Unix(1_600_000_000, 0).UTC()
 	o := &origin{answer: fixed(http.Header{"Cache-Control": {"max-age=60"}, "Etag": {`W/"v"`},
 		"Last-Modified": {lm.Format(http.TimeFormat)}, "Content-Type": {"text/plain"}}, 200)}
@@ -239,11 +247,11 @@ func TestStaleIfError(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := &clock{t: time.Unix(1_700_000_000, 0)}
+			c := newClock()
 			o := &origin{answer: fixed(http.Header{"Cache-Control": {tt.control}}, 200)}
 			p := newPolicy(c, Options{StaleIfError: time.Minute})
 			get(p, o, "GET", "/s", nil)
-			c.t = c.t.Add(tt.after)
+			c.advance(tt.after)
 			o.answer = tt.fail
 			r := get(p, o, "GET", "/s", nil)
 			if r.status != tt.status || r.xcache != tt.xcache || tt.xcache == "STALE" && r.body != "answer 1" {
@@ -271,7 +279,7 @@ func TestIdentityBypass(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.target, tt.h), func(t *testing.T) {
-			c := &clock{t: time.Unix(1_700_000_000, 0)}
+			c := newClock()
 			o := &origin{answer: fixed(http.Header{"Cache-Control": {"max-age=60"}}, 200)}
 			p := newPolicy(c, Options{})
 			if r := get(p, o, "GET", tt.target, tt.h); r.xcache != "BYPASS" {
@@ -292,7 +300,7 @@ func TestIdentityBypass(t *testing.T) {
 // TestLockTimeout: a request that waits longer than lock_timeout for
 // another's fetch asks the upstream itself, uncached.
 func TestLockTimeout(t *testing.T) {
-	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := newClock()
 	hold := make(chan struct{})
 	o := &origin{}
 	o.answer = func(w http.ResponseWriter, r *http.Request, n int) {
@@ -323,7 +331,7 @@ func TestLockTimeout(t *testing.T) {
 // TestLargeAnswer: an answer over max_entry_size is passed on whole and
 // not stored.
 func TestLargeAnswer(t *testing.T) {
-	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := newClock()
 	big := strings.Repeat("x", 100)
 	for _, length := range []bool{false, true} {
 		o := &origin{answer: func(w http.ResponseWriter, r *http.Request, n int) {
@@ -347,7 +355,7 @@ func TestLargeAnswer(t *testing.T) {
 // TestStoreBound: the store keeps to its size, evicting the least
 // recently used first, and shrinks at once when resized.
 func TestStoreBound(t *testing.T) {
-	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := newClock()
 	o := &origin{answer: fixed(http.Header{"Cache-Control": {"max-age=60"}}, 200)}
 	store := NewStore(StoreOptions{MaxSize: 4 * (entryOverhead + 64)})
 	p := newPolicy(c, Options{Store: store})
@@ -386,7 +394,7 @@ func TestStoreBound(t *testing.T) {
 // TestVariants: answers that vary on a header are kept per value, up to
 // maxVariants, and the upstream's Vary is merged with the client's.
 func TestVariants(t *testing.T) {
-	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := newClock()
 	o := &origin{answer: func(w http.ResponseWriter, r *http.Request, n int) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		w.Header().Set("Vary", "Accept-Language")
@@ -427,7 +435,7 @@ func FuzzParseControl(f *testing.F) {
 // TestPassedOn: answers that are not stored reach the client as they
 // come: an event stream flushed as it is written, trailers after the body.
 func TestPassedOn(t *testing.T) {
-	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := newClock()
 	flushed := make(chan bool, 1)
 	o := &origin{answer: func(w http.ResponseWriter, r *http.Request, n int) {
 		switch r.URL.Path {
@@ -488,4 +496,50 @@ func FuzzNormalQuery(f *testing.F) {
 			t.Fatalf("%q: %q lost or changed a pair", q, n)
 		}
 	})
+}
+
+// TestConcurrentUse: lookups, fetches, revalidations, evictions and
+// purges at once, for the race detector; every answer is one the origin
+// gave for that path.
+func TestConcurrentUse(t *testing.T) {
+	c := newClock()
+	o := &origin{answer: func(w http.ResponseWriter, r *http.Request, n int) {
+		w.Header().Set("Cache-Control", "max-age=0")
+		w.Header().Set("Etag", `"x"`)
+		if r.Header.Get("If-None-Match") == `"x"` && n%2 == 0 {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=1")
+		fmt.Fprintf(w, "%s", r.URL.Path)
+	}}
+	store := NewStore(StoreOptions{MaxSize: 3 * (entryOverhead + 64)})
+	p := newPolicy(c, Options{Store: store, StaleIfError: time.Minute})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				path := fmt.Sprintf("/k%d", (g+i)%5)
+				method := "GET"
+				if i%7 == 0 {
+					method = "HEAD"
+				}
+				r := get(p, o, method, path, nil)
+				if r.status != 200 || method == "GET" && r.body != path {
+					t.Errorf("%s %s: %d %q", method, path, r.status, r.body)
+					return
+				}
+				if i%50 == 0 {
+					store.Purge(func(string, string) bool { return true })
+				}
+				if i%10 == 0 {
+					c.advance(time.Second)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if bytes, _ := store.size(); bytes > 3*(entryOverhead+64) {
+		t.Errorf("%d bytes stored, over the bound", bytes)
+	}
 }
