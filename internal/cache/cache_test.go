@@ -7,22 +7,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"edge/internal/testpeer"
 )
 
-// clock is the injected clock: it moves only when a test moves it.
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock {
-	c := &clock{}
-	c.ns.Store(time.Unix(1_700_000_000, 0).UnixNano())
-	return c
-}
-
-func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+// newClock is the injected clock: it moves only when a test moves it.
+func newClock() *testpeer.Clock { return testpeer.NewClock(time.Unix(1_700_000_000, 0)) }
 
 // origin stands for the route's upstream exchange: it counts its
 // requests and answers with what the test sets.
@@ -59,11 +51,11 @@ func fixed(h http.Header, status int) func(http.ResponseWriter, *http.Request, i
 	}
 }
 
-func newPolicy(c *clock, o Options) *Policy {
+func newPolicy(c *testpeer.Clock, o Options) *Policy {
 	if o.Store == nil {
 		o.Store = NewStore(StoreOptions{MaxSize: 1 << 20})
 	}
-	o.Route, o.Now = "r", c.now
+	o.Route, o.Now = "r", c.Now
 	if o.LockTimeout == 0 {
 		o.LockTimeout = 5 * time.Second
 	}
@@ -174,7 +166,7 @@ func TestExpiry(t *testing.T) {
 		{2 * time.Second, "REVALIDATED", "0", 3},
 	}
 	for i, s := range steps {
-		c.advance(s.advance)
+		c.Advance(s.advance)
 		r := get(p, o, "GET", "/x", nil)
 		if r.xcache != s.xcache || r.body != "answer 1" || r.header.Get("Age") != s.age || o.count() != s.fetches {
 			t.Fatalf("step %d: %s %q Age %q after %d fetches; want %s Age %s after %d", i, r.xcache, r.body, r.header.Get("Age"), o.count(), s.xcache, s.age, s.fetches)
@@ -251,7 +243,7 @@ func TestStaleIfError(t *testing.T) {
 			o := &origin{answer: fixed(http.Header{"Cache-Control": {tt.control}}, 200)}
 			p := newPolicy(c, Options{StaleIfError: time.Minute})
 			get(p, o, "GET", "/s", nil)
-			c.advance(tt.after)
+			c.Advance(tt.after)
 			o.answer = tt.fail
 			r := get(p, o, "GET", "/s", nil)
 			if r.status != tt.status || r.xcache != tt.xcache || tt.xcache == "STALE" && r.body != "answer 1" {
@@ -533,7 +525,7 @@ func TestConcurrentUse(t *testing.T) {
 					store.Purge(func(string, string) bool { return true })
 				}
 				if i%10 == 0 {
-					c.advance(time.Second)
+					c.Advance(time.Second)
 				}
 			}
 		})

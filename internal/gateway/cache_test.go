@@ -12,25 +12,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"edge/internal/testpeer"
 )
 
-// testClock is the response cache's clock in these tests: moved by the
-// test, never by time passing.
-type testClock struct{ ns atomic.Int64 }
-
-func newTestClock() *testClock {
-	c := &testClock{}
-	c.ns.Store(time.Now().UnixNano())
-	return c
-}
-
-func (c *testClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *testClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // countingBackend answers "<path> #n", n counting its requests of that
 // path, with the headers set per path by headers.
@@ -157,8 +146,8 @@ func (e *edgeUnderTest) cacheSteps(t *testing.T, c *http.Client, steps []cacheSt
 // is answered from it; the request id stays each request's own.
 func TestCacheHitAndMiss(t *testing.T) {
 	be := startCountingBackend(t, maxAge60)
-	clk := newTestClock()
-	e := startEdgeClock(t, "", "", fmt.Sprintf(cacheRoutes, be.addr), clk.now)
+	clk := testpeer.NewClock(time.Now())
+	e := startEdgeClock(t, "", "", fmt.Sprintf(cacheRoutes, be.addr), clk.Now)
 	e.cacheSteps(t, e.client, []cacheStep{
 		{path: "/c/a", want: "MISS", body: "/c/a #1"},
 		{path: "/c/a", want: "HIT", body: "/c/a #1"},
@@ -172,7 +161,7 @@ func TestCacheHitAndMiss(t *testing.T) {
 		{path: "/c/h", want: "MISS", body: "/c/h #2"},
 		{method: "POST", path: "/c/a", want: "BYPASS", body: "/c/a #2"},
 	})
-	clk.advance(10 * time.Second)
+	clk.Advance(10 * time.Second)
 	resp, body := send(t, e.h2, "GET", e.url("api.example.com", "/c/a"), nil)
 	if resp.Header.Get("X-Cache") != "HIT" || string(body) != "/c/a #1" || resp.Header.Get("Age") != "10" {
 		t.Errorf("h2 after 10s: X-Cache %q Age %q body %q, want a HIT of age 10", resp.Header.Get("X-Cache"), resp.Header.Get("Age"), body)
@@ -359,13 +348,13 @@ func TestCacheRevalidateAndStale(t *testing.T) {
 		w.WriteHeader(http.StatusNotModified)
 		return true
 	})
-	clk := newTestClock()
-	e := startEdgeClock(t, "", "", fmt.Sprintf(cacheRoutes, be.addr), clk.now)
+	clk := testpeer.NewClock(time.Now())
+	e := startEdgeClock(t, "", "", fmt.Sprintf(cacheRoutes, be.addr), clk.Now)
 	e.cacheSteps(t, e.client, []cacheStep{{path: "/c/r", want: "MISS", body: "/c/r #1"}})
 	if got := be.ifNoneMatch("/c/r"); got != "" {
 		t.Fatalf("first fetch carried If-None-Match %q", got)
 	}
-	clk.advance(11 * time.Second)
+	clk.Advance(11 * time.Second)
 	e.cacheSteps(t, e.client, []cacheStep{
 		{path: "/c/r", want: "REVALIDATED", body: "/c/r #1"},
 		{path: "/c/r", want: "HIT", body: "/c/r #1"},
@@ -392,7 +381,7 @@ func TestCacheRevalidateAndStale(t *testing.T) {
 		if tt.fail != nil {
 			tt.fail()
 		}
-		clk.advance(tt.after)
+		clk.Advance(tt.after)
 		resp, body := send(t, e.client, "GET", e.url("api.example.com", "/c/r"), nil)
 		if resp.StatusCode != tt.want || resp.Header.Get("X-Cache") != tt.cache {
 			t.Errorf("%s: %d X-Cache %q %q, want %d %s", tt.name, resp.StatusCode, resp.Header.Get("X-Cache"), body, tt.want, tt.cache)
@@ -409,13 +398,13 @@ func status503(w http.ResponseWriter, r *http.Request) bool {
 // gets the stale answer served in its place.
 func TestCacheStaleWhenUpstreamDown(t *testing.T) {
 	be := startCountingBackend(t, maxAge60)
-	clk := newTestClock()
-	e := startEdgeClock(t, "", "", fmt.Sprintf(cacheRoutes, be.addr), clk.now)
+	clk := testpeer.NewClock(time.Now())
+	e := startEdgeClock(t, "", "", fmt.Sprintf(cacheRoutes, be.addr), clk.Now)
 	e.cacheSteps(t, e.client, []cacheStep{{path: "/c/d", want: "MISS", body: "/c/d #1"}})
 	be.kill()
-	clk.advance(90 * time.Second)
+	clk.Advance(90 * time.Second)
 	e.cacheSteps(t, e.client, []cacheStep{{path: "/c/d", want: "STALE", body: "/c/d #1"}})
-	clk.advance(time.Minute)
+	clk.Advance(time.Minute)
 	resp, _ := send(t, e.client, "GET", e.url("api.example.com", "/c/d"), nil)
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Errorf("past stale_if_error: %d, want the 502", resp.StatusCode)
