@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -77,12 +78,24 @@ func adminFlags(name, argsUsage, help string, nargs int, args []string, stderr i
 	}, fs.Args(), nil
 }
 
-// do sends a request and decodes the JSON answer into out; a status other
-// than 200 is an error carrying the answer's own words.
-func (c *adminClient) do(ctx context.Context, method, path string, out any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
+// do sends a request, with a JSON body unless body is nil, and decodes the
+// JSON answer into out; an answer that is not JSON is an error carrying
+// its own words.
+func (c *adminClient) do(ctx context.Context, method, path string, body, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
 		return 0, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -114,7 +127,7 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Replaced int    `json:"replaced"`
 		Error    string `json:"error"`
 	}
-	code, err := c.do(ctx, http.MethodPost, "/upstreams/"+url.PathEscape(rest[0])+"/deploy", &ans)
+	code, err := c.do(ctx, http.MethodPost, "/upstreams/"+url.PathEscape(rest[0])+"/deploy", nil, &ans)
 	if err != nil {
 		return err
 	}
@@ -122,6 +135,34 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("deploy of %q: %s: %s", rest[0], ans.Result, ans.Error)
 	}
 	fmt.Fprintf(stdout, "edge: upstream %s deployed: version %d on %d instance(s)\n", rest[0], ans.Version, ans.Replaced)
+	return nil
+}
+
+func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, rest, err := adminFlags("purge", " URL|PREFIX*|all",
+		"Removes answers from the response cache: one URL in every variant\n(https://api.example.com/api/config?v=2; scheme and port may be left out),\nevery URL starting with a prefix (a trailing *), or all of them.", 1, args, stderr)
+	if err != nil {
+		return err
+	}
+	body := map[string]any{"url": rest[0]}
+	switch arg := rest[0]; {
+	case arg == "all":
+		body = map[string]any{"all": true}
+	case strings.HasSuffix(arg, "*"):
+		body = map[string]any{"prefix": strings.TrimSuffix(arg, "*")}
+	}
+	var ans struct {
+		Purged *int   `json:"purged"`
+		Msg    string `json:"msg"`
+	}
+	code, err := c.do(ctx, http.MethodPost, "/cache/purge", body, &ans)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK || ans.Purged == nil {
+		return fmt.Errorf("purge of %q: admin listener answered %d: %s", rest[0], code, ans.Msg)
+	}
+	fmt.Fprintf(stdout, "edge: purged %d answer(s)\n", *ans.Purged)
 	return nil
 }
 
@@ -134,7 +175,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var ans struct {
 		Upstreams []admin.Upstream `json:"upstreams"`
 	}
-	code, err := c.do(ctx, http.MethodGet, "/upstreams", &ans)
+	code, err := c.do(ctx, http.MethodGet, "/upstreams", nil, &ans)
 	if err != nil {
 		return err
 	}

@@ -35,13 +35,21 @@ func fakeAdmin(t *testing.T, status int, body string) (configPath string, calls 
 		_, _ = io.WriteString(w, body)
 	}))
 	t.Cleanup(srv.Close)
+	path := adminConfig(t, srv.URL)
+	return path, &seen
+}
+
+// adminConfig writes a config whose admin listener is the test server at
+// url, guarded by testAdminToken.
+func adminConfig(t *testing.T, url string) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "edge.toml")
 	cfg := fmt.Sprintf("[server]\nlisten_admin = %q\nadmin_token = %q\n[[routes]]\nname = \"hi\"\npath = \"/\"\nrespond = { body = \"hi\" }\n",
-		strings.TrimPrefix(srv.URL, "http://"), testAdminToken)
+		strings.TrimPrefix(url, "http://"), testAdminToken)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return path, &seen
+	return path
 }
 
 // TestDeployCommand: edge deploy finds the admin listener and its token in
@@ -87,5 +95,41 @@ a deploy of api is running
 `
 	if b.String() != want {
 		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+// TestPurgeCommand: edge purge sends a URL, a prefix (trailing *) or all
+// to the admin listener and says how many answers went.
+func TestPurgeCommand(t *testing.T) {
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = append(got, r.Method+" "+r.URL.Path+" "+string(b))
+		if r.Header.Get("Authorization") != "Bearer "+testAdminToken || r.Header.Get("Content-Type") != "application/json" {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, `{"code":40001,"msg":"send one of"}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"purged":3}`)
+	}))
+	t.Cleanup(srv.Close)
+	path := adminConfig(t, srv.URL)
+	tests := []struct{ arg, body string }{
+		{"https://api.example.com/a?b=1", `{"url":"https://api.example.com/a?b=1"}`},
+		{"api.example.com/a/*", `{"prefix":"api.example.com/a/"}`},
+		{"all", `{"all":true}`},
+	}
+	for _, tt := range tests {
+		got = nil
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), []string{"purge", "-config", path, tt.arg}, &out, &errOut); err != nil {
+			t.Fatalf("purge %s: %v\n%s", tt.arg, err, errOut.String())
+		}
+		if out.String() != "edge: purged 3 answer(s)\n" || len(got) != 1 || got[0] != "POST /cache/purge "+tt.body {
+			t.Errorf("purge %s: %q, sent %q", tt.arg, out.String(), got)
+		}
+	}
+	if err := run(context.Background(), []string{"purge", "-config", path}, io.Discard, io.Discard); exitCode(err) != 2 {
+		t.Errorf("purge without an argument: %v", err)
 	}
 }

@@ -1,6 +1,6 @@
 // Command edge is the mini-program gateway: edge run | validate | version,
-// and deploy, status and release, which talk to a running edge's admin
-// listener.
+// and deploy, status, release and purge, which talk to a running edge's
+// admin listener.
 package main
 
 import (
@@ -58,9 +58,11 @@ Usage:
   edge version                  print the version
   edge release ROUTE weight N|promote|rollback
                                 change a route's release live (admin API)
+  edge purge URL|PREFIX*|all    remove answers from the response cache
 
 The config path is -config, else $EDGE_CONFIG, else ./edge.toml; deploy,
-status and release read it for the admin listener's address and admin_token.
+status, release and purge read it for the admin listener's address and
+admin_token.
 Signals: SIGHUP reloads the config; SIGTERM or SIGINT drain and stop (a
 second one stops at once).
 Run "edge <command> -h" for a command's flags.
@@ -82,6 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runStatus(ctx, args, stdout, stderr)
 	case "release":
 		return runRelease(ctx, args, stdout, stderr)
+	case "purge":
+		return runPurge(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "edge", buildVersion())
 		return nil

@@ -1,5 +1,5 @@
 // Package admin is the admin listener's API: metrics, health and
-// readiness, profiles, reload, bans, session revocation, and the status
+// readiness, profiles, reload, bans, session revocation, cache purges, and the status
 // and deploys of the app instances edge runs, behind the
 // guard that keeps browser pages and strangers out (guard.go).
 package admin
@@ -61,7 +61,9 @@ type Options struct {
 	Bans http.Handler
 	// Releases serves /routes/NAME/release (release.go).
 	Releases Releases
-	Log      *slog.Logger
+	// Cache serves POST /cache/purge (cache.go).
+	Cache Purger
+	Log   *slog.Logger
 }
 
 // Handler is the admin listener's handler.
@@ -99,6 +101,7 @@ func Handler(o Options) http.Handler {
 	mux.Handle("/bans", o.Bans)
 	mux.Handle("/bans/", o.Bans)
 	releaseRoutes(mux, o.Releases)
+	cacheRoutes(mux, o.Cache)
 	mux.HandleFunc("POST /sessions/revoke", func(w http.ResponseWriter, r *http.Request) { revokeSession(w, r, o) })
 	mux.HandleFunc("GET /upstreams", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"upstreams": o.Gateway.Upstreams()})

@@ -14,6 +14,7 @@ type Config struct {
 	Log       Log        `toml:"log"`
 	Cluster   Cluster    `toml:"cluster"`
 	WechatAPI WechatAPI  `toml:"wechat_api"`
+	Cache     CacheStore `toml:"cache"`
 	Upstreams []Upstream `toml:"upstreams"`
 	Routes    []Route    `toml:"routes"`
 	WAF       WAF        `toml:"waf"`
@@ -321,6 +322,8 @@ type Route struct {
 	// settings: "off" (default), "detect" (log and count what would be
 	// refused) or "block" (refuse it with 403, code 40302).
 	WAF string `toml:"waf"`
+	// Cache stores the route's GET and HEAD answers (see RouteCache).
+	Cache *RouteCache `toml:"cache"`
 
 	// Per-route keys of the identity, callback and limits features, inlined.
 	RouteAuth

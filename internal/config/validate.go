@@ -28,6 +28,7 @@ func (cfg *Config) validate(c *checker) {
 	cfg.LimitSections.validate(c)
 	cfg.validateWechatAPI(c)
 	cfg.WAF.validate(c)
+	cfg.Cache.validate(c)
 }
 
 func (s *Server) validate(c *checker) {
@@ -431,6 +432,7 @@ func validateRoutes(c *checker, routes []Route, ups []Upstream) {
 		r.RouteAccess.validate(c, key)
 		r.validateAnswers(c, key)
 		r.validateWAF(c, key)
+		r.validateCache(c, key)
 	}
 }
 

@@ -39,6 +39,8 @@ type Gateway struct {
 
 	idPrefix string
 	idSeq    atomic.Uint64
+	// cacheClock is Options.CacheClock.
+	cacheClock func() time.Time
 }
 
 func newGateway(m *metrics.Metrics, log *slog.Logger, access *accessLog, configPath string, l *lasting) *Gateway {

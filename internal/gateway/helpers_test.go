@@ -65,6 +65,12 @@ func startEdge(t testing.TB, cfg string) *edgeUnderTest {
 
 func startEdgeWith(t testing.TB, serverExtra, logExtra, cfg string) *edgeUnderTest {
 	t.Helper()
+	return startEdgeClock(t, serverExtra, logExtra, cfg, nil)
+}
+
+// startEdgeClock starts edge with clock as its response cache's clock.
+func startEdgeClock(t testing.TB, serverExtra, logExtra, cfg string, clock func() time.Time) *edgeUnderTest {
+	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "edge.toml")
 	if err := os.WriteFile(path, []byte(baseConfigWith(filepath.Join(dir, "state"), serverExtra, logExtra)+cfg), 0o600); err != nil {
@@ -72,7 +78,7 @@ func startEdgeWith(t testing.TB, serverExtra, logExtra, cfg string) *edgeUnderTe
 	}
 	e := &edgeUnderTest{t: t, cfgPath: path, stderr: &testpeer.SyncBuffer{}, stdout: &testpeer.SyncBuffer{}, done: make(chan error, 1)}
 	srv, err := New(Options{ConfigPath: path, Version: "test", Stdout: e.stdout, Stderr: e.stderr,
-		Listening: func(a Addrs) { e.addrs = a }})
+		Listening: func(a Addrs) { e.addrs = a }, CacheClock: clock})
 	if err != nil {
 		t.Fatalf("starting edge: %v", err)
 	}

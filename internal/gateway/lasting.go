@@ -8,9 +8,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"edge/internal/apierror"
+	"edge/internal/cache"
 	"edge/internal/config"
 	"edge/internal/identity"
 	"edge/internal/limits"
@@ -40,12 +42,15 @@ type lasting struct {
 	// procs are the instance groups of upstreams with [upstreams.run], by
 	// upstream name, started from the first config.
 	procs map[string]*process.Group
+	// cache is the response cache's memory; a reload changes its bound.
+	cache *cache.Store
 }
 
 // newLasting sets up the lasting state from the first config; the nonce
 // store's cap (sessions.nonce_cache_size) is read from it once.
 func newLasting(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*lasting, error) {
 	l := &lasting{targets: proxy.NewRegistry()}
+	l.cache = cache.NewStore(cache.StoreOptions{MaxSize: int64(cfg.Cache.MaxSize), Bytes: m.Cache.Bytes, Entries: m.Cache.Entries})
 	if url := cfg.Cluster.Redis.Value(); url != "" {
 		opts, err := redis.ParseURL(url)
 		if err != nil {
@@ -222,4 +227,19 @@ func (g *Gateway) servePort80(w http.ResponseWriter, r *http.Request) {
 		s.port80.handler = g.tlsm.HTTPHandler(h)
 	})
 	s.port80.handler.ServeHTTP(w, r)
+}
+
+// buildCache compiles a route's cache step against the lasting store.
+func (g *Gateway) buildCache(route string, rc *config.RouteCache, store config.CacheStore) *cache.Policy {
+	return cache.New(cache.Options{
+		Store:        g.lasting.cache,
+		Route:        route,
+		TTL:          rc.TTL.Std(),
+		Public:       rc.Public,
+		StaleIfError: rc.StaleIfError.Std(),
+		LockTimeout:  rc.LockTimeout.Std(),
+		MaxEntry:     int64(store.MaxEntrySize),
+		Now:          g.cacheClock,
+		Requests:     func(result string) prometheus.Counter { return g.metrics.Cache.Requests(route, result) },
+	})
 }

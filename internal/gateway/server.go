@@ -40,6 +40,9 @@ type Options struct {
 	// Abort, when closed during the shutdown, ends it at once: every
 	// connection is closed (a second SIGTERM).
 	Abort <-chan struct{}
+	// CacheClock is the response cache's clock; nil is time.Now. Tests
+	// move it instead of waiting for answers to expire.
+	CacheClock func() time.Time
 }
 
 // Addrs are the bound listener addresses; empty when a listener is off.
@@ -88,6 +91,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.access = newAccessLog(accessOut)
 	s.gw = newGateway(s.metrics, s.log, s.access, o.ConfigPath, state)
+	s.gw.cacheClock = o.CacheClock
 	s.gw.httpsPort.Store(edgetls.PortOf(cfg.Server.ListenHTTPS))
 	// The engine compiled this config when it was created; preparing it
 	// again binds the same buckets for the routes.
@@ -361,6 +365,7 @@ func (s *Server) adminHandler() http.Handler {
 		Registry: s.metrics.Registry,
 		Bans:     s.gw.lasting.limits.AdminHandler(),
 		Releases: releases{s},
+		Cache:    s.gw.lasting.cache,
 		Log:      s.log,
 	})
 }

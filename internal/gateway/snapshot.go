@@ -19,6 +19,7 @@ import (
 
 	"edge/internal/answer"
 	"edge/internal/apierror"
+	"edge/internal/cache"
 	"edge/internal/config"
 	"edge/internal/identity"
 	"edge/internal/limits"
@@ -109,6 +110,10 @@ type route struct {
 	// release sends a share of the requests to the next version instead
 	// of final; nil without [routes.release].
 	release *release
+	// cache answers GET and HEAD requests from stored answers around
+	// the upstream exchange (either version of a release); nil without
+	// [routes.cache].
+	cache *cache.Policy
 }
 
 // staged is a compiled config that does not serve yet: its snapshot, and
@@ -149,6 +154,7 @@ func (g *Gateway) Prepare(cfg *config.Config) (*staged, error) {
 func (st *staged) Apply() {
 	st.targets.Commit()
 	st.limits.Commit()
+	st.g.lasting.cache.Resize(int64(st.snap.cfg.Cache.MaxSize))
 	if old := st.g.snap.Swap(st.snap); old != nil {
 		old.stop()
 		st.g.logReleasesReset(old, st.snap)
@@ -212,6 +218,9 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 		rt.bodyPause = cfg.Server.ReadTimeout.Std()
 		rt.accessLog = s.accessLog
 		rt.waf = g.buildWAF(rc, cfg.WAF, s.wafs)
+		if rc.Cache != nil {
+			rt.cache = g.buildCache(rc.Name, rc.Cache, cfg.Cache)
+		}
 		if rc.Access != nil {
 			rt.accessLog = *rc.Access
 		}
@@ -501,6 +510,12 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info
 		}
 		r.Body = lb
 	}
+	// Read before basic auth and the identity step remove the headers
+	// that say so.
+	identified := false
+	if rt.cache != nil {
+		identified = rt.cache.Identified(r)
+	}
 	// IP lists, User-Agent rules, IP bans.
 	if !rt.limits.Guard(w, r, info) {
 		return
@@ -536,11 +551,17 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info
 			return
 		}
 	}
+	h := rt.final
 	if rt.release != nil && rt.release.toNext(info) {
-		rt.release.next.ServeHTTP(w, r)
+		h = rt.release.next
+	}
+	// Last, so that a stored answer reaches only requests the route's
+	// checks let through.
+	if rt.cache != nil {
+		rt.cache.Serve(w, r, h, identified || info.OpenID != "")
 		return
 	}
-	rt.final.ServeHTTP(w, r)
+	h.ServeHTTP(w, r)
 }
 
 // limitedBody enforces the route's body limit and server.read_timeout as

@@ -44,6 +44,7 @@ type Metrics struct {
 	WechatAPI *WechatAPI
 	Process   *Process
 	WAF       *WAF
+	Cache     *Cache
 }
 
 // latencyBuckets suit an API gateway: 1 ms to 30 s.
@@ -151,6 +152,7 @@ func New(version string) *Metrics {
 		panic(err)
 	}
 	m.Process = newProcess(reg)
+	m.Cache = newCache(reg)
 	return m
 }
 

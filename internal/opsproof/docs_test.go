@@ -21,6 +21,7 @@ var nginxDirectives = []string{
 	"client_max_body_size", "allow", "deny", "gzip", "try_files", "return 301", "access_log",
 	"proxy_set_header Upgrade",
 	"modsecurity",
+	"proxy_cache",
 }
 
 func TestMigrationGuideCoversDirectives(t *testing.T) {

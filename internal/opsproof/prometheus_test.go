@@ -278,6 +278,13 @@ path = "/site/"
 static = %[12]q
 
 [[routes]]
+name = "cached"
+path = "/cached/"
+upstream = "app"
+[routes.cache]
+ttl = "1m"
+
+[[routes]]
 name = "push"
 path = "/wx/push"
 upstream = "app"
@@ -398,6 +405,10 @@ func (d *driver) traffic(h1, h2 *http.Client, token string) {
 		d.get(c, "/nothing-here", nil, http.StatusNotFound)
 		d.get(c, "/dead/x", nil, http.StatusBadGateway)
 		d.get(c, "/site/", nil, http.StatusOK)
+		// A miss once, then hits, over each protocol.
+		for range 3 {
+			d.get(c, "/cached/items", nil, http.StatusOK)
+		}
 		d.get(c, "/api/items", http.Header{"User-Agent": {"BadBot/1.0"}}, http.StatusForbidden)
 		d.get(c, "/signed/items", nil, http.StatusUnauthorized)
 		d.get(c, "/guarded/items?page=2", nil, http.StatusOK)
