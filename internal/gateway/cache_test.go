@@ -20,7 +20,6 @@ import (
 	"edge/internal/testpeer"
 )
 
-
 // countingBackend answers "<path> #n", n counting its requests of that
 // path, with the headers set per path by headers.
 type countingBackend struct {
