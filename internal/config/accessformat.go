@@ -38,6 +38,8 @@ var accessFormatAliases = map[string]string{
 	"http_user_agent": "user_agent",
 	"http_referer":    "referer",
 	"time_iso8601":    "time",
+	// HIT, MISS, STALE, REVALIDATED or BYPASS, as nginx's mostly are.
+	"upstream_cache_status": "cache",
 }
 
 // ParseAccessFormat compiles an access_format template: text with $name

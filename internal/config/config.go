@@ -132,7 +132,7 @@ type Log struct {
 var AccessFields = []string{
 	"time", "request_id", "client_ip", "method", "host", "path", "query", "proto",
 	"status", "bytes", "duration_ms", "route", "upstream", "target", "upstream_ms",
-	"openid", "reason", "waf", "waf_rules", "user_agent", "referer",
+	"openid", "reason", "waf", "waf_rules", "cache", "user_agent", "referer",
 }
 
 // DefaultAccessFields are every field but user_agent and referer, which

@@ -158,7 +158,7 @@ func TestDefaults(t *testing.T) {
 		{"waf.paranoia_level", d.WAF.ParanoiaLevel, 1},
 		{"waf.anomaly_threshold", d.WAF.AnomalyThreshold, 5},
 		{"waf.body_limit", d.WAF.BodyLimit, ByteSize(128 << 10)},
-		{"log.access_fields", strings.Join(d.Log.AccessFields, ","), "time,request_id,client_ip,method,host,path,query,proto,status,bytes,duration_ms,route,upstream,target,upstream_ms,openid,reason,waf,waf_rules"},
+		{"log.access_fields", strings.Join(d.Log.AccessFields, ","), "time,request_id,client_ip,method,host,path,query,proto,status,bytes,duration_ms,route,upstream,target,upstream_ms,openid,reason,waf,waf_rules,cache"},
 		{"balance", u.Balance, "round_robin"},
 		{"hash_key", u.HashKey, "ip"},
 		{"keepalive", u.Keepalive, 64},

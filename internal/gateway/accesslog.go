@@ -145,6 +145,7 @@ const (
 	fieldReason
 	fieldWAF
 	fieldWAFRules
+	fieldCache
 	fieldUserAgent
 	fieldReferer
 	nFields
@@ -162,7 +163,7 @@ var fieldKeys = [nFields]string{
 	`,"time":`, `,"request_id":`, `,"client_ip":`, `,"method":`, `,"host":`, `,"path":`,
 	`,"query":`, `,"proto":`, `,"status":`, `,"bytes":`, `,"duration_ms":`, `,"route":`,
 	`,"upstream":`, `,"target":`, `,"upstream_ms":`, `,"openid":`, `,"reason":`,
-	`,"waf":`, `,"waf_rules":`, `,"user_agent":`, `,"referer":`,
+	`,"waf":`, `,"waf_rules":`, `,"cache":`, `,"user_agent":`, `,"referer":`,
 }
 
 // compileAccessFormat maps the validated field names to their fields.
@@ -367,6 +368,8 @@ func optionalField(fd accessField, r *http.Request, info *reqctx.Info) string {
 		return info.WAF
 	case fieldWAFRules:
 		return info.WAFRules
+	case fieldCache:
+		return info.Cache
 	case fieldUserAgent:
 		return firstValue(r.Header["User-Agent"])
 	case fieldReferer:

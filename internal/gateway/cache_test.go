@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -185,6 +187,22 @@ func TestCacheHitAndMiss(t *testing.T) {
 	}
 	if m := e.metric(t, "edge_cache_bytes "); m == "" || m == "edge_cache_bytes 0" {
 		t.Errorf("edge_cache_bytes: %q", m)
+	}
+	// The access log says what the cache did (nginx's
+	// $upstream_cache_status), on cached routes only.
+	e.stop()
+	var lines []string
+	for l := range strings.Lines(e.stdout.String()) {
+		var line struct{ Route, Path, Cache string }
+		if err := json.Unmarshal([]byte(l), &line); err != nil {
+			t.Fatalf("access log line %q: %v", l, err)
+		}
+		lines = append(lines, line.Route+" "+line.Path+" "+line.Cache)
+	}
+	for _, want := range []string{"c /c/a MISS", "c /c/a HIT", "plain /plain/a "} {
+		if !slices.Contains(lines, want) {
+			t.Errorf("no access log line %q in %q", want, lines)
+		}
 	}
 }
 

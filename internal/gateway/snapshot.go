@@ -559,6 +559,9 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info
 	// checks let through.
 	if rt.cache != nil {
 		rt.cache.Serve(w, r, h, identified || info.OpenID != "")
+		if v := w.Header()["X-Cache"]; len(v) > 0 {
+			info.Cache = v[0]
+		}
 		return
 	}
 	h.ServeHTTP(w, r)

@@ -42,6 +42,9 @@ type Info struct {
 	// comma-separated.
 	WAF      string
 	WAFRules string
+	// Cache is what the response cache did (X-Cache: "HIT", "MISS",
+	// "STALE", "REVALIDATED", "BYPASS"); "" on routes without one.
+	Cache string
 	// Reason is a short machine word for why edge answered itself
 	// (e.g. "no_route", "body_too_large", "upstream_down").
 	Reason string
