@@ -52,6 +52,9 @@ type Engine struct {
 	log   *slog.Logger
 	m     *metrics.Limits
 	be    *backend
+	// batch sends concurrent decisions to Redis together; nil without
+	// Redis.
+	batch *batcher
 
 	snap atomic.Pointer[snapshot]
 
@@ -102,9 +105,15 @@ func New(cfg *config.Config, opts Options) (*Engine, error) {
 	}
 	e.epoch = e.clock()
 	e.be = newBackend(opts.Redis, e.log, e.m)
+	if opts.Redis != nil {
+		e.batch = newBatcher(opts.Redis)
+	}
 	e.bans = newBanStore(e.m)
 	e.viol = newViolations()
 	if err := e.Update(cfg); err != nil {
+		if e.batch != nil {
+			e.batch.close()
+		}
 		return nil, err
 	}
 	go e.run()
@@ -121,6 +130,9 @@ func (e *Engine) Close() error {
 	case <-e.stop:
 	default:
 		close(e.stop)
+		if e.batch != nil {
+			e.batch.close()
+		}
 	}
 	<-e.done
 	return nil

@@ -259,7 +259,12 @@ func (e *Engine) decideRedis(ctx context.Context, s *snapshot, p *plan, info *re
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.redisTimeout)
 	defer cancel()
-	res, err := limitScript.Run(ctx, e.be.client, keys, args...).Result()
+	var res any
+	if e.batch != nil {
+		res, err = e.batch.eval(ctx, keys, args)
+	} else {
+		res, err = limitScript.Run(ctx, e.be.client, keys, args...).Result()
+	}
 	if err != nil {
 		return decision{}, true, err
 	}
