@@ -89,12 +89,7 @@ func BenchmarkDecisionMemoryParallel(b *testing.B) {
 // BenchmarkDecisionRedis is one decision of two rules through the Lua
 // script on a real redis-server over loopback.
 func BenchmarkDecisionRedis(b *testing.B) {
-	srv := testpeer.Redis(b)
-	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	b.Cleanup(func() { _ = rc.Close() })
-	h := newHarness(b, benchConfig(b), harnessOpt{redis: rc, realClock: true})
-	s := h.e.snap.Load()
-	p := s.plan("api")
+	h, s, p := redisBench(b)
 	r := newRequest(client{ip: "192.0.2.1", openid: "oABCDEFGHIJKLMNOPQRSTUVWXYZ0"})
 	info := reqInfo(r)
 	var buf [8]verdict
@@ -112,12 +107,7 @@ func BenchmarkDecisionRedis(b *testing.B) {
 // concurrent requests make them: ns/op is the cost per decision when
 // they overlap, which is what bounds a replica's throughput.
 func BenchmarkDecisionRedisParallel(b *testing.B) {
-	srv := testpeer.Redis(b)
-	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	b.Cleanup(func() { _ = rc.Close() })
-	h := newHarness(b, benchConfig(b), harnessOpt{redis: rc, realClock: true})
-	s := h.e.snap.Load()
-	p := s.plan("api")
+	h, s, p := redisBench(b)
 	var next atomic.Int32
 	b.ReportAllocs()
 	b.SetParallelism(16)
@@ -134,4 +124,15 @@ func BenchmarkDecisionRedisParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// redisBench is an engine on a private redis-server, with its snapshot
+// and the plan of route api.
+func redisBench(b *testing.B) (*harness, *snapshot, *plan) {
+	srv := testpeer.Redis(b)
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	b.Cleanup(func() { _ = rc.Close() })
+	h := newHarness(b, benchConfig(b), harnessOpt{redis: rc, realClock: true})
+	s := h.e.snap.Load()
+	return h, s, s.plan("api")
 }
