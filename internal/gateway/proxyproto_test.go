@@ -127,6 +127,11 @@ func TestProxyProtocolOnlyFromTrustedSources(t *testing.T) {
 	if strings.Contains(e.stdout.String(), "203.0.113.9") {
 		t.Error("a header from an untrusted source reached the access log")
 	}
+	// What docs/kubernetes.md tells operators to look for when the
+	// balancer's PROXY protocol option is off.
+	if !strings.Contains(e.stderr.String(), "proxy protocol signature not present") {
+		t.Error("a balancer's connection without the header left no reason in the debug log")
+	}
 }
 
 // TestProxyProtocolClientFeedsLimits: behind a balancer every connection
