@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -139,16 +141,7 @@ func TestProxyProtocolOnlyFromTrustedSources(t *testing.T) {
 // and the per-IP rate limit and IP lists must see each header's client.
 func TestProxyProtocolClientFeedsLimits(t *testing.T) {
 	b := startBackend(t, "b", nil)
-	e := startBehindBalancer(t, b, `
-[[limits]]
-name = "per_ip"
-key = "ip"
-rate = "1/m"
-burst = 1
-[access]
-max_conns_per_ip = 1
-ip_deny = ["203.0.113.66"]
-`)
+	e := startBehindBalancer(t, b, limitsBehindBalancer)
 	// Held open: without the exemption, the balancer's second connection
 	// would be refused at accept.
 	held, err := net.Dial("tcp", e.addrs.HTTP)
@@ -159,28 +152,6 @@ ip_deny = ["203.0.113.66"]
 	if _, err := proxyproto.HeaderProxyFromAddrs(1, &net.TCPAddr{IP: net.ParseIP("203.0.113.50"), Port: 1}, &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 80}).WriteTo(held); err != nil {
 		t.Fatal(err)
 	}
-	get := func(client string) int {
-		t.Helper()
-		c, err := net.Dial("tcp", e.addrs.HTTP)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		h := proxyproto.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.ParseIP(client), Port: 4000}, &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 80})
-		if _, err := h.WriteTo(c); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatalf("client %s: %v", client, err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
 	for _, tt := range []struct {
 		client string
 		want   int
@@ -190,16 +161,68 @@ ip_deny = ["203.0.113.66"]
 		{"203.0.113.2", 200},
 		{"203.0.113.66", 403},
 	} {
-		if got := get(tt.client); got != tt.want {
+		if got := getThroughBalancer(t, e, tt.client); got != tt.want {
 			t.Errorf("client %s: %d, want %d", tt.client, got, tt.want)
 		}
 	}
+
+	// proxy_protocol_from needs a restart: a reload that drops it changes
+	// neither the listener nor the exemption from the connection cap.
+	state := filepath.Join(filepath.Dir(e.cfgPath), "state")
+	if err := os.WriteFile(e.cfgPath, []byte(baseConfigWith(state, "redirect_http = false\n", "")+balancerRoutes(b)+limitsBehindBalancer), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := e.srv.Reload("test"); res != ReloadApplied || err != nil {
+		t.Fatalf("reload: %s %v", res, err)
+	}
+	if got := getThroughBalancer(t, e, "203.0.113.3"); got != 200 {
+		t.Errorf("after a reload without proxy_protocol_from: %d, want 200", got)
+	}
+}
+
+const limitsBehindBalancer = `
+[[limits]]
+name = "per_ip"
+key = "ip"
+rate = "1/m"
+burst = 1
+[access]
+max_conns_per_ip = 1
+ip_deny = ["203.0.113.66"]
+`
+
+// getThroughBalancer sends one GET over a new connection from the balancer
+// (127.0.0.1) with a v2 header naming client, and returns the status.
+func getThroughBalancer(t *testing.T, e *edgeUnderTest, client string) int {
+	t.Helper()
+	c, err := net.Dial("tcp", e.addrs.HTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	h := proxyproto.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.ParseIP(client), Port: 4000}, &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 80})
+	if _, err := h.WriteTo(c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("client %s: %v", client, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // startBehindBalancer starts edge with 127.0.0.1 as the balancer sending
 // PROXY protocol, the HTTP listener proxying too, and every path going to b.
 func startBehindBalancer(t *testing.T, b *backend, extra string) *edgeUnderTest {
 	t.Helper()
-	routes := fmt.Sprintf("[[upstreams]]\nname = \"b\"\ntargets = [%q]\n[[routes]]\nname = \"b\"\npath = \"/\"\nupstream = \"b\"\n", b.addr)
-	return startEdgeWith(t, "proxy_protocol_from = [\"127.0.0.1\"]\nredirect_http = false\n", "", routes+extra)
+	return startEdgeWith(t, "proxy_protocol_from = [\"127.0.0.1\"]\nredirect_http = false\n", "", balancerRoutes(b)+extra)
+}
+
+func balancerRoutes(b *backend) string {
+	return fmt.Sprintf("[[upstreams]]\nname = \"b\"\ntargets = [%q]\n[[routes]]\nname = \"b\"\npath = \"/\"\nupstream = \"b\"\n", b.addr)
 }
