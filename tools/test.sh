@@ -6,7 +6,7 @@
 # 1. Installs what the tests need and is missing: the Debian packages of the
 #    real peers (only as root or with password-less sudo; otherwise it says
 #    which command would), the Go modules, and the pinned Go tools (Pebble,
-#    challtestsrv, h2spec) into ./bin. A second run installs nothing.
+#    challtestsrv, h2spec, Helm) into ./bin. A second run installs nothing.
 # 2. Runs the Go tests with -race and the Node tests, both always, in a
 #    network namespace with only loopback when the machine allows one.
 # 3. Prints how many tests ran, passed, failed and were skipped, and why each
@@ -68,7 +68,7 @@ go mod download || echo "go mod download failed: the build will say what is miss
 stamp="$root/bin/.tools-stamp"
 want=$(cat tools/go.mod tools/go.sum tools/testsummary/*.go | sha256sum | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
-	say "pinned Go tools into bin/ (pebble, pebble-challtestsrv, h2spec, testsummary)"
+	say "pinned Go tools into bin/ (pebble, pebble-challtestsrv, h2spec, helm, testsummary)"
 	mkdir -p bin
 	if (cd tools && GOBIN="$root/bin" go install tool && go build -o "$root/bin/testsummary" ./testsummary); then
 		echo "$want" >"$stamp"

@@ -75,3 +75,16 @@ func TestTrustEveryoneWarns(t *testing.T) {
 		t.Errorf("warnings for a narrow list: %v", cfg.Warnings)
 	}
 }
+
+func TestProxyProtocolFromEveryoneWarns(t *testing.T) {
+	cfg := mustParse(t, testDir(t), doc(`[server]`, `proxy_protocol_from = ["10.0.0.0/8", "0.0.0.0/0"]`))
+	if len(cfg.Warnings) != 1 {
+		t.Fatalf("warnings: %v", cfg.Warnings)
+	}
+	if line := cfg.Warnings[0].In("edge.toml"); !strings.HasPrefix(line, "edge.toml:2: server.proxy_protocol_from[1]: 0.0.0.0/0 lets every peer send a PROXY protocol header") {
+		t.Errorf("formatted: %q", line)
+	}
+	if got := cfg.Server.ProxyProtocolFrom; len(got) != 2 || got[0].String() != "10.0.0.0/8" {
+		t.Errorf("decoded: %v", got)
+	}
+}

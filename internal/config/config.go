@@ -77,6 +77,15 @@ type Server struct {
 	// TrustedProxies are the peers whose X-Forwarded-For / X-Real-IP are
 	// believed. A bare IP means a single address.
 	TrustedProxies []netip.Prefix `toml:"trusted_proxies"`
+
+	// ProxyProtocolFrom are the load balancers that open each connection to
+	// the HTTPS and HTTP listeners with a PROXY protocol (v1 or v2) header
+	// carrying the client's address. A connection from one of them must
+	// send the header (as on an nginx `listen ... proxy_protocol`); a
+	// connection from anyone else is read as plain TLS or HTTP, so a header
+	// it sends is garbage and fails the handshake or the request. Empty
+	// (the default): no listener reads PROXY protocol. Needs a restart.
+	ProxyProtocolFrom []netip.Prefix `toml:"proxy_protocol_from"`
 }
 
 // TLS selects where certificates come from.

@@ -425,6 +425,11 @@ func TestRestartNeeded(t *testing.T) {
 			c.Server.IdleTimeout = 1
 			c.Server.MaxHeaderBytes = 1
 		}, []string{"server.read_header_timeout", "server.write_timeout", "server.idle_timeout", "server.max_header_bytes"}},
+		// The listeners are wrapped for PROXY protocol once, at start.
+		{"PROXY protocol sources", func(c *Config) {
+			c.Server.ProxyProtocolFrom = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+			c.Server.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")} // live
+		}, []string{"server.proxy_protocol_from"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

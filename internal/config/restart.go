@@ -1,5 +1,7 @@
 package config
 
+import "fmt"
+
 // restartKeys are the settings a running process cannot take live: they
 // belong to listeners, the certificate storage, the cluster connection or
 // the app processes edge runs, made once at start.
@@ -17,6 +19,8 @@ var restartKeys = []struct {
 	{"server.write_timeout", func(c *Config) any { return c.Server.WriteTimeout }},
 	{"server.idle_timeout", func(c *Config) any { return c.Server.IdleTimeout }},
 	{"server.max_header_bytes", func(c *Config) any { return c.Server.MaxHeaderBytes }},
+	// Printed: a slice is not comparable, and its text is its value.
+	{"server.proxy_protocol_from", func(c *Config) any { return fmt.Sprint(c.Server.ProxyProtocolFrom) }},
 	{"tls.mode", func(c *Config) any { return c.TLS.Mode }},
 	{"cluster.redis", func(c *Config) any { return c.Cluster.Redis }},
 	{"log.access_file", func(c *Config) any { return c.Log.AccessFile }},

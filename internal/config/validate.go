@@ -53,6 +53,11 @@ func (s *Server) validate(c *checker) {
 		c.add("server.max_header_bytes", `must be more than 0; the default is "64KB"`)
 	}
 	s.validateAdmin(c, adminOK)
+	for i, p := range s.ProxyProtocolFrom {
+		if p.Bits() == 0 {
+			c.warn(indexKey("server.proxy_protocol_from", i), "%s lets every peer send a PROXY protocol header and choose the client address that rate limits, bans and IP lists see, and demands the header from every client; list your load balancers' addresses instead", p)
+		}
+	}
 	for i, p := range s.TrustedProxies {
 		if p.Bits() == 0 {
 			c.warn(indexKey("server.trusted_proxies", i), "%s trusts every peer: any client can set X-Forwarded-For and choose the IP that rate limits, bans and IP lists see; list your load balancers' addresses instead", p)

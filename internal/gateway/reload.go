@@ -147,6 +147,9 @@ func keepRestartOnly(cur, next *config.Config) {
 	next.Server.WriteTimeout = cur.Server.WriteTimeout
 	next.Server.IdleTimeout = cur.Server.IdleTimeout
 	next.Server.MaxHeaderBytes = cur.Server.MaxHeaderBytes
+	// The listeners read PROXY headers from the sources they started with;
+	// the connection caps must keep exempting exactly those.
+	next.Server.ProxyProtocolFrom = cur.Server.ProxyProtocolFrom
 	next.TLS.Mode = cur.TLS.Mode
 	next.Cluster = cur.Cluster
 	config.KeepRun(cur, next)

@@ -174,7 +174,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	addrs.HTTPS = httpsLn.Addr().String()
 	s.gw.httpsPort.Store(edgetls.PortOf(addrs.HTTPS))
-	httpsLn = s.gw.lasting.limits.Listener(edgetls.QuickAckListener(httpsLn))
+	// The connection caps see the balancer's address, at accept; the
+	// PROXY header is read later, in the connection's goroutine.
+	httpsLn = proxyProtocolListener(s.gw.lasting.limits.Listener(edgetls.QuickAckListener(httpsLn)), sc.ProxyProtocolFrom, sc.ReadHeaderTimeout.Std())
 	tlsConfig := s.tlsm.TLSConfig()
 	tlsConfig.VerifyConnection = func(stdtls.ConnectionState) error {
 		s.metrics.TLSHandshake(true)
@@ -204,7 +206,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 		addrs.HTTP = ln.Addr().String()
-		ln = s.gw.lasting.limits.Listener(ln)
+		ln = proxyProtocolListener(s.gw.lasting.limits.Listener(ln), sc.ProxyProtocolFrom, sc.ReadHeaderTimeout.Std())
 		plainFallback := &http.Server{
 			ConnState:         newConnTracker(s.metrics, "http").state,
 			ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),

@@ -75,8 +75,10 @@ func (t *connTracker) release(ip netip.Addr) {
 // Listener wraps the raw TCP listener (beneath TLS) so that a connection
 // over access.max_conns, over access.max_conns_per_ip for its peer, or from
 // a denied network is closed at once, before any TLS or HTTP work. Peers in
-// server.trusted_proxies are exempt from the per-IP cap and IP lists (their
-// clients are checked per request instead). The caps follow reloads.
+// server.trusted_proxies or server.proxy_protocol_from are exempt from the
+// per-IP cap and IP lists: each carries many clients, which are checked per
+// request instead (by X-Forwarded-For or the PROXY header, read after
+// accept). The caps follow reloads.
 func (e *Engine) Listener(ln net.Listener) net.Listener {
 	return &limitedListener{Listener: ln, e: e}
 }

@@ -325,7 +325,7 @@ func (e *Engine) Prepare(cfg *config.Config) (*Prepared, error) {
 	}
 	s := &snapshot{
 		routes:        make(map[string]*plan, len(cfg.Routes)+1),
-		trusted:       newIPSet(cfg.Server.TrustedProxies),
+		trusted:       newIPSet(slices.Concat(cfg.Server.TrustedProxies, cfg.Server.ProxyProtocolFrom)),
 		maxConns:      ls.Access.MaxConns,
 		maxConnsPerIP: ls.Access.MaxConnsPerIP,
 		maxInflight:   ls.Access.MaxInflightPerOpenID,

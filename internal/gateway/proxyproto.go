@@ -1,0 +1,93 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+)
+
+// proxyProtocolListener reads the PROXY protocol header (v1 or v2) that a
+// TCP load balancer sends before the client's bytes, so that the
+// connection's RemoteAddr is the client and everything after it (the
+// HTTP/1.1 front, net/http's HTTP/2, clientIP, limits, the access log)
+// sees the client without knowing the header existed.
+//
+// The header is demanded from the sources in from, as nginx demands it on
+// a `listen ... proxy_protocol`: a balancer that stopped sending it is a
+// misconfiguration to notice, not traffic to attribute to the balancer.
+// Anyone else's bytes are not looked at (go-proxyproto hands the raw
+// connection back), so a forged header is garbage to TLS or HTTP, and a
+// client reaching edge directly (in-cluster, a node) still gets through.
+// The header is awaited in the connection's own goroutine (on its first
+// read), never in Accept, and for at most timeout.
+//
+// With from empty ln is returned as it is: a listener without PROXY
+// protocol costs nothing.
+func proxyProtocolListener(ln net.Listener, from []netip.Prefix, timeout time.Duration) net.Listener {
+	if len(from) == 0 {
+		return ln
+	}
+	policy := func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+		if ta, ok := o.Upstream.(*net.TCPAddr); ok && fromTrusted(from, ta.AddrPort().Addr().Unmap()) {
+			return proxyproto.REQUIRE, nil
+		}
+		return proxyproto.SKIP, nil
+	}
+	return &ppListener{Listener: &proxyproto.Listener{
+		Listener:          ln,
+		ConnPolicy:        policy,
+		ValidateHeader:    validProxyHeader,
+		ReadHeaderTimeout: timeout,
+	}}
+}
+
+func fromTrusted(from []netip.Prefix, ip netip.Addr) bool {
+	for _, p := range from {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+var errProxyTransport = errors.New("PROXY header is not for a TCP connection")
+
+// validProxyHeader takes TCP over IPv4 or IPv6, and LOCAL (a balancer's
+// own health check: the connection keeps the balancer's address). A UDP
+// or Unix socket address is no client address clientIP could use.
+func validProxyHeader(h *proxyproto.Header) error {
+	if h.Command.IsLocal() {
+		return nil
+	}
+	switch h.TransportProtocol {
+	case proxyproto.TCPv4, proxyproto.TCPv6:
+		return nil
+	}
+	return fmt.Errorf("%w: %v", errProxyTransport, h.TransportProtocol)
+}
+
+type ppListener struct{ net.Listener }
+
+func (l *ppListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if pc, ok := c.(*proxyproto.Conn); ok {
+		return ppConn{pc}, err
+	}
+	return c, err
+}
+
+// ppConn passes a half-close on to the TCP connection, which
+// proxyproto.Conn does not: the HTTP/1.1 front ends a plain answer with one
+// before it closes.
+type ppConn struct{ *proxyproto.Conn }
+
+func (c ppConn) CloseWrite() error {
+	if cw, ok := c.Raw().(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
