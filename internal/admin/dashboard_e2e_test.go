@@ -250,7 +250,7 @@ func TestDashboardAPI(t *testing.T) {
 	if len(sec.TopLimited) != 1 || sec.TopLimited[0] != (limits.LimitedKey{Kind: "ip", Key: bannedIP, Count: 2}) {
 		t.Errorf("top limited: %+v", sec.TopLimited)
 	}
-	if sec.AuthRejections["40101"] != 1 {
+	if len(sec.AuthRejections) != 1 || sec.AuthRejections["40101"] != 1 {
 		t.Errorf("auth rejections: %+v", sec.AuthRejections)
 	}
 

@@ -49,7 +49,8 @@ func (m *Identity) Rejected(route string, code int) prometheus.Counter {
 }
 
 // RejectionsByCode sums the identity rejections over every route, by
-// error code, read in process for the admin dashboard.
+// error code, read in process for the admin dashboard; codes never
+// answered are left out.
 func (m *Identity) RejectionsByCode() map[string]uint64 {
 	ch := make(chan prometheus.Metric, 64)
 	go func() {
@@ -59,7 +60,7 @@ func (m *Identity) RejectionsByCode() map[string]uint64 {
 	out := map[string]uint64{}
 	for mt := range ch {
 		var pb dto.Metric
-		if mt.Write(&pb) != nil || pb.Counter == nil {
+		if mt.Write(&pb) != nil || pb.Counter.GetValue() == 0 {
 			continue
 		}
 		for _, l := range pb.Label {

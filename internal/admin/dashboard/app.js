@@ -70,7 +70,7 @@
     const f = $("facts");
     f.replaceChildren();
     const add = (k, v, cls) => {
-      const d = el("div");
+      const d = el("div", null, k === "config" ? "wide" : "");
       d.append(el("dt", k), el("dd", v, cls));
       f.append(d);
     };
@@ -100,11 +100,13 @@
     ctx.clearRect(0, 0, w, h);
     c.dataset.points = String(pts.length);
     c.dataset.redraws = String(++redraws);
-    $("chartnote").textContent = pts.length + " s";
+    $("chartnote").textContent = "· last " + pts.length + " s";
     if (pts.length < 2) return;
     const maxR = Math.max(1, ...pts.map((p) => p.requests));
     const maxL = Math.max(1, ...pts.map((p) => p.p99_ms));
     const x = (i) => i * (w - 1) / (pts.length - 1);
+    // The top line holds the scale's label, clear of the lines.
+    const span = h - 4 - 14 * (window.devicePixelRatio || 1);
     const line = (color, y) => {
       ctx.strokeStyle = color;
       ctx.lineWidth = 2;
@@ -112,9 +114,9 @@
       pts.forEach((p, i) => (i ? ctx.lineTo(x(i), y(p)) : ctx.moveTo(x(i), y(p))));
       ctx.stroke();
     };
-    line("#b8860b", (p) => h - 2 - p.p99_ms / maxL * (h - 4));
-    line("#c0362c", (p) => h - 2 - p.requests * p.error_rate / maxR * (h - 4));
-    line("#0b62c4", (p) => h - 2 - p.requests / maxR * (h - 4));
+    line("#b8860b", (p) => h - 2 - p.p99_ms / maxL * span);
+    line("#c0362c", (p) => h - 2 - p.requests * p.error_rate / maxR * span);
+    line("#0b62c4", (p) => h - 2 - p.requests / maxR * span);
     ctx.fillStyle = "#667";
     ctx.font = 11 * (window.devicePixelRatio || 1) + "px sans-serif";
     ctx.fillText(maxR + " req/s, p99 " + num(maxL) + " ms max", 4, 12 * (window.devicePixelRatio || 1));
