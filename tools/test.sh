@@ -36,7 +36,7 @@ fi
 # command:Debian package, for every peer the suites start.
 peers=(redis-server:redis-server prometheus:prometheus promtool:prometheus
 	testssl:testssl.sh websocketd:websocketd node:nodejs systemd-analyze:systemd
-	unshare:util-linux ip:iproute2 openssl:openssl)
+	unshare:util-linux ip:iproute2 openssl:openssl chromium:chromium)
 missing=()
 for peer in "${peers[@]}"; do
 	command -v "${peer%%:*}" >/dev/null || missing+=("${peer#*:}")

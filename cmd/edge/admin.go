@@ -8,11 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"edge/internal/admin"
 	"edge/internal/gateway"
 	"edge/internal/process"
+	edgetls "edge/internal/tls"
 )
 
 // adminClient talks to a running edge's admin listener, found (with its
@@ -168,22 +171,147 @@ func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c, _, err := adminFlags("status", "",
-		"Lists the instances of every upstream edge runs: pid, port, version, uptime,\nrestarts, memory and state.", 0, args, stderr)
+		"Prints what the dashboard shows (/dashboard/ on the admin listener): version,\nuptime, the last config load and its problems, the traffic of the last minute,\nthe routes with their live rate, the upstream targets, the instances of every\nupstream edge runs (pid, port, version, uptime, restarts, memory and state),\nbans, the most limited clients, auth rejections and certificates.", 0, args, stderr)
 	if err != nil {
 		return err
 	}
-	var ans struct {
+	var d statusData
+	for _, part := range []struct {
+		path string
+		out  any
+	}{
+		{"/api/overview", &d.overview},
+		{"/api/routes", &d.routes},
+		{"/api/upstreams", &d.targets},
+		{"/upstreams", &d.instances},
+		{"/api/security", &d.security},
+		{"/api/certificates", &d.certs},
+	} {
+		code, err := c.do(ctx, http.MethodGet, part.path, nil, part.out)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("admin listener answered %d to GET %s", code, part.path)
+		}
+	}
+	printOverview(stdout, &d, time.Now())
+	return nil
+}
+
+// statusData is the admin API's answers edge status prints.
+type statusData struct {
+	overview admin.Overview
+	routes   struct {
+		Routes []admin.RouteView `json:"routes"`
+	}
+	targets struct {
+		Upstreams []admin.UpstreamView `json:"upstreams"`
+	}
+	instances struct {
 		Upstreams []admin.Upstream `json:"upstreams"`
 	}
-	code, err := c.do(ctx, http.MethodGet, "/upstreams", nil, &ans)
-	if err != nil {
-		return err
+	security admin.Security
+	certs    edgetls.Status
+}
+
+// printOverview prints the dashboard's views one after the other, tables
+// as the instances one.
+func printOverview(w io.Writer, d *statusData, now time.Time) {
+	o := d.overview
+	fmt.Fprintf(w, "edge %s, up %s, config %s\n", o.Version, (time.Duration(o.UptimeSeconds) * time.Second).String(), o.Config)
+	lr := o.LastReload
+	fmt.Fprintf(w, "last config load: %s (%s) at %s\n", lr.Result, lr.Trigger, lr.At.UTC().Format(time.DateTime+" MST"))
+	for _, p := range lr.Problems {
+		fmt.Fprintf(w, "  problem: %s\n", p)
 	}
-	if code != http.StatusOK {
-		return fmt.Errorf("admin listener answered %d", code)
+	t := o.Traffic
+	fmt.Fprintf(w, "traffic, last %d s: %.1f req/s, %.1f%% 5xx, p50 %.1f ms, p99 %.1f ms; targets up %d/%d, bans %d\n\n",
+		t.Seconds, t.RPS, t.ErrorRate*100, t.P50Ms, t.P99Ms, o.TargetsUp, o.Targets, o.Bans)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROUTE\tHOSTS\tMATCH\tAUTH\tLIMITS\tANSWER\tREQ/S\t2XX\t3XX\t4XX\t5XX")
+	for _, r := range d.routes.Routes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%d\t%d\t%d\t%d\n", r.Name, orDash(strings.Join(r.Hosts, ",")), r.Match, r.Auth,
+			orDash(strings.Join(r.Limits, ",")), r.Answer, r.Live.RPS, r.Live.Classes["2xx"], r.Live.Classes["3xx"], r.Live.Classes["4xx"], r.Live.Classes["5xx"])
 	}
-	printStatus(stdout, ans.Upstreams, time.Now())
-	return nil
+	tw.Flush()
+	fmt.Fprintln(w)
+
+	if len(d.targets.Upstreams) > 0 {
+		fmt.Fprintln(tw, "UPSTREAM\tTARGET\tHEALTH\tIN FLIGHT\tLATENCY\tPASSIVE FAILURES")
+		for _, u := range d.targets.Upstreams {
+			for _, tg := range u.Targets {
+				health := "down"
+				if tg.Healthy {
+					health = "up"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1fms\t%d\n", u.Name, tg.Addr, health, tg.InFlight, tg.LatencyMs, tg.Failures)
+			}
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
+	printStatus(w, d.instances.Upstreams, now)
+	fmt.Fprintln(w)
+
+	s := d.security
+	if len(s.Bans) == 0 {
+		fmt.Fprintln(w, "no bans")
+	} else {
+		fmt.Fprintln(tw, "BANNED\tREASON\tUNTIL")
+		for _, b := range s.Bans {
+			who := b.Key
+			if b.Kind == "openid" {
+				who = admin.ShortOpenID(who)
+			}
+			fmt.Fprintf(tw, "%s %s\t%s\t%s\n", b.Kind, who, orDash(b.Reason), b.Expires.UTC().Format(time.DateTime+" MST"))
+		}
+		tw.Flush()
+	}
+	if len(s.TopLimited) > 0 {
+		fmt.Fprintln(tw, "MOST LIMITED\tREFUSED")
+		for _, k := range s.TopLimited {
+			fmt.Fprintf(tw, "%s %s\t%d\n", k.Kind, k.Key, k.Count)
+		}
+		tw.Flush()
+	}
+	if len(s.AuthRejections) > 0 {
+		codes := slices.Sorted(maps.Keys(s.AuthRejections))
+		parts := make([]string, len(codes))
+		for i, c := range codes {
+			parts[i] = fmt.Sprintf("%s: %d", c, s.AuthRejections[c])
+		}
+		fmt.Fprintf(w, "auth rejections by code: %s\n", strings.Join(parts, ", "))
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintf(tw, "CERTIFICATE (%s)\tSOURCE\tISSUER\tEXPIRES\tRENEWS\n", d.certs.Mode)
+	for _, c := range d.certs.Certificates {
+		expires, renews := "-", "-"
+		if !c.Expiry.IsZero() {
+			expires = c.Expiry.UTC().Format(time.DateOnly)
+		}
+		if !c.Renewal.IsZero() {
+			renews = c.Renewal.UTC().Format(time.DateOnly)
+		}
+		source := c.Source
+		if c.Pending {
+			source += " (pending)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", strings.Join(c.Names, ","), source, orDash(c.Issuer), expires, renews)
+	}
+	tw.Flush()
+	if d.certs.LastACMEError != "" {
+		fmt.Fprintf(w, "last ACME error at %s: %s\n", d.certs.LastACMEErrorAt.UTC().Format(time.DateTime+" MST"), d.certs.LastACMEError)
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func printStatus(w io.Writer, ups []admin.Upstream, now time.Time) {

@@ -15,6 +15,7 @@ import (
 
 	"edge/internal/admin"
 	"edge/internal/process"
+	"edge/internal/testpeer"
 )
 
 const testAdminToken = "0123456789abcdef0123"
@@ -131,5 +132,53 @@ func TestPurgeCommand(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"purge", "-config", path}, io.Discard, io.Discard); exitCode(err) != 2 {
 		t.Errorf("purge without an argument: %v", err)
+	}
+}
+
+// TestStatusCommand: edge status prints the dashboard's views from a
+// running edge, the instances table among them.
+func TestStatusCommand(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(up.Close)
+	addr := strings.TrimPrefix(up.URL, "http://")
+	e := testpeer.StartEdge(t, fmt.Sprintf("redirect_http = false\nadmin_token = %q\n", testAdminToken), fmt.Sprintf(`
+[[upstreams]]
+name = "app"
+targets = [%q]
+
+[[routes]]
+name = "api"
+path = "/api/"
+upstream = "app"
+`, addr))
+	resp, err := http.Get("http://" + e.HTTP + "/api/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"status", "-config", e.ConfigPath}, &out, &errOut); err != nil {
+		t.Fatalf("status: %v\n%s", err, errOut.String())
+	}
+	got := out.String()
+	for _, want := range []string{
+		"last config load: loaded (start) at ",
+		"traffic, last ",
+		"targets up 1/1, bans 0",
+		"ROUTE  HOSTS  MATCH  AUTH  LIMITS  ANSWER        REQ/S",
+		"api    -      /api/  none  -       upstream app",
+		"app       " + addr + "  up ",
+		"edge runs no upstream ([upstreams.run])",
+		"no bans",
+		"CERTIFICATE (internal)",
+		"localhost,127.0.0.1,::1  internal",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("edge status lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, testAdminToken) {
+		t.Errorf("edge status prints the admin token:\n%s", got)
 	}
 }

@@ -54,7 +54,7 @@ Usage:
   edge [run] [-config PATH]     serve (the default command)
   edge validate [-config PATH]  check a config file and exit (like nginx -t)
   edge deploy UPSTREAM          replace an upstream's instances, one at a time
-  edge status                   list the instances edge runs
+  edge status                   what the dashboard shows, in the terminal
   edge version                  print the version
   edge release ROUTE weight N|promote|rollback
                                 change a route's release live (admin API)

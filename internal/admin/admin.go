@@ -1,6 +1,7 @@
 // Package admin is the admin listener's API: metrics, health and
-// readiness, profiles, reload, bans, session revocation, cache purges, and the status
-// and deploys of the app instances edge runs, behind the
+// readiness, profiles, reload, bans, session revocation, cache purges, the status
+// and deploys of the app instances edge runs, and the live dashboard
+// with its JSON API (dashboard.go), behind the
 // guard that keeps browser pages and strangers out (guard.go).
 package admin
 
@@ -63,7 +64,10 @@ type Options struct {
 	Releases Releases
 	// Cache serves POST /cache/purge (cache.go).
 	Cache Purger
-	Log   *slog.Logger
+	// Dashboard serves the page at /dashboard/ and its /api/...
+	// (dashboard.go); nil leaves both out.
+	Dashboard Dashboard
+	Log       *slog.Logger
 }
 
 // Handler is the admin listener's handler.
@@ -102,6 +106,7 @@ func Handler(o Options) http.Handler {
 	mux.Handle("/bans/", o.Bans)
 	releaseRoutes(mux, o.Releases)
 	cacheRoutes(mux, o.Cache)
+	dashboardRoutes(mux, o.Dashboard)
 	mux.HandleFunc("POST /sessions/revoke", func(w http.ResponseWriter, r *http.Request) { revokeSession(w, r, o) })
 	mux.HandleFunc("GET /upstreams", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"upstreams": o.Gateway.Upstreams()})

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path"
 	"strings"
 
 	"edge/internal/apierror"
@@ -77,6 +78,13 @@ func authorized(r *http.Request, sc *config.Server) bool {
 	}
 	switch r.URL.Path {
 	case "/healthz", "/readyz", "/metrics":
+		return true
+	}
+	// The dashboard's page, script and style hold no data and no secret:
+	// a browser cannot send a token with a navigation, so the page loads
+	// without one and sends it (asked of the operator) with each /api/
+	// call, which stays guarded.
+	if p := path.Clean(r.URL.Path); r.Method == http.MethodGet && (p == "/dashboard" || strings.HasPrefix(p, "/dashboard/")) {
 		return true
 	}
 	got, ok := identity.Bearer(r.Header)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"edge/internal/apierror"
+	"edge/internal/live"
 	"edge/internal/metrics"
 	"edge/internal/proxy"
 	"edge/internal/reqctx"
@@ -41,6 +42,9 @@ type Gateway struct {
 	idSeq    atomic.Uint64
 	// cacheClock is Options.CacheClock.
 	cacheClock func() time.Time
+	// live counts the traffic the dashboard draws, by route name, across
+	// reloads.
+	live *live.Recorder
 }
 
 func newGateway(m *metrics.Metrics, log *slog.Logger, access *accessLog, configPath string, l *lasting) *Gateway {
@@ -54,6 +58,7 @@ func newGateway(m *metrics.Metrics, log *slog.Logger, access *accessLog, configP
 
 		configPath: configPath,
 		lasting:    l,
+		live:       live.NewRecorder(),
 	}
 	m.RegisterTargetHealth(g.targetHealth)
 	m.RegisterInstances(g.instanceCounts)
@@ -136,8 +141,10 @@ func (g *Gateway) record(s *snapshot, rt *route, r *http.Request, info *reqctx.I
 	elapsed := time.Since(start)
 	if rt == nil {
 		s.notFound.Observe(r.Method, status, elapsed)
+		s.notFoundLive.Observe(status, elapsed)
 	} else {
 		rt.metrics.Observe(r.Method, status, elapsed)
+		rt.live.Observe(status, elapsed)
 		switch {
 		case info.Target == "":
 		case info.Reason == "":

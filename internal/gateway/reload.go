@@ -121,6 +121,7 @@ func (s *Server) reload(trigger string, settled []byte) (string, error) {
 		wx.SetApps(cfg.Apps)
 	}
 	setLevel(s.level, cfg.Log.Level)
+	s.setLastReload(trigger, ReloadApplied, nil, now)
 	s.log.Info("config reloaded", "trigger", trigger, "routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
 	return ReloadApplied, nil
 }
@@ -129,6 +130,7 @@ func (s *Server) readConfigFile() ([]byte, error) { return os.ReadFile(s.opts.Co
 
 func (s *Server) reloadFailed(trigger string, err error, now time.Time) {
 	s.metrics.ReloadResult(false, now)
+	s.setLastReload(trigger, ReloadFailed, err, now)
 	for _, line := range problemLines(err) {
 		s.log.Error("config reload rejected; the previous config keeps serving", "trigger", trigger, "problem", line)
 	}

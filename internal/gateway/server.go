@@ -64,6 +64,9 @@ type Server struct {
 	cfgHash  [sha256.Size]byte
 
 	ready atomic.Bool
+	// started and lastReload are the dashboard's overview.
+	started    time.Time
+	lastReload atomic.Pointer[admin.Reload]
 }
 
 // New loads and compiles the config. A config error is returned as is (a
@@ -77,7 +80,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: o, level: new(slog.LevelVar), cfg: cfg, cfgHash: sha256.Sum256(data)}
+	s := &Server{opts: o, level: new(slog.LevelVar), cfg: cfg, cfgHash: sha256.Sum256(data), started: time.Now()}
 	s.log = newLogger(o.Stderr, cfg.Log, s.level)
 	s.metrics = metrics.New(o.Version)
 	state, err := newLasting(cfg, s.metrics, s.log)
@@ -110,6 +113,7 @@ func New(o Options) (*Server, error) {
 	s.gw.tlsm = s.tlsm
 	next.Apply()
 	s.metrics.ReloadResult(true, time.Now())
+	s.setLastReload("start", "loaded", nil, s.started)
 	return s, nil
 }
 
@@ -261,6 +265,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(signals)
 	go s.watchSignals(watchCtx, signals)
+	go s.gw.live.Run(watchCtx.Done())
 
 	s.ready.Store(true)
 	for _, w := range s.cfg.Warnings {
@@ -363,12 +368,13 @@ func (r releases) SetReleaseWeight(route string, weight int) (admin.Release, err
 
 func (s *Server) adminHandler() http.Handler {
 	return admin.Handler(admin.Options{
-		Gateway:  adminAPI{s},
-		Registry: s.metrics.Registry,
-		Bans:     s.gw.lasting.limits.AdminHandler(),
-		Releases: releases{s},
-		Cache:    s.gw.lasting.cache,
-		Log:      s.log,
+		Gateway:   adminAPI{s},
+		Registry:  s.metrics.Registry,
+		Bans:      s.gw.lasting.limits.AdminHandler(),
+		Releases:  releases{s},
+		Cache:     s.gw.lasting.cache,
+		Dashboard: dashboard{s},
+		Log:       s.log,
 	})
 }
 

@@ -23,6 +23,7 @@ import (
 	"edge/internal/config"
 	"edge/internal/identity"
 	"edge/internal/limits"
+	"edge/internal/live"
 	"edge/internal/metrics"
 	"edge/internal/process"
 	"edge/internal/proxy"
@@ -39,6 +40,7 @@ type snapshot struct {
 	router         *proxy.Router
 	routes         []*route
 	notFound       *metrics.Route
+	notFoundLive   *live.Route
 	trustedProxies []netip.Prefix
 	accessLog      bool // for requests no route matched
 	accessFormat   *accessFormat
@@ -86,6 +88,7 @@ func (s *snapshot) stop() {
 type route struct {
 	name            string
 	metrics         *metrics.Route
+	live            *live.Route
 	maxBody         int64
 	bodyPause       time.Duration // server.read_timeout
 	responseHeaders proxy.HeaderRules
@@ -171,6 +174,7 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 	s := &snapshot{
 		cfg:            cfg,
 		notFound:       g.metrics.Route(""),
+		notFoundLive:   g.live.Route(""),
 		trustedProxies: cfg.Server.TrustedProxies,
 		accessLog:      cfg.Log.Access == nil || *cfg.Log.Access,
 		accessFormat:   compileAccessFormat(cfg.Log),
@@ -227,6 +231,12 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 		s.routes = append(s.routes, rt)
 	}
 	s.router = proxy.NewRouter(specs)
+	for _, rt := range s.routes {
+		rt.live = g.live.Route(rt.name)
+	}
+	for _, rt := range s.logins {
+		rt.live = g.live.Route(rt.name)
+	}
 	return s, nil
 }
 

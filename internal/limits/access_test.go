@@ -162,7 +162,7 @@ func TestBansInMemory(t *testing.T) {
 	w := httptest.NewRecorder()
 	admin.ServeHTTP(w, httptest.NewRequest("GET", "/bans", nil))
 	var list struct {
-		Bans []banView `json:"bans"`
+		Bans []BanView `json:"bans"`
 	}
 	if err := json.Unmarshal(w.Body.Bytes(), &list); err != nil {
 		t.Fatal(err)

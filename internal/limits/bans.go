@@ -98,18 +98,7 @@ func (b *banStore) putLocked(key string, v ban, maxBans int) {
 		return
 	}
 	if len(b.m) >= maxBans {
-		var victim string
-		var soonest int64
-		n := 0
-		for k, x := range b.m {
-			if n == 0 || x.until < soonest {
-				victim, soonest = k, x.until
-			}
-			if n++; n == evictSample {
-				break
-			}
-		}
-		b.deleteLocked(victim)
+		b.deleteLocked(sampleVictim(b.m, func(x ban) int64 { return x.until }))
 	}
 	b.m[key] = v
 	b.n.Add(1)
@@ -198,18 +187,7 @@ func (v *violations) add(key string, now, window int64, threshold, maxKeys int) 
 	c := v.m[key]
 	if c == nil || now-c.start >= window {
 		if c == nil && len(v.m) >= maxKeys {
-			var victim string
-			var oldest int64
-			n := 0
-			for k, x := range v.m {
-				if n == 0 || x.start < oldest {
-					victim, oldest = k, x.start
-				}
-				if n++; n == evictSample {
-					break
-				}
-			}
-			delete(v.m, victim)
+			delete(v.m, sampleVictim(v.m, func(x *vcount) int64 { return x.start }))
 		}
 		c = &vcount{start: now}
 		v.m[key] = c
@@ -377,7 +355,8 @@ func (e *Engine) lift(ctx context.Context, member string) (found, shared bool) {
 	return found || n > 0, true
 }
 
-type banView struct {
+// BanView is one ban as the admin API lists it.
+type BanView struct {
 	Kind    string    `json:"kind"`
 	Key     string    `json:"key"`
 	Reason  string    `json:"reason,omitempty"`
@@ -395,26 +374,29 @@ func (e *Engine) AdminHandler() http.Handler {
 	return mux
 }
 
-func (e *Engine) listBans(w http.ResponseWriter, _ *http.Request) {
+// Bans lists the bans in force, sorted by kind and subject.
+func (e *Engine) Bans() []BanView {
 	now := e.now()
 	wall := e.clock()
-	out := struct {
-		Bans []banView `json:"bans"`
-	}{Bans: []banView{}}
+	out := []BanView{}
 	e.bans.mu.RLock()
 	for k, v := range e.bans.m {
 		if v.until <= now {
 			continue
 		}
 		kind, subject, _ := strings.Cut(k, ":")
-		out.Bans = append(out.Bans, banView{Kind: kind, Key: subject, Reason: v.reason,
+		out = append(out, BanView{Kind: kind, Key: subject, Reason: v.reason,
 			Expires: wall.Add(time.Duration(v.until - now)).UTC().Truncate(time.Second), Shared: v.remote})
 	}
 	e.bans.mu.RUnlock()
-	slices.SortFunc(out.Bans, func(a, b banView) int {
+	slices.SortFunc(out, func(a, b BanView) int {
 		return strings.Compare(a.Kind+":"+a.Key, b.Kind+":"+b.Key)
 	})
-	writeJSON(w, http.StatusOK, out)
+	return out
+}
+
+func (e *Engine) listBans(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string][]BanView{"bans": e.Bans()})
 }
 
 func (e *Engine) liftBan(w http.ResponseWriter, r *http.Request) {

@@ -82,6 +82,24 @@ const shardCount = 64
 // forget; sampling keeps an insert O(1) without an LRU list.
 const evictSample = 8
 
+// sampleVictim picks, of the first evictSample keys of m in Go's random
+// map order, the one whose entry has the lowest age: the key a full map
+// gives up. m must not be empty.
+func sampleVictim[V any](m map[string]V, age func(V) int64) string {
+	var victim string
+	var lowest int64
+	n := 0
+	for k, v := range m {
+		if a := age(v); n == 0 || a < lowest {
+			victim, lowest = k, a
+		}
+		if n++; n == evictSample {
+			break
+		}
+	}
+	return victim
+}
+
 type entry struct {
 	key string
 	lim *rate.Limiter

@@ -70,6 +70,7 @@ type Engine struct {
 
 	bans     *banStore
 	viol     *violations
+	limited  limitedTally
 	inflight *inflight[string]
 	// inflightIP counts each route's requests in progress per client IP
 	// (max_inflight_per_ip), across reloads like inflight.

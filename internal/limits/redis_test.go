@@ -198,7 +198,7 @@ func TestRedisBansShared(t *testing.T) {
 
 	w := httptest.NewRecorder()
 	a.e.AdminHandler().ServeHTTP(w, httptest.NewRequest("GET", "/bans", nil))
-	var list struct{ Bans []banView }
+	var list struct{ Bans []BanView }
 	if err := json.Unmarshal(w.Body.Bytes(), &list); err != nil {
 		t.Fatal(err)
 	}

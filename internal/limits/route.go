@@ -139,6 +139,7 @@ func (rt Route) Admit(w http.ResponseWriter, r *http.Request, info *reqctx.Info)
 			wait = d.verdicts[d.rule].wait(slot.localInterval, slot.localTol)
 		}
 		writeLimited(w, r, p, slot.rule, wait)
+		e.limited.add(info, now)
 		e.countRateViolation(r.Context(), s, info)
 	case resFailClosed:
 		writeLimited(w, r, p, p.rules[d.rule].rule, s.probeInterval)

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Identity counts logins by app (a name from the config) and result (a word
@@ -45,4 +46,28 @@ func (m *Identity) Login(app, result string) prometheus.Counter {
 // Rejected returns the rejection counter of a route for one error code.
 func (m *Identity) Rejected(route string, code int) prometheus.Counter {
 	return m.rejected.WithLabelValues(route, strconv.Itoa(code))
+}
+
+// RejectionsByCode sums the identity rejections over every route, by
+// error code, read in process for the admin dashboard; codes never
+// answered are left out.
+func (m *Identity) RejectionsByCode() map[string]uint64 {
+	ch := make(chan prometheus.Metric, 64)
+	go func() {
+		m.rejected.Collect(ch)
+		close(ch)
+	}()
+	out := map[string]uint64{}
+	for mt := range ch {
+		var pb dto.Metric
+		if mt.Write(&pb) != nil || pb.Counter.GetValue() == 0 {
+			continue
+		}
+		for _, l := range pb.Label {
+			if l.GetName() == "code" {
+				out[l.GetValue()] += uint64(pb.Counter.GetValue())
+			}
+		}
+	}
+	return out
 }

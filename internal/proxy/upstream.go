@@ -27,6 +27,10 @@ type Target struct {
 	// inflight counts requests until their response body is done, so
 	// least_conn sees long streams as load; the transport keeps it.
 	inflight atomic.Int64
+	// latency is a moving average of the time to the answer's headers
+	// (ns), for the dashboard: two atomic operations per exchange, and an
+	// update lost to a concurrent one only shifts an average.
+	latency atomic.Int64
 
 	activeDown atomic.Bool // set by the active health check
 	// gate, when set, is the owner of a target edge runs itself (a
@@ -38,6 +42,8 @@ type Target struct {
 	mu         sync.Mutex
 	failCount  int
 	failWindow time.Time // start of the current passive-failure window
+	// failTotal counts every passive failure, for the dashboard.
+	failTotal uint64
 	// checkOK and checkBad are the active check's run of consecutive
 	// results. They live here, not in the checker, because every reload
 	// starts a new checker: a count that restarted with it would never
@@ -87,6 +93,28 @@ func (t *Target) Available(now time.Time) bool {
 // InFlight is the number of requests the target is answering.
 func (t *Target) InFlight() int64 { return t.inflight.Load() }
 
+// Latency is the moving average of the time the target took to send an
+// answer's headers over about its last eight answers; 0 before any.
+func (t *Target) Latency() time.Duration { return time.Duration(t.latency.Load()) }
+
+func (t *Target) observeLatency(d time.Duration) {
+	old := t.latency.Load()
+	if old == 0 {
+		t.latency.Store(int64(d))
+		return
+	}
+	t.latency.Store(old + (int64(d)-old)/8)
+}
+
+// Failures is the number of passive health failures counted against the
+// target since edge started (answers retried on, connections refused,
+// timeouts).
+func (t *Target) Failures() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.failTotal
+}
+
 // recordFailure counts one failure; tookOut is true only when it takes an
 // available target out. A target already out that fails again (tried because
 // no other was available) has its cooldown renewed, and that is no news.
@@ -96,6 +124,7 @@ func (t *Target) recordFailure(now time.Time, p PassiveOptions) (tookOut bool) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.failTotal++
 	if now.Sub(t.failWindow) > p.Window {
 		t.failWindow = now
 		t.failCount = 0
@@ -470,10 +499,12 @@ func (u *Upstream) exchange(req *http.Request, w requestWriter, readTimeout time
 			info.Target = t.Addr
 		}
 		resp, err := t.transport.Load().exchange(req, w, readTimeout)
+		took := time.Since(now)
 		if info != nil {
-			info.UpstreamDuration += time.Since(now)
+			info.UpstreamDuration += took
 		}
 		if err == nil {
+			t.observeLatency(took)
 			if len(u.opts.RetryOn) == 0 || !slices.Contains(u.opts.RetryOn, resp.StatusCode) {
 				return resp, nil
 			}

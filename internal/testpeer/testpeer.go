@@ -54,6 +54,7 @@ var debianPackages = map[string]string{
 	"websocketd":      "websocketd",
 	"node":            "nodejs",
 	"systemd-analyze": "systemd",
+	"chromium":        "chromium",
 }
 
 // installHint says which command installs a missing peer: a Debian package,

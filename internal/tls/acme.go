@@ -430,12 +430,7 @@ func parseStored(data []byte) (*stdtls.Certificate, error) {
 // renewBefore, or autocert's default of a third of its life (at most 30
 // days).
 func (s *acmeSource) due(cert *stdtls.Certificate, now time.Time) bool {
-	leaf := cert.Leaf
-	threshold := min(leaf.NotAfter.Sub(leaf.NotBefore)/3, 30*24*time.Hour)
-	if s.settings.renewBefore > 0 {
-		threshold = min(s.settings.renewBefore, 30*24*time.Hour)
-	}
-	return !now.Before(leaf.NotAfter.Add(-threshold))
+	return !now.Before(s.renewalAt(cert))
 }
 
 // hookedStore is the autocert.Cache autocert sees: the store, plus what
