@@ -5,6 +5,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -158,6 +160,9 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 	_ = json.NewEncoder(w).Encode(body)
 }
 
+// revokeTimeout bounds the Redis calls of one revocation.
+const revokeTimeout = 5 * time.Second
+
 // revokeSession logs a user out everywhere: POST {"token": "..."}. The
 // token is put on the revocation list in Redis until it would have expired
 // ([cluster] redis is required: without a shared store a token stays valid
@@ -184,7 +189,12 @@ func revokeSession(w http.ResponseWriter, r *http.Request, o Options) {
 		apierror.Write(w, r, apierror.BadRequest, "not a token of this gateway")
 		return
 	}
-	switch err := sealer.Revoke(r.Context(), sess); {
+	// An operator would rather wait than be told the revocation holds on
+	// one replica only, but not for as long as go-redis retries a dead
+	// Redis.
+	ctx, cancel := context.WithTimeout(r.Context(), revokeTimeout)
+	defer cancel()
+	switch err := sealer.Revoke(ctx, sess); {
 	case errors.Is(err, identity.ErrRevokedHereOnly):
 		o.Log.Warn("session revoked on this replica only: redis did not take it", "appid", sess.AppID, "openid", sess.OpenID, "error", err.Error())
 		apierror.Write(w, r, apierror.Unavailable, "redis did not take the revocation: this replica refuses the token, the others do not; send the revocation again once redis answers")

@@ -33,6 +33,9 @@ func (e *Engine) publish(ctx context.Context, timeout time.Duration, kind, paylo
 	if e.pub == nil {
 		return
 	}
+	// The caller's context may be done (a client that hung up, the
+	// script's own deadline spent): the change is made and still must be
+	// told.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	if err := e.pub.Publish(ctx, kind, payload); err != nil {
