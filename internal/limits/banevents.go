@@ -84,12 +84,18 @@ func (e *Engine) Resync() {
 }
 
 // republishScript writes bans back: KEYS bans, bans version; ARGV pairs of
-// (ms left, member). A ban already there keeps the later expiry.
+// (ms left, member). A ban already there keeps the later expiry (compared
+// here rather than with ZADD GT, which Redis before 6.2 lacks and managed
+// editions still run).
 var republishScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 1, #ARGV, 2 do
-  redis.call('ZADD', KEYS[1], 'GT', string.format('%d', now + tonumber(ARGV[i])), ARGV[i + 1])
+  local exp = now + tonumber(ARGV[i])
+  local cur = redis.call('ZSCORE', KEYS[1], ARGV[i + 1])
+  if not cur or tonumber(cur) < exp then
+    redis.call('ZADD', KEYS[1], string.format('%d', exp), ARGV[i + 1])
+  end
 end
 redis.call('INCR', KEYS[2])
 return #ARGV / 2

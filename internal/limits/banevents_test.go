@@ -1,12 +1,16 @@
 package limits
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"edge/internal/config"
+	"edge/internal/testpeer"
 )
 
 func banEventHarness(t testing.TB) *harness {
@@ -62,4 +66,47 @@ func FuzzBanEvent(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRepublishBans: the bans a replica holds go back into an empty Redis
+// with the time they have left, a ban Redis holds longer keeps its
+// expiry, and the version changes so every replica reads them.
+func TestRepublishBans(t *testing.T) {
+	srv := testpeer.Redis(t)
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	h := newHarness(t, cfgWith(config.LimitSections{
+		Bans: config.Bans{Threshold: 3, Window: config.Duration(time.Minute), Duration: config.Duration(10 * time.Minute),
+			Count: config.ViolationKinds, BanIP: true, MaxBans: 100, SyncInterval: config.Duration(time.Hour)},
+	}), harnessOpt{redis: rc})
+	ctx := context.Background()
+	h.e.HandleBanEvent("60000 signature openid:o-short")
+	h.e.HandleBanEvent("60000 signature openid:o-longer-in-redis")
+	ms := func(member string) float64 {
+		t.Helper()
+		v, err := rc.ZScore(ctx, redisBansKey, member).Result()
+		if err != nil {
+			t.Fatalf("ZSCORE %s: %v", member, err)
+		}
+		return v
+	}
+	if err := rc.ZAdd(ctx, redisBansKey, redis.Z{Score: 1e15, Member: "openid:o-longer-in-redis"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.e.Republish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	redisNow, err := rc.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := ms("openid:o-short") - float64(redisNow.UnixMilli()); left < 50000 || left > 61000 {
+		t.Errorf("republished ban has %.0f ms left in Redis, want about 60000", left)
+	}
+	if got := ms("openid:o-longer-in-redis"); got != 1e15 {
+		t.Errorf("a longer ban in Redis was shortened to %.0f", got)
+	}
+	if v, err := rc.Get(ctx, redisBansVerKey).Result(); err != nil || v == "" {
+		t.Errorf("the bans' version was not moved: %q %v", v, err)
+	}
 }
