@@ -110,3 +110,29 @@ func TestRepublishBans(t *testing.T) {
 		t.Errorf("the bans' version was not moved: %q %v", v, err)
 	}
 }
+
+// TestResyncReadsWhatTheMessagesMissed: a ban written to Redis while this
+// replica was not listening arrives on Resync (the bus calls it after every
+// reconnect), with the periodic sync an hour away.
+func TestResyncReadsWhatTheMessagesMissed(t *testing.T) {
+	srv := testpeer.Redis(t)
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	h := newHarness(t, cfgWith(config.LimitSections{
+		Bans: config.Bans{Threshold: 3, Window: config.Duration(time.Minute), Duration: config.Duration(10 * time.Minute),
+			Count: config.ViolationKinds, BanIP: true, MaxBans: 100, SyncInterval: config.Duration(time.Hour)},
+	}), harnessOpt{redis: rc, realClock: true})
+	ctx := context.Background()
+	redisNow, err := rc.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.ZAdd(ctx, redisBansKey, redis.Z{Score: float64(redisNow.Add(time.Minute).UnixMilli()), Member: "openid:o-missed"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Incr(ctx, redisBansVerKey).Err(); err != nil {
+		t.Fatal(err)
+	}
+	h.e.Resync()
+	waitFor(t, 10*time.Second, "the resync to read the ban", func() bool { return h.e.bans.bannedOpenID("o-missed", h.e.now()) })
+}
