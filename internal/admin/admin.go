@@ -6,6 +6,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,10 +14,12 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"edge/internal/apierror"
 	"edge/internal/config"
 	"edge/internal/identity"
 	"edge/internal/process"
@@ -112,6 +115,11 @@ func Handler(o Options) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"upstreams": o.Gateway.Upstreams()})
 	})
 	mux.HandleFunc("POST /upstreams/{name}/deploy", func(w http.ResponseWriter, r *http.Request) { deploy(w, r, o) })
+	// Every answer of the API is JSON, a path it does not serve included
+	// (ServeMux's own is plain text).
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		apierror.Write(w, r, apierror.NotFound, "the admin API has no endpoint for this method and path")
+	})
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
 		result, err := o.Gateway.Reload()
 		w.Header().Set("Content-Type", "application/json")
@@ -157,6 +165,9 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 	_ = json.NewEncoder(w).Encode(body)
 }
 
+// revokeTimeout bounds the Redis calls of one revocation.
+const revokeTimeout = 5 * time.Second
+
 // revokeSession logs a user out everywhere: POST {"token": "..."}. The
 // token is put on the revocation list in Redis until it would have expired
 // ([cluster] redis is required: without a shared store a token stays valid
@@ -166,27 +177,37 @@ func revokeSession(w http.ResponseWriter, r *http.Request, o Options) {
 		Token string `json:"token"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 16<<10)).Decode(&req); err != nil || req.Token == "" {
-		http.Error(w, `send {"token": "<the session token>"}`, http.StatusBadRequest)
+		apierror.Write(w, r, apierror.BadRequest, `send {"token": "<the session token>"}`)
 		return
 	}
 	sealer := o.Gateway.Sealer()
 	if sealer == nil {
-		http.Error(w, "no [sessions] configured", http.StatusConflict)
+		apierror.Write(w, r, apierror.NotFound, "no [sessions] configured: this gateway issues no tokens")
 		return
 	}
 	sess, err := sealer.Open(req.Token)
 	switch {
 	case errors.Is(err, identity.ErrTokenExpired):
-		_, _ = io.WriteString(w, `{"result":"already expired"}`+"\n")
+		writeJSON(w, http.StatusOK, map[string]string{"result": "already expired"})
 		return
 	case err != nil:
-		http.Error(w, "not a token of this gateway", http.StatusBadRequest)
+		apierror.Write(w, r, apierror.BadRequest, "not a token of this gateway")
 		return
 	}
-	if err := sealer.Revoke(r.Context(), sess); err != nil {
-		http.Error(w, err.Error(), http.StatusConflict)
+	// An operator would rather wait than be told the revocation holds on
+	// one replica only, but not for as long as go-redis retries a dead
+	// Redis.
+	ctx, cancel := context.WithTimeout(r.Context(), revokeTimeout)
+	defer cancel()
+	switch err := sealer.Revoke(ctx, sess); {
+	case errors.Is(err, identity.ErrRevokedHereOnly):
+		o.Log.Warn("session revoked on this replica only: redis did not take it", "appid", sess.AppID, "openid", sess.OpenID, "error", err.Error())
+		apierror.Write(w, r, apierror.Unavailable, "redis did not take the revocation: this replica refuses the token, the others do not; send the revocation again once redis answers")
+		return
+	case err != nil:
+		apierror.Write(w, r, apierror.NotFound, "revoking a token needs [cluster] redis")
 		return
 	}
 	o.Log.Info("session revoked", "appid", sess.AppID, "openid", sess.OpenID)
-	_, _ = io.WriteString(w, `{"result":"revoked"}`+"\n")
+	writeJSON(w, http.StatusOK, map[string]string{"result": "revoked"})
 }

@@ -41,9 +41,14 @@ const (
 	RateLimited    Code = 42901
 	// HeadTooLarge: the request line and headers are over
 	// server.max_header_bytes; the connection is closed.
-	HeadTooLarge    Code = 43101
-	UpstreamDown    Code = 50201
-	PlatformDown    Code = 50202
+	HeadTooLarge Code = 43101
+	UpstreamDown Code = 50201
+	PlatformDown Code = 50202
+	// Unavailable: Redis, which a check needs, does not answer and the
+	// config says to refuse rather than skip the check
+	// ([sessions] revocation_failure or nonce_failure = "closed"), or an
+	// admin change could not be shared with the other replicas.
+	Unavailable     Code = 50301
 	UpstreamTimeout Code = 50401
 )
 

@@ -109,7 +109,24 @@ type Sessions struct {
 	// each) when [cluster] has no Redis. Default 1048576. When it is full,
 	// the oldest nonce is forgotten first.
 	NonceCacheSize int `toml:"nonce_cache_size"`
+	// RevocationFailure is what a token route does while the revocation
+	// list in [cluster] redis cannot be read: "open" (default) accepts the
+	// token (unless this replica holds its revocation), "closed" refuses
+	// it with 50301. Logging every user out during an outage is the price
+	// of closed.
+	RevocationFailure string `toml:"revocation_failure"`
+	// NonceFailure is what a signed route does while the shared nonce
+	// store in [cluster] redis cannot be written: "open" (default) checks
+	// the nonce on this replica only (a replay to another replica passes),
+	// "closed" refuses the request with 50301.
+	NonceFailure string `toml:"nonce_failure"`
 }
+
+// The values of sessions.revocation_failure and sessions.nonce_failure.
+const (
+	FailOpen   = "open"
+	FailClosed = "closed"
+)
 
 // RouteAuth is a route's identity policy, written among the route's keys:
 //
@@ -236,6 +253,12 @@ func (s *Sessions) setDefaults() {
 	}
 	if s.NonceCacheSize == 0 {
 		s.NonceCacheSize = DefaultNonceCacheSize
+	}
+	if s.RevocationFailure == "" {
+		s.RevocationFailure = FailOpen
+	}
+	if s.NonceFailure == "" {
+		s.NonceFailure = FailOpen
 	}
 }
 

@@ -114,6 +114,8 @@ func (s *Sessions) validate(c *checker, needed bool) {
 	if s.NonceCacheSize < 1024 || s.NonceCacheSize > 1<<26 {
 		c.add("sessions.nonce_cache_size", "must be between 1024 and 67108864; the default is %d (about 64 MB when full)", DefaultNonceCacheSize)
 	}
+	c.oneOf("sessions.revocation_failure", s.RevocationFailure, FailOpen, FailClosed)
+	c.oneOf("sessions.nonce_failure", s.NonceFailure, FailOpen, FailClosed)
 }
 
 // routesNeedSessions reports whether a route checks edge's own tokens.

@@ -20,6 +20,7 @@ import (
 	"edge/internal/metrics"
 	"edge/internal/process"
 	"edge/internal/proxy"
+	"edge/internal/redisbus"
 	edgetls "edge/internal/tls"
 	"edge/internal/wechatapi"
 )
@@ -32,6 +33,12 @@ type lasting struct {
 	redis  *redis.Client // nil: one machine
 	limits *limits.Engine
 	nonces identity.NonceStore
+	// bus carries bans and revocations between replicas at once; nil
+	// without Redis.
+	bus *redisbus.Bus
+	// revocations is this replica's copy of the revocation list; nil
+	// without Redis.
+	revocations *identity.Revocations
 	// redisGate is identity's view of whether Redis answers; nil without
 	// Redis.
 	redisGate *identity.RedisGate
@@ -67,11 +74,15 @@ func newLasting(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*last
 	}
 	var scripter redis.Scripter
 	var identityRedis identity.Redis
+	var publisher limits.Publisher
 	if l.redis != nil {
 		scripter, identityRedis = l.redis, l.redis
+		l.bus = newBus(l, m.Cluster, log)
+		publisher = l.bus
+		l.revocations = identity.NewRevocations(l.redis, l.bus, log, nil)
 	}
 	var err error
-	l.limits, err = limits.New(cfg, limits.Options{Redis: scripter, Metrics: m.Limits, Logger: log})
+	l.limits, err = limits.New(cfg, limits.Options{Redis: scripter, Publisher: publisher, Metrics: m.Limits, Logger: log})
 	if err != nil {
 		l.close()
 		return nil, fmt.Errorf("limits: %w", err)
@@ -91,7 +102,30 @@ func newLasting(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*last
 		l.close()
 		return nil, err
 	}
+	if l.bus != nil {
+		l.bus.Start()
+	}
 	return l, nil
+}
+
+// newBus routes the bus's messages to the lasting state; the handlers read
+// l's fields, all set before the bus starts.
+func newBus(l *lasting, m *metrics.Cluster, log *slog.Logger) *redisbus.Bus {
+	return redisbus.New(l.redis, redisbus.Options{
+		Log:         log,
+		Received:    m.Received,
+		Republished: m.Republished(),
+		Handlers: map[string]redisbus.Handler{
+			limits.EventBan:      func(p string) { l.limits.HandleBanEvent(p) },
+			limits.EventUnban:    func(p string) { l.limits.HandleUnbanEvent(p) },
+			identity.EventRevoke: func(p string) { l.revocations.HandleEvent(p) },
+		},
+		OnConnect: []func(){func() { l.limits.Resync() }},
+		Republish: []redisbus.Republisher{
+			func(ctx context.Context) error { return l.limits.Republish(ctx) },
+			func(ctx context.Context) error { return l.revocations.Republish(ctx) },
+		},
+	})
 }
 
 // redisLog makes go-redis' own lines (a dial that failed, a connection it
@@ -128,6 +162,9 @@ func (l *lasting) tlsOptions(m *metrics.Metrics) []edgetls.Option {
 // close runs after the drain, so the app instances it stops first have no
 // request left to answer.
 func (l *lasting) close() {
+	if l.bus != nil {
+		l.bus.Close()
+	}
 	stopProcesses(l.procs)
 	if l.wechat != nil {
 		l.wechat.Close()
@@ -162,6 +199,7 @@ func violationKind(code apierror.Code) string {
 func (g *Gateway) identityService(cfg *config.Config) (*identity.Service, error) {
 	return identity.New(cfg, identity.Options{
 		Nonces:       g.lasting.nonces,
+		Revocations:  g.lasting.revocations,
 		Redis:        g.identityRedis(),
 		RedisTimeout: cfg.LimitSections.Limiter.RedisTimeout.Std(),
 		RedisGate:    g.lasting.redisGate,

@@ -31,6 +31,9 @@ type Options struct {
 	Nonces NonceStore
 	// Redis keeps the token revocation list; nil: no revocation.
 	Redis Redis
+	// Revocations is this replica's copy of the list (NewRevocations),
+	// kept across reloads; nil: Redis alone.
+	Revocations *Revocations
 	// RedisTimeout bounds each Redis call of a request (the revocation
 	// check, the shared nonce store): a Redis that stops answering costs a
 	// request at most this, then the local fallback applies. 0: unbounded.
@@ -60,8 +63,12 @@ type Service struct {
 	opts   Options
 	sealer *Sealer
 	skew   time.Duration
-	apps   []*app
-	byName map[string]*app
+	// revocationClosed and nonceClosed refuse what cannot be checked
+	// while Redis is away ([sessions] revocation_failure, nonce_failure).
+	revocationClosed bool
+	nonceClosed      bool
+	apps             []*app
+	byName           map[string]*app
 }
 
 type app struct {
@@ -108,7 +115,9 @@ func New(cfg *config.Config, opts Options) (*Service, error) {
 	if opts.Nonces == nil {
 		opts.Nonces = NewMemoryNonces(cfg.Sessions.NonceCacheSize)
 	}
-	s := &Service{opts: opts, skew: cfg.Sessions.Skew.Std(), byName: make(map[string]*app, len(cfg.Apps))}
+	s := &Service{opts: opts, skew: cfg.Sessions.Skew.Std(), byName: make(map[string]*app, len(cfg.Apps)),
+		revocationClosed: cfg.Sessions.RevocationFailure == config.FailClosed,
+		nonceClosed:      cfg.Sessions.NonceFailure == config.FailClosed}
 	if len(cfg.Sessions.Secrets) > 0 {
 		secrets := make([][]byte, len(cfg.Sessions.Secrets))
 		for i, sec := range cfg.Sessions.Secrets {
@@ -118,6 +127,7 @@ func New(cfg *config.Config, opts Options) (*Service, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sessions: %w", err)
 		}
+		sealer.held = opts.Revocations
 		s.sealer = sealer
 	}
 	for _, c := range cfg.Apps {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"sync"
 	"time"
 )
@@ -115,10 +116,15 @@ func (m *MemoryNonces) grow() {
 	m.ring, m.head = ring, 0
 }
 
+// ErrNoncesHereOnly is RedisNonces' answer while Redis is skipped: the
+// nonce was checked on this replica only.
+var ErrNoncesHereOnly = errors.New("redis is unavailable; the nonce was checked on this replica only")
+
 // RedisNonces is a NonceStore shared by every replica using the same Redis,
 // so a nonce replayed to another replica is caught. When Redis cannot
 // answer, it falls back to its in-memory store (replays to the same replica
-// are still caught) and returns the error for the log and metrics.
+// are still caught) and returns the error, for the caller's nonce_failure
+// policy.
 type RedisNonces struct {
 	rdb      Redis
 	gate     *RedisGate
@@ -139,7 +145,8 @@ func (r *RedisNonces) Record(ctx context.Context, key NonceKey, now time.Time, t
 	copy(b[:], noncePrefix)
 	hex.Encode(b[len(noncePrefix):], key[:])
 	if !r.gate.allow(now) {
-		return r.fallback.Record(ctx, key, now, ttl)
+		fresh, _ := r.fallback.Record(ctx, key, now, ttl)
+		return fresh, ErrNoncesHereOnly
 	}
 	fresh, err := r.rdb.SetNX(ctx, string(b[:]), 1, ttl).Result()
 	r.gate.result(ctx, now, err)

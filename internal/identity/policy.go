@@ -63,6 +63,7 @@ type Policy struct {
 var rejectCodes = []apierror.Code{
 	apierror.AuthMissing, apierror.TokenExpired, apierror.BadSignature,
 	apierror.StaleTimestamp, apierror.Replayed, apierror.Forbidden, apierror.BodyTooLarge,
+	apierror.Unavailable,
 }
 
 // Policy compiles a route's auth policy (config keys auth, app,
@@ -217,6 +218,8 @@ func reasonWord(code apierror.Code) string {
 		return "referer_refused"
 	case apierror.BodyTooLarge:
 		return "body_too_large"
+	case apierror.Unavailable:
+		return "redis_unavailable"
 	}
 	return "auth_failed"
 }
@@ -246,17 +249,26 @@ func (r *Policy) session(req *http.Request) (Session, apierror.Code, string) {
 	case r.app != nil && sess.AppID != r.app.cfg.AppID:
 		return sess, apierror.AuthMissing, "the token belongs to another app"
 	}
-	var revoked bool
+	if r.svc.sealer.held.has(sess.ID) {
+		return sess, apierror.TokenExpired, "the token was revoked; log in again"
+	}
+	if r.svc.sealer.revoked == nil {
+		return sess, 0, ""
+	}
+	var revoked, checked bool
 	if now := r.svc.opts.Now(); r.svc.opts.RedisGate.allow(now) {
-		// A failed check accepts the token: the gate logs the outage once.
 		ctx, cancel := r.svc.redisContext(req)
 		var err error
 		revoked, err = r.svc.sealer.Revoked(ctx, &sess)
 		r.svc.opts.RedisGate.result(ctx, now, err)
 		cancel()
+		checked = err == nil
 	}
-	if revoked {
+	switch {
+	case revoked:
 		return sess, apierror.TokenExpired, "the token was revoked; log in again"
+	case !checked && r.svc.revocationClosed:
+		return sess, apierror.Unavailable, "the revocation list cannot be checked now; try again later"
 	}
 	return sess, 0, ""
 }
@@ -298,13 +310,16 @@ func (s *Service) verifySignature(req *http.Request, sess *Session, allowUnsigne
 	if p.unsigned && !allowUnsigned {
 		return apierror.BadSignature, "this route requires the body's hash; UNSIGNED-PAYLOAD is not allowed"
 	}
-	// A shared store that fails falls back to this replica's memory; the
-	// gate logs the outage once.
+	// A shared store that fails falls back to this replica's memory (the
+	// gate logs the outage once), unless nonce_failure is closed.
 	ctx, cancel := s.redisContext(req)
-	fresh, _ := s.opts.Nonces.Record(ctx, nonceKey(sess.ID, p.nonce), now, 2*s.skew)
+	fresh, err := s.opts.Nonces.Record(ctx, nonceKey(sess.ID, p.nonce), now, 2*s.skew)
 	cancel()
-	if !fresh {
+	switch {
+	case !fresh:
 		return apierror.Replayed, "this nonce was already used"
+	case err != nil && s.nonceClosed:
+		return apierror.Unavailable, "the shared nonce store cannot be checked now; try again later with a new nonce"
 	}
 	return 0, ""
 }

@@ -9,8 +9,8 @@ import (
 
 // RedisGate keeps a Redis that stopped answering from costing every signed
 // request redis_timeout, twice (revocation, then nonce): after a failure,
-// identity's calls skip Redis and the local fallback answers (token
-// accepted, nonce checked on this replica), and one request per probe
+// identity's calls skip Redis and the failure policies answer
+// (revocation_failure, nonce_failure), and one request per probe
 // interval tries Redis again. Each change of state is logged once, not one
 // line per request. One gate serves the process, across reloads.
 type RedisGate struct {
@@ -55,7 +55,7 @@ func (g *RedisGate) result(ctx context.Context, now time.Time, err error) {
 	}
 	g.retryAt.Store(now.Add(g.probe).UnixNano())
 	if g.down.CompareAndSwap(false, true) {
-		g.log.Warn("identity: redis unavailable; tokens are accepted without the revocation check and nonces are checked on this replica only, until it answers",
+		g.log.Warn("identity: redis unavailable; until it answers, tokens and nonces are checked as [sessions] revocation_failure and nonce_failure say (open: this replica's copy of the revocations, nonces on this replica only; closed: 50301)",
 			"error", err.Error())
 	}
 }

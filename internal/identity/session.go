@@ -49,6 +49,9 @@ var (
 	ErrTokenMalformed = errors.New("token malformed or sealed with an unknown secret")
 	ErrTokenExpired   = errors.New("token expired")
 	ErrTokenRevoked   = errors.New("token revoked")
+	// ErrRevokedHereOnly: Redis did not take the revocation; this replica
+	// refuses the token, the others do not know.
+	ErrRevokedHereOnly = errors.New("redis did not take the revocation; it holds on this replica only")
 )
 
 // TokenID identifies one issued token (never the user).
@@ -92,6 +95,8 @@ type Sealer struct {
 	now  func() time.Time
 	// revoked, when set, lists revoked token ids in Redis.
 	revoked Redis
+	// held is this replica's copy of the list; nil: none.
+	held *Revocations
 }
 
 // MinSecretLen is the shortest accepted session secret.
@@ -264,19 +269,24 @@ func (s *Sealer) Revoke(ctx context.Context, sess Session) error {
 	if ttl <= 0 {
 		return nil
 	}
+	s.held.add(sess.ID, sess.Expires.Unix())
 	if err := s.revoked.Set(ctx, revokedKey(sess.ID), 1, ttl).Err(); err != nil {
-		return fmt.Errorf("revoking token: %w", err)
+		return fmt.Errorf("%w: %w", ErrRevokedHereOnly, err)
 	}
+	s.held.publish(ctx, sess.ID, sess.Expires.Unix())
 	return nil
 }
 
-// Revoked reports whether the session's token is on the revocation list.
-// Without Redis nothing is revoked. When Redis cannot answer the token is
-// accepted and the error returned for the log: an outage of the list must
-// not log every user out.
+// Revoked reports whether the session's token is on the revocation list:
+// this replica's copy first, then the list in Redis. Without Redis nothing
+// is revoked. When Redis cannot answer, the error says so and the caller's
+// revocation_failure policy decides.
 func (s *Sealer) Revoked(ctx context.Context, sess *Session) (bool, error) {
 	if s.revoked == nil {
 		return false, nil
+	}
+	if s.held.has(sess.ID) {
+		return true, nil
 	}
 	n, err := s.revoked.Exists(ctx, revokedKey(sess.ID)).Result()
 	if err != nil {

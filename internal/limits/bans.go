@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"edge/internal/apierror"
 	"edge/internal/metrics"
 	"edge/internal/reqctx"
 )
@@ -259,6 +260,8 @@ func (e *Engine) violate(ctx context.Context, s *snapshot, reason string, info *
 			out, perr := ints(res, 2)
 			if perr == nil && out[0] == 1 {
 				e.issue(s, member, reason, now, true)
+				e.publish(ctx, s.redisTimeout, EventBan,
+					strconv.FormatInt(s.bans.duration/int64(time.Millisecond), 10)+" "+reason+" "+member)
 			}
 			return
 		}
@@ -300,6 +303,18 @@ func (e *Engine) syncBans(s *snapshot) {
 	}
 	ver, _ := arr[0].(string)
 	if len(arr) == 2 {
+		return
+	}
+	// The version key lives as long as the data: without it, a replica
+	// holding shared bans looks at a Redis that lost them, and puts them
+	// back rather than forgetting them.
+	if ver == "0" && e.bans.holdsRemote() {
+		e.log.Warn("limiter: redis lost the bans (restarted empty?); republishing the ones this replica holds")
+		rctx, rcancel := context.WithTimeout(context.Background(), adminRedisTimeout)
+		defer rcancel()
+		if err := e.Republish(rctx); err != nil {
+			e.log.Error("limiter: republishing bans failed", "error", err.Error())
+		}
 		return
 	}
 	redisNow, err := toInt64(arr[1])
@@ -352,6 +367,7 @@ func (e *Engine) lift(ctx context.Context, member string) (found, shared bool) {
 	if time.Duration(e.now()-now) <= s.redisTimeout {
 		e.be.ok(now)
 	}
+	e.publish(ctx, adminRedisTimeout, EventUnban, member)
 	return found || n > 0, true
 }
 
@@ -371,6 +387,9 @@ func (e *Engine) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /bans", e.listBans)
 	mux.HandleFunc("DELETE /bans/{kind}/{key}", e.liftBan)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		apierror.Write(w, r, apierror.NotFound, "bans: GET /bans lists them, DELETE /bans/{ip|openid}/{key} lifts one")
+	})
 	return mux
 }
 
@@ -405,18 +424,18 @@ func (e *Engine) liftBan(w http.ResponseWriter, r *http.Request) {
 	case banKindIP:
 		ip, err := netip.ParseAddr(key)
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "not an IP address"})
+			apierror.Write(w, r, apierror.BadRequest, "not an IP address")
 			return
 		}
 		key = ip.Unmap().String()
 	case banKindOpenID:
 	default:
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": `kind must be "ip" or "openid"`})
+		apierror.Write(w, r, apierror.BadRequest, `kind must be "ip" or "openid"`)
 		return
 	}
 	found, shared := e.lift(r.Context(), kind+":"+key)
 	if !found {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such ban"})
+		apierror.Write(w, r, apierror.NotFound, "no such ban")
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]bool{"lifted": true, "shared": shared})

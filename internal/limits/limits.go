@@ -36,6 +36,9 @@ type Options struct {
 	// one machine, everything in memory (pass a nil interface, not a nil
 	// *redis.Client).
 	Redis redis.Scripter
+	// Publisher sends ban changes to the other replicas at once; nil:
+	// they learn them at their next sync.
+	Publisher Publisher
 	// Metrics must not be nil.
 	Metrics *metrics.Limits
 	// Logger defaults to slog.Default().
@@ -76,6 +79,9 @@ type Engine struct {
 	// (max_inflight_per_ip), across reloads like inflight.
 	inflightIP *inflight[routeIP]
 	conns      *connTracker
+	pub        Publisher
+	// kick asks the background goroutine for a sync now (Resync).
+	kick chan struct{}
 
 	stop chan struct{}
 	done chan struct{}
@@ -101,6 +107,8 @@ func New(cfg *config.Config, opts Options) (*Engine, error) {
 		inflight:   newInflight(maphash.String),
 		inflightIP: newInflight(hashRouteIP),
 		conns:      newConnTracker(opts.Metrics),
+		pub:        opts.Publisher,
+		kick:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
@@ -154,6 +162,8 @@ func (e *Engine) run() {
 			t.Stop()
 			return
 		case <-t.C:
+		case <-e.kick:
+			t.Stop()
 		}
 		if s.bans.threshold > 0 {
 			e.syncBans(s)

@@ -45,6 +45,7 @@ type Metrics struct {
 	Process   *Process
 	WAF       *WAF
 	Cache     *Cache
+	Cluster   *Cluster
 }
 
 // latencyBuckets suit an API gateway: 1 ms to 30 s.
@@ -137,6 +138,9 @@ func New(version string) *Metrics {
 		panic(err)
 	}
 	if m.Identity, err = NewIdentity(reg); err != nil {
+		panic(err)
+	}
+	if m.Cluster, err = NewCluster(reg); err != nil {
 		panic(err)
 	}
 	if m.Limits, err = NewLimits(reg); err != nil {

@@ -50,6 +50,7 @@ var notOnDashboard = map[string]string{
 	"edge_config_last_reload_success_timestamp_seconds": "the reload panels show attempts as counts",
 	"edge_tls_acme_last_failure_timestamp_seconds":      "exists only after a failure; the ACME panel counts failures",
 	"edge_listener_connections_open":                    "the limited listeners' total; the dashboard shows edge_connections_open by listener",
+	"edge_cluster_events_received_total":                "a count of messages between replicas, for tests and debugging; what they carry shows in edge_bans_active",
 }
 
 // TestDashboardAgainstPrometheus runs the real binary with a config that

@@ -1,0 +1,158 @@
+package identity
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Publisher tells the other replicas at once what this one decided; the
+// gateway's redisbus.Bus is one.
+type Publisher interface {
+	Publish(ctx context.Context, kind, payload string) error
+}
+
+// EventRevoke is the bus message of a revocation: "<token id hex> <expiry
+// Unix seconds>".
+const EventRevoke = "revoke"
+
+// maxHeldRevocations caps the revocations a replica holds (about 100 bytes
+// each): far more than the logouts of one token lifetime of any app edge
+// serves. When full, the one closest to its expiry gives way.
+const maxHeldRevocations = 100000
+
+// Revocations is this replica's copy of the revocation list, fed by its own
+// revocations and the bus. Redis stays the list every replica checks; the
+// copy keeps a token revoked before an outage refused during it (whatever
+// revocation_failure says), and lets the replica put the list back into a
+// Redis that restarted empty. One per process, across reloads.
+type Revocations struct {
+	rdb Redis
+	pub Publisher
+	log *slog.Logger
+	now func() time.Time
+
+	mu sync.RWMutex
+	m  map[TokenID]int64 // expiry, Unix seconds
+	// n mirrors len(m) so that the check every token request makes costs
+	// no lock while nothing is held, the usual case.
+	n atomic.Int64
+}
+
+// NewRevocations returns an empty copy. rdb holds the shared list; pub (may
+// be nil) announces new revocations; now nil is time.Now.
+func NewRevocations(rdb Redis, pub Publisher, log *slog.Logger, now func() time.Time) *Revocations {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Revocations{rdb: rdb, pub: pub, log: log, now: now, m: make(map[TokenID]int64)}
+}
+
+// Len is the number of revocations held, expired ones not yet dropped
+// included.
+func (r *Revocations) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.m)
+}
+
+func (r *Revocations) has(id TokenID) bool {
+	if r == nil || r.n.Load() == 0 {
+		return false
+	}
+	r.mu.RLock()
+	exp, ok := r.m[id]
+	r.mu.RUnlock()
+	return ok && exp > r.now().Unix()
+}
+
+func (r *Revocations) add(id TokenID, exp int64) {
+	if r == nil {
+		return
+	}
+	now := r.now().Unix()
+	if exp <= now {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.m[id]; !ok && len(r.m) >= maxHeldRevocations {
+		for k, e := range r.m {
+			if e <= now {
+				delete(r.m, k)
+			}
+		}
+		if len(r.m) >= maxHeldRevocations {
+			var victim TokenID
+			soonest := int64(-1)
+			for k, e := range r.m {
+				if soonest < 0 || e < soonest {
+					victim, soonest = k, e
+				}
+			}
+			delete(r.m, victim)
+		}
+	}
+	r.m[id] = exp
+	r.n.Store(int64(len(r.m)))
+}
+
+// publish announces a revocation; the list in Redis already has it, so a
+// lost message only leaves the other replicas' copies short until the
+// next one.
+func (r *Revocations) publish(ctx context.Context, id TokenID, exp int64) {
+	if r == nil || r.pub == nil {
+		return
+	}
+	if err := r.pub.Publish(ctx, EventRevoke, hex.EncodeToString(id[:])+" "+strconv.FormatInt(exp, 10)); err != nil {
+		r.log.Warn("identity: announcing a revocation failed; the other replicas still check it in redis", "error", err.Error())
+	}
+}
+
+// HandleEvent applies a revocation another replica made (EventRevoke).
+func (r *Revocations) HandleEvent(payload string) {
+	idHex, expStr, ok := strings.Cut(payload, " ")
+	exp, err := strconv.ParseInt(expStr, 10, 64)
+	var id TokenID
+	if !ok || err != nil || len(idHex) != 2*len(id) {
+		r.log.Warn("identity: ignored a malformed revocation message")
+		return
+	}
+	if _, err := hex.Decode(id[:], []byte(idHex)); err != nil {
+		r.log.Warn("identity: ignored a malformed revocation message")
+		return
+	}
+	r.add(id, exp)
+}
+
+// Republish writes every revocation held back into Redis, for a Redis that
+// came back empty.
+func (r *Revocations) Republish(ctx context.Context) error {
+	now := r.now()
+	r.mu.RLock()
+	held := make(map[TokenID]int64, len(r.m))
+	for k, e := range r.m {
+		if e > now.Unix() {
+			held[k] = e
+		}
+	}
+	r.mu.RUnlock()
+	for id, exp := range held {
+		if err := r.rdb.Set(ctx, revokedKey(id), 1, time.Unix(exp, 0).Sub(now)).Err(); err != nil {
+			return fmt.Errorf("republishing revocations: %w", err)
+		}
+	}
+	if len(held) > 0 {
+		r.log.Info("identity: revocations republished", "count", len(held))
+	}
+	return nil
+}
