@@ -556,10 +556,12 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info
 		return
 	}
 	if rt.spoolUnknownLength && r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody {
-		if err := spoolBody(r); err != nil {
+		sb, err := spoolBody(r)
+		if err != nil {
 			answerSpoolFailure(w, r, info, err)
 			return
 		}
+		defer sb.Close()
 	}
 	h := rt.final
 	if rt.release != nil && rt.release.toNext(info) {

@@ -18,8 +18,6 @@ import (
 // client_body_buffer_size and client_body_temp_path).
 const spoolMemory = 64 << 10
 
-var spoolBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
 // spoolBody reads a request body of unknown length (chunked over
 // HTTP/1.1, no content-length over HTTP/2) whole before the upstream sees
 // the request, as nginx's default proxy_request_buffering does. A body
@@ -29,17 +27,17 @@ var spoolBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // Content-Length, unless the client declared trailers (which only chunked
 // framing carries). A read error is the client's: the body's own limit
 // (413), its pause (408), or a client that left.
-func spoolBody(r *http.Request) error {
-	buf := spoolBufs.Get().(*bytes.Buffer)
-	buf.Reset()
+func spoolBody(r *http.Request) (*spooledBody, error) {
+	// Not pooled: an upstream that answers early leaves the proxy's body
+	// writer reading it after the request is over.
+	buf := new(bytes.Buffer)
 	n, err := io.CopyN(buf, r.Body, spoolMemory+1)
 	var file *os.File
 	if err == nil {
 		// More than memory holds: the rest goes to disk.
 		file, err = os.CreateTemp("", "edge-body-")
 		if err != nil {
-			spoolBufs.Put(buf)
-			return &spoolError{err}
+			return nil, &spoolError{err}
 		}
 		// Unlinked at once: the open file is all there is, and nothing is
 		// left behind whatever happens next.
@@ -59,12 +57,10 @@ func spoolBody(r *http.Request) error {
 		if file != nil {
 			file.Close()
 		}
-		spoolBufs.Put(buf)
-		return err
+		return nil, err
 	}
 	r.Body.Close()
-	sb := &spooledBody{buf: buf, file: file}
-	sb.Reader = buf
+	sb := &spooledBody{Reader: buf, file: file}
 	if file != nil {
 		sb.Reader = io.MultiReader(buf, file)
 	}
@@ -73,12 +69,13 @@ func spoolBody(r *http.Request) error {
 		r.ContentLength = n
 		r.TransferEncoding = nil
 	}
-	return nil
+	return sb, nil
 }
 
+// spooledBody is the body read whole. Its Close, which the route plan
+// defers (the proxy closes no request body), closes the file under it.
 type spooledBody struct {
 	io.Reader
-	buf  *bytes.Buffer
 	file *os.File
 	once sync.Once
 }
@@ -87,11 +84,6 @@ func (b *spooledBody) Close() error {
 	b.once.Do(func() {
 		if b.file != nil {
 			b.file.Close()
-		}
-		// A buffer grown by a large body is left to the collector rather
-		// than kept in the pool.
-		if b.buf.Cap() <= 2*spoolMemory {
-			spoolBufs.Put(b.buf)
 		}
 	})
 	return nil
