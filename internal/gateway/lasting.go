@@ -29,7 +29,7 @@ import (
 // health, counters and connection pools. A reload compiles a new snapshot
 // against it; only a restart replaces it.
 type lasting struct {
-	redis  *redis.Client // nil: one machine
+	redis  redis.UniversalClient // nil: one machine
 	limits *limits.Engine
 	nonces identity.NonceStore
 	// redisGate is identity's view of whether Redis answers; nil without

@@ -34,7 +34,7 @@ import (
 type Options struct {
 	// Redis is the gateway's shared client for [cluster] redis; nil means
 	// one machine, everything in memory (pass a nil interface, not a nil
-	// *redis.Client).
+	// redis.UniversalClient).
 	Redis redis.Scripter
 	// Metrics must not be nil.
 	Metrics *metrics.Limits

@@ -26,7 +26,7 @@ type Redis interface {
 	Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd
 }
 
-var _ Redis = (*redis.Client)(nil)
+var _ Redis = (redis.UniversalClient)(nil)
 
 const (
 	// renewAhead: a token is renewed this long before it expires. WeChat's
