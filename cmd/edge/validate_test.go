@@ -134,3 +134,39 @@ func TestRunRefusesRedisCredentials(t *testing.T) {
 		t.Errorf("stderr shows the password:\n%s", errOut.String())
 	}
 }
+
+// TestRunStartsWithoutRedis: a Redis that does not answer at start-up
+// is no reason to refuse: edge starts, says so in its log, and the
+// failure policies decide until Redis answers.
+func TestRunStartsWithoutRedis(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "edge.toml")
+	cfg := "[server]\nlisten_https = \"127.0.0.1:0\"\nlisten_http = \"127.0.0.1:0\"\nlisten_admin = \"127.0.0.1:0\"\n[tls]\nmode = \"internal\"\n[cluster]\nredis = \"redis://:pw@" + testpeer.DeadAddr(t) + "\"\n" + validateRoutes
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut testpeer.SyncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"run", "-config", path}, &out, &errOut) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(errOut.String(), "redis does not answer at start-up") {
+		select {
+		case err := <-done:
+			cancel()
+			t.Fatalf("edge stopped: %v\n%s", err, errOut.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("no start-up line about Redis within 30 s:\n%s", errOut.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("edge run: %v\n%s", err, errOut.String())
+	}
+	if strings.Contains(errOut.String(), ":pw@") {
+		t.Errorf("the log shows the password:\n%s", errOut.String())
+	}
+}

@@ -56,13 +56,14 @@ func newLasting(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*last
 	l := &lasting{targets: proxy.NewRegistry()}
 	l.cache = cache.NewStore(cache.StoreOptions{MaxSize: int64(cfg.Cache.MaxSize), Bytes: m.Cache.Bytes, Entries: m.Cache.Entries})
 	if url := cfg.Cluster.Redis.Value(); url != "" {
+		// go-redis has one logger per process, and edge one Redis client;
+		// set first, so the start-up check's lines are records too.
+		redis.SetLogger(&redisLog{log: log})
 		c, err := connectRedis(&cfg.Cluster, log)
 		if err != nil {
 			return nil, err
 		}
 		l.redis = c
-		// go-redis has one logger per process, and edge one Redis client.
-		redis.SetLogger(&redisLog{log: log})
 	}
 	var scripter redis.Scripter
 	var identityRedis identity.Redis
