@@ -310,7 +310,7 @@ func classify(err error) (kind, hint string) {
 	var alert tls.AlertError
 	var verify *tls.CertificateVerificationError
 	switch {
-	case errors.As(err, &unknownCA), errors.As(err, &verify) && errors.As(verify.Err, &unknownCA):
+	case errors.As(err, &unknownCA):
 		return TLS, "its certificate is signed by a CA not trusted here: set [cluster] redis_ca to the CA's PEM file"
 	case errors.As(err, &host):
 		return TLS, "its certificate is not for the address dialled: connect by a name or IP its certificate lists"
