@@ -135,12 +135,12 @@ func TestRunRefusesRedisCredentials(t *testing.T) {
 	}
 }
 
-// TestRunStartsWithoutRedis: a Redis that does not answer at start-up
-// is no reason to refuse: edge starts, says so in its log, and the
-// failure policies decide until Redis answers.
-func TestRunStartsWithoutRedis(t *testing.T) {
+// runUntilLogged runs edge with the [cluster] section redis and waits for
+// a log line holding want; it returns the log once edge has stopped.
+func runUntilLogged(t *testing.T, cluster, want string) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "edge.toml")
-	cfg := "[server]\nlisten_https = \"127.0.0.1:0\"\nlisten_http = \"127.0.0.1:0\"\nlisten_admin = \"127.0.0.1:0\"\n[tls]\nmode = \"internal\"\n[cluster]\nredis = \"redis://:pw@" + testpeer.DeadAddr(t) + "\"\n" + validateRoutes
+	cfg := "[server]\nlisten_https = \"127.0.0.1:0\"\nlisten_http = \"127.0.0.1:0\"\nlisten_admin = \"127.0.0.1:0\"\n[tls]\nmode = \"internal\"\n[cluster]\n" + cluster + validateRoutes
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestRunStartsWithoutRedis(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"run", "-config", path}, &out, &errOut) }()
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(errOut.String(), "redis does not answer at start-up") {
+	for !strings.Contains(errOut.String(), want) {
 		select {
 		case err := <-done:
 			cancel()
@@ -158,7 +158,7 @@ func TestRunStartsWithoutRedis(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			cancel()
-			t.Fatalf("no start-up line about Redis within 30 s:\n%s", errOut.String())
+			t.Fatalf("no log line %q within 30 s:\n%s", want, errOut.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -166,7 +166,24 @@ func TestRunStartsWithoutRedis(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("edge run: %v\n%s", err, errOut.String())
 	}
-	if strings.Contains(errOut.String(), ":pw@") {
-		t.Errorf("the log shows the password:\n%s", errOut.String())
+	return errOut.String()
+}
+
+// TestRunStartsWithoutRedis: a Redis that does not answer at start-up
+// is no reason to refuse: edge starts, says so in its log, and the
+// failure policies decide until Redis answers.
+func TestRunStartsWithoutRedis(t *testing.T) {
+	log := runUntilLogged(t, "redis = \"redis://:pw@"+testpeer.DeadAddr(t)+"\"\n", "redis does not answer at start-up")
+	if strings.Contains(log, ":pw@") {
+		t.Errorf("the log shows the password:\n%s", log)
 	}
+}
+
+// TestRunRedisTLS: edge run connects to a TLS-only Redis that asks for a
+// client certificate, through redis_ca, redis_client_cert and
+// redis_client_key.
+func TestRunRedisTLS(t *testing.T) {
+	r := testpeer.RedisTLS(t)
+	runUntilLogged(t, "redis = \""+r.URL()+"\"\nredis_ca = \""+r.CAFile+"\"\nredis_client_cert = \""+r.ClientCert+"\"\nredis_client_key = \""+r.ClientKey+"\"\n",
+		"redis connected")
 }
