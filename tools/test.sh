@@ -34,7 +34,7 @@ if [[ ${1:-} == --in-namespace ]]; then
 fi
 
 # command:Debian package, for every peer the suites start.
-peers=(redis-server:redis-server prometheus:prometheus promtool:prometheus
+peers=(redis-server:redis-server redis-cli:redis-tools prometheus:prometheus promtool:prometheus
 	testssl:testssl.sh websocketd:websocketd node:nodejs systemd-analyze:systemd
 	unshare:util-linux ip:iproute2 openssl:openssl chromium:chromium)
 missing=()

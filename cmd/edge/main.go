@@ -52,7 +52,9 @@ const usage = `edge: the gateway in front of mini-program backends
 
 Usage:
   edge [run] [-config PATH]     serve (the default command)
-  edge validate [-config PATH]  check a config file and exit (like nginx -t)
+  edge validate [-config PATH] [-offline]
+                                check a config file (and its Redis) and exit,
+                                like nginx -t
   edge deploy UPSTREAM          replace an upstream's instances, one at a time
   edge status                   what the dashboard shows, in the terminal
   edge version                  print the version
@@ -97,10 +99,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return errUsage
 }
 
-func configFlag(name string, args []string, stderr io.Writer, help string) (string, error) {
+func configFlag(name string, args []string, stderr io.Writer, help string, extra ...func(*flag.FlagSet)) (string, error) {
 	fs := flag.NewFlagSet("edge "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "config file (default $EDGE_CONFIG, else ./edge.toml)")
+	for _, f := range extra {
+		f(fs)
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: edge %s [-config PATH]\n\n%s\n\nFlags:\n", name, help)
 		fs.PrintDefaults()
@@ -126,12 +131,23 @@ func configFlag(name string, args []string, stderr io.Writer, help string) (stri
 }
 
 func runValidate(args []string, stdout, stderr io.Writer) error {
+	var offline bool
 	path, err := configFlag("validate", args, stderr,
-		"Checks the config file: syntax, unknown keys, types, values and references.\nExit 0 and one line when it is valid (dangerous settings are printed as warnings);\nexit 1 and every problem otherwise.")
+		"Checks the config file: syntax, unknown keys, types, values and references.\nWith [cluster] redis it also connects to Redis: refused credentials or a failed\nTLS handshake are errors, a Redis that does not answer from here a warning.\nExit 0 and one line when it is valid (dangerous settings are printed as warnings);\nexit 1 and every problem otherwise.",
+		func(fs *flag.FlagSet) {
+			fs.BoolVar(&offline, "offline", false, "do not connect to [cluster] redis (for a machine that cannot reach it)")
+		})
 	if err != nil {
 		return err
 	}
 	cfg, err := gateway.Validate(path)
+	if err == nil && !offline {
+		var warning string
+		warning, err = gateway.CheckRedis(context.Background(), cfg)
+		if warning != "" {
+			fmt.Fprintln(stderr, "edge: warning:", warning)
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		fmt.Fprintf(stderr, "edge: configuration file %s test failed\n", path)

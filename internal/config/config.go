@@ -4,7 +4,11 @@
 // It has no side effects beyond reading the files a config names.
 package config
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"edge/internal/redisconn"
+)
 
 // Config is the whole file. Sections an operator does not write keep their
 // defaults (see Defaults).
@@ -150,8 +154,24 @@ var DefaultAccessFields = AccessFields[:len(AccessFields)-2]
 
 // Cluster joins several replicas through Redis. Empty Redis: one machine.
 type Cluster struct {
-	// Redis is a redis:// or rediss:// URL; may use ${ENV} for the password.
+	// Redis is the URL of one node (redis://, rediss://), of Sentinels
+	// (redis-sentinel://, or ?master_name=) or of Cluster seeds
+	// (redis+cluster://); see internal/redisconn. May use ${ENV} for the
+	// password.
 	Redis Secret `toml:"redis"`
+	// RedisCA is a PEM file of the CA that signed Redis' certificate, for
+	// rediss:// with a private CA; empty: the system's roots.
+	RedisCA string `toml:"redis_ca"`
+	// RedisClientCert and RedisClientKey are the PEM certificate and key
+	// edge shows a Redis with tls-auth-clients.
+	RedisClientCert string `toml:"redis_client_cert"`
+	RedisClientKey  string `toml:"redis_client_key"`
+}
+
+// RedisTLS is the TLS files of [cluster], resolved against the config's
+// directory by validation.
+func (cl *Cluster) RedisTLS() redisconn.TLSFiles {
+	return redisconn.TLSFiles{CA: cl.RedisCA, Cert: cl.RedisClientCert, Key: cl.RedisClientKey}
 }
 
 // Upstream is a named pool of targets.

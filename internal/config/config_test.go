@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"edge/internal/testpeer"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -588,6 +590,46 @@ func TestNoRoutesIsRefused(t *testing.T) {
 			if !found {
 				t.Fatalf("problems %v lack the no-routes problem", e)
 			}
+		})
+	}
+}
+
+// TestRedisTopologiesAndTLS: the URLs of every topology pass, TLS files
+// are resolved against the config's directory and checked, and each
+// mistake names its key and line.
+func TestRedisTopologiesAndTLS(t *testing.T) {
+	dir := testDir(t)
+	testpeer.WriteSelfSigned(t, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem"), "ca")
+	for _, url := range []string{
+		"redis-sentinel://:pw@10.0.0.5:26379,10.0.0.6:26379?master_name=mymaster",
+		"redis://10.0.0.5:26379?master_name=mymaster&addr=10.0.0.6:26379",
+		"redis+cluster://:pw@10.0.0.5:7000,10.0.0.6:7000",
+	} {
+		if _, e := parseIn(t, dir, doc(`[cluster]`, `redis = "`+url+`"`)); e != nil {
+			t.Errorf("%s: %v", url, e)
+		}
+	}
+	cfg := mustParse(t, dir, doc(`[cluster]`, `redis = "rediss://10.0.0.5:6380"`, `redis_ca = "ca.pem"`,
+		`redis_client_cert = "ca.pem"`, `redis_client_key = "ca-key.pem"`))
+	if want := filepath.Join(dir, "ca.pem"); cfg.Cluster.RedisCA != want {
+		t.Errorf("redis_ca = %q, want %q", cfg.Cluster.RedisCA, want)
+	}
+	for _, tc := range []struct {
+		name  string
+		lines []string
+		w     want
+	}{
+		{"ca without tls", []string{`redis = "redis://10.0.0.5:6379"`, `redis_ca = "ca.pem"`}, want{"cluster.redis", 2, "rediss://"}},
+		{"ca not pem", []string{`redis = "rediss://10.0.0.5:6379"`, `redis_ca = "file.txt"`}, want{"cluster.redis_ca", 3, "no PEM certificate"}},
+		{"ca missing", []string{`redis = "rediss://10.0.0.5:6379"`, `redis_ca = "nope.pem"`}, want{"cluster.redis_ca", 3, "reading the CA file"}},
+		{"key without cert", []string{`redis = "rediss://10.0.0.5:6379"`, `redis_client_key = "key.pem"`}, want{"cluster.redis_client_key", 3, "needs redis_client_cert"}},
+		{"cert without key", []string{`redis = "rediss://10.0.0.5:6379"`, `redis_client_cert = "ca.pem"`}, want{"cluster.redis_client_cert", 3, "both"}},
+		{"ca without redis", []string{`redis_ca = "ca.pem"`}, want{"cluster.redis_ca", 2, "cluster.redis is not"}},
+		{"sentinel without master", []string{`redis = "redis-sentinel://10.0.0.5"`}, want{"cluster.redis", 2, "master_name"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, e := parseIn(t, dir, doc(append([]string{`[cluster]`}, tc.lines...)...))
+			wantProblems(t, e, []want{tc.w})
 		})
 	}
 }

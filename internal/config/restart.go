@@ -23,6 +23,9 @@ var restartKeys = []struct {
 	{"server.proxy_protocol_from", func(c *Config) any { return fmt.Sprint(c.Server.ProxyProtocolFrom) }},
 	{"tls.mode", func(c *Config) any { return c.TLS.Mode }},
 	{"cluster.redis", func(c *Config) any { return c.Cluster.Redis }},
+	{"cluster.redis_ca", func(c *Config) any { return c.Cluster.RedisCA }},
+	{"cluster.redis_client_cert", func(c *Config) any { return c.Cluster.RedisClientCert }},
+	{"cluster.redis_client_key", func(c *Config) any { return c.Cluster.RedisClientKey }},
 	{"log.access_file", func(c *Config) any { return c.Log.AccessFile }},
 	{"log.access_max_size", func(c *Config) any { return c.Log.AccessMaxSize }},
 	// Slots and their ports are chosen once; a change of how instances

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"edge/internal/proxy"
+	"edge/internal/redisconn"
 )
 
 // validate checks every section after decoding; each section has its own
@@ -243,14 +244,39 @@ func (l *Log) validate(c *checker) {
 }
 
 func (cl *Cluster) validate(c *checker) {
+	c.resolve(&cl.RedisCA)
+	c.resolve(&cl.RedisClientCert)
+	c.resolve(&cl.RedisClientKey)
 	if cl.Redis == "" {
+		for key, v := range map[string]string{"cluster.redis_ca": cl.RedisCA, "cluster.redis_client_cert": cl.RedisClientCert, "cluster.redis_client_key": cl.RedisClientKey} {
+			if v != "" {
+				c.add(key, "is set but cluster.redis is not; set redis = \"rediss://...\" or remove it")
+			}
+		}
 		return
 	}
-	// The URL may hold a password: neither it nor url.Parse's error (which
-	// quotes it) may reach the message.
-	u, err := url.Parse(cl.Redis.Value())
-	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-		c.add("cluster.redis", `must be a URL like "redis://:PASSWORD@10.0.0.5:6379/0" or "rediss://..." (the value is not shown: it may hold a password); use "${REDIS_URL}" to keep it out of the file`)
+	// The URL may hold a password: redisconn's errors never quote it, nor
+	// does this message.
+	t, err := redisconn.Parse(cl.Redis.Value())
+	if err != nil {
+		c.add("cluster.redis", `%v; it must be a URL like "redis://:PASSWORD@10.0.0.5:6379/0", "redis-sentinel://:PASSWORD@10.0.0.5:26379,10.0.0.6:26379?master_name=mymaster" or "redis+cluster://:PASSWORD@10.0.0.5:6379,10.0.0.6:6379" (the value is not shown: it may hold a password); use "${REDIS_URL}" to keep it out of the file`, err)
+		return
+	}
+	tlsSet := cl.RedisCA != "" || cl.RedisClientCert != ""
+	if tlsSet && !t.TLS {
+		c.add("cluster.redis", "is not a TLS URL but redis_ca or redis_client_cert is set; write rediss:// (rediss-sentinel://, rediss+cluster://) or remove them")
+		return
+	}
+	if cl.RedisClientKey != "" && cl.RedisClientCert == "" {
+		c.add("cluster.redis_client_key", "needs redis_client_cert, the certificate of this key; set it or remove the key")
+		return
+	}
+	// Each file on its own, so the problem names the key that is wrong.
+	if _, err := redisconn.TLSConfig(redisconn.TLSFiles{CA: cl.RedisCA}); err != nil {
+		c.add("cluster.redis_ca", "%v; point it at the PEM file of the CA that signed Redis' certificate", err)
+	}
+	if _, err := redisconn.TLSConfig(redisconn.TLSFiles{Cert: cl.RedisClientCert, Key: cl.RedisClientKey}); err != nil {
+		c.add("cluster.redis_client_cert", "%v; point redis_client_cert and redis_client_key at the PEM certificate and its key", err)
 	}
 }
 

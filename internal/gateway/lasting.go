@@ -2,9 +2,12 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +24,7 @@ import (
 	"edge/internal/process"
 	"edge/internal/proxy"
 	"edge/internal/redisbus"
+	"edge/internal/redisconn"
 	edgetls "edge/internal/tls"
 	"edge/internal/wechatapi"
 )
@@ -30,7 +34,7 @@ import (
 // health, counters and connection pools. A reload compiles a new snapshot
 // against it; only a restart replaces it.
 type lasting struct {
-	redis  *redis.Client // nil: one machine
+	redis  redis.UniversalClient // nil: one machine
 	limits *limits.Engine
 	nonces identity.NonceStore
 	// bus carries bans and revocations between replicas at once; nil
@@ -59,18 +63,14 @@ func newLasting(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*last
 	l := &lasting{targets: proxy.NewRegistry()}
 	l.cache = cache.NewStore(cache.StoreOptions{MaxSize: int64(cfg.Cache.MaxSize), Bytes: m.Cache.Bytes, Entries: m.Cache.Entries})
 	if url := cfg.Cluster.Redis.Value(); url != "" {
-		opts, err := redis.ParseURL(url)
-		if err != nil {
-			// The URL may hold a password: never echo it.
-			return nil, fmt.Errorf("cluster.redis: not a valid redis:// or rediss:// URL")
-		}
-		// Without it go-redis ignores deadlines and waits out its own read
-		// timeout (5 s), or as long as a frozen Redis sleeps: the limiter's
-		// redis_timeout, and every caller's deadline, must bound the call.
-		opts.ContextTimeoutEnabled = true
-		l.redis = redis.NewClient(opts)
-		// go-redis has one logger per process, and edge one Redis client.
+		// go-redis has one logger per process, and edge one Redis client;
+		// set first, so the start-up check's lines are records too.
 		redis.SetLogger(&redisLog{log: log})
+		c, err := connectRedis(&cfg.Cluster, log)
+		if err != nil {
+			return nil, err
+		}
+		l.redis = c
 	}
 	var scripter redis.Scripter
 	var identityRedis identity.Redis
@@ -126,6 +126,84 @@ func newBus(l *lasting, m *metrics.Cluster, log *slog.Logger) *redisbus.Bus {
 			func(ctx context.Context) error { return l.revocations.Republish(ctx) },
 		},
 	})
+}
+
+// redisCheckTimeout bounds the connection check of start-up and of
+// edge validate: long enough for a TLS handshake and a Sentinel or Cluster
+// discovery across a data centre, short enough not to hold up a start.
+const redisCheckTimeout = 5 * time.Second
+
+// connectRedis makes the [cluster] redis client and checks it answers.
+// Credentials Redis refuses and a failed TLS handshake are config errors and
+// stop the start: every shared limit, ban and revocation would fail until
+// the config is fixed. A Redis that does not answer does not: it may be
+// restarting, go-redis reconnects by itself, and the limiters' failure
+// policy (on_redis_failure) covers the meantime, so it is logged at error
+// level and edge starts.
+func connectRedis(cl *config.Cluster, log *slog.Logger) (redis.UniversalClient, error) {
+	t, tlsConf, err := redisTarget(cl)
+	if err != nil {
+		return nil, err
+	}
+	c := redisconn.NewClient(t, tlsConf)
+	ctx, cancel := context.WithTimeout(context.Background(), redisCheckTimeout)
+	defer cancel()
+	err = redisconn.Check(ctx, c, t)
+	var ce *redisconn.CheckError
+	switch {
+	case err == nil:
+		log.Info("redis connected", "mode", string(t.Mode), "addrs", strings.Join(t.Addrs(), ","), "tls", t.TLS)
+	case errors.As(err, &ce) && ce.Kind == redisconn.Unreachable:
+		log.Error("redis does not answer at start-up; starting anyway: shared limits, bans, revocations and nonces apply their failure policies (limiter.on_redis_failure) until it answers",
+			"mode", string(t.Mode), "err", err)
+	default:
+		_ = c.Close()
+		return nil, fmt.Errorf("cluster.redis: %w", err)
+	}
+	return c, nil
+}
+
+// redisTarget reads [cluster] as validation checked it.
+func redisTarget(cl *config.Cluster) (*redisconn.Target, *tls.Config, error) {
+	t, err := redisconn.Parse(cl.Redis.Value())
+	if err != nil {
+		// The URL may hold a password: Parse never echoes it.
+		return nil, nil, fmt.Errorf("cluster.redis: %w", err)
+	}
+	var tlsConf *tls.Config
+	if t.TLS {
+		if tlsConf, err = redisconn.TLSConfig(cl.RedisTLS()); err != nil {
+			return nil, nil, fmt.Errorf("cluster: %w", err)
+		}
+	}
+	return t, tlsConf, nil
+}
+
+// CheckRedis connects to the config's [cluster] redis, as edge validate
+// does, and reports what is wrong: an error for refused credentials or a
+// failed TLS handshake, a warning (and no error) when Redis does not
+// answer from where validate runs, which may be a build machine.
+func CheckRedis(ctx context.Context, cfg *config.Config) (warning string, err error) {
+	if cfg.Cluster.Redis == "" {
+		return "", nil
+	}
+	t, tlsConf, err := redisTarget(&cfg.Cluster)
+	if err != nil {
+		return "", err
+	}
+	c := redisconn.NewClient(t, tlsConf)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, redisCheckTimeout)
+	defer cancel()
+	err = redisconn.Check(ctx, c, t)
+	var ce *redisconn.CheckError
+	if errors.As(err, &ce) && ce.Kind == redisconn.Unreachable {
+		return "cluster.redis: not checked: " + err.Error(), nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("cluster.redis: %w", err)
+	}
+	return "", nil
 }
 
 // redisLog makes go-redis' own lines (a dial that failed, a connection it

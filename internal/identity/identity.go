@@ -76,7 +76,7 @@ type app struct {
 }
 
 // Redis is what identity asks of Redis: the shared nonce store (SetNX) and
-// the revocation list (Set, Exists). A *redis.Client is one.
+// the revocation list (Set, Exists). Any redis.UniversalClient is one.
 type Redis interface {
 	SetNX(ctx context.Context, key string, value any, expiration time.Duration) *redis.BoolCmd
 	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd

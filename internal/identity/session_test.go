@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"edge/internal/redisconn"
 	"edge/internal/testpeer"
 )
 
@@ -160,6 +162,36 @@ func TestRevocationInRedis(t *testing.T) {
 	srv.Stop()
 	if revoked, err := b.Revoked(ctx, &got); revoked || err == nil {
 		t.Errorf("with Redis down: revoked %v err %v", revoked, err)
+	}
+}
+
+// TestRevocationOnCluster: a token revoked through one replica's client
+// of a real Redis Cluster is revoked for another's.
+func TestRevocationOnCluster(t *testing.T) {
+	target, err := redisconn.Parse(testpeer.RedisCluster(t).URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := testpeer.NewClock(time.Now())
+	var sealers [2]*Sealer
+	for i := range sealers {
+		rdb := redisconn.NewClient(target, nil)
+		t.Cleanup(func() { rdb.Close() })
+		sealers[i] = newSealer(t, now, rdb, testSecret1)
+	}
+	ctx := context.Background()
+	for i := range 5 {
+		tok, sess, _ := sealers[0].Issue(testAppID, fmt.Sprintf("openid-%d", i), "")
+		if err := sealers[0].Revoke(ctx, sess); err != nil {
+			t.Fatal(err)
+		}
+		got, err := sealers[1].Open(tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if revoked, err := sealers[1].Revoked(ctx, &got); err != nil || !revoked {
+			t.Errorf("token %d revoked on the other replica: %v %v", i, revoked, err)
+		}
 	}
 }
 

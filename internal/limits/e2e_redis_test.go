@@ -25,7 +25,7 @@ const (
 	localShare = sharedBurst / replicas
 )
 
-func clusterConfig(u *upstream, r *testpeer.RedisServer, policy string) string {
+func clusterConfig(u *upstream, redisURL, policy string) string {
 	// redis_timeout is far above what any call takes even on a loaded
 	// machine, so that only the test's own Stop makes Redis fail: a killed
 	// Redis refuses connections at once and costs no time.
@@ -45,17 +45,24 @@ key = "route"
 rate = "1/h"
 burst = %d
 routes = ["api"]
-`, r.URL(), policy, replicas, sharedBurst))
+`, redisURL, policy, replicas, sharedBurst))
 }
 
 // twoEdges starts a real Redis and two edges sharing it in front of one
 // upstream, with two parallel clients each.
 func twoEdges(t *testing.T, policy string) (*testpeer.RedisServer, *upstream, [2]*testpeer.EdgeProcess, [2]*sender) {
 	r := testpeer.Redis(t)
+	u, edges, senders := twoEdgesOn(t, r.URL(), policy)
+	return r, u, edges, senders
+}
+
+// twoEdgesOn starts two edges sharing the Redis of redisURL (one node,
+// Sentinel or Cluster) in front of one upstream.
+func twoEdgesOn(t *testing.T, redisURL, policy string) (*upstream, [2]*testpeer.EdgeProcess, [2]*sender) {
 	u := startUpstream(t)
-	cfg := clusterConfig(u, r, policy)
+	cfg := clusterConfig(u, redisURL, policy)
 	edges := [2]*testpeer.EdgeProcess{testpeer.StartEdge(t, "", cfg), testpeer.StartEdge(t, "", cfg)}
-	return r, u, edges, [2]*sender{newSender(t, edges[0], 2), newSender(t, edges[1], 2)}
+	return u, edges, [2]*sender{newSender(t, edges[0], 2), newSender(t, edges[1], 2)}
 }
 
 // noFailures fails the test for any answer but 200 and 429: limits and a
@@ -68,7 +75,15 @@ func noFailures(t *testing.T, all tally) {
 }
 
 func TestE2ETwoEdgesShareOneRedisLimit(t *testing.T) {
-	_, u, edges, senders := twoEdges(t, "local")
+	t.Run("single", func(t *testing.T) { shareAcrossEdges(t, testpeer.Redis(t).URL()) })
+	t.Run("cluster", func(t *testing.T) { shareAcrossEdges(t, testpeer.RedisCluster(t).URL()) })
+	t.Run("sentinel", func(t *testing.T) { shareAcrossEdges(t, testpeer.RedisSentinel(t).URL()) })
+}
+
+// shareAcrossEdges runs two edge processes on the Redis of redisURL, as
+// edge run reads the URL, and counts their decisions.
+func shareAcrossEdges(t *testing.T, redisURL string) {
+	u, edges, senders := twoEdgesOn(t, redisURL, "local")
 
 	// Uneven on purpose: a bucket per edge would allow 60 + 20 = 80, each
 	// edge's local share 30 + 20 = 50; one bucket in Redis allows exactly

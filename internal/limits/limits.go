@@ -33,8 +33,9 @@ import (
 // Options are the Engine's collaborators, fixed for its life.
 type Options struct {
 	// Redis is the gateway's shared client for [cluster] redis; nil means
-	// one machine, everything in memory (pass a nil interface, not a nil
-	// *redis.Client).
+	// one machine, everything in memory (pass a nil interface, not a typed
+	// nil pointer). A *redis.ClusterClient makes the engine group a route's
+	// keys by slot.
 	Redis redis.Scripter
 	// Publisher sends ban changes to the other replicas at once; nil:
 	// they learn them at their next sync.

@@ -18,8 +18,8 @@ import (
 // Redis scripts. Every one reads Redis' own clock (TIME), so replicas agree
 // on buckets and ban expiry without synchronised clocks; Redis 7 replicates
 // scripts by their effects, which makes TIME inside a writing script safe.
-// Keys of one call are assumed to live on one node (a single Redis, or one
-// with replicas/sentinel), not on a Redis Cluster.
+// Every script's keys share a hash tag, so that on a Redis Cluster they
+// live in one slot: a script's keys must (CROSSSLOT otherwise).
 
 // limitScript runs the GCRA of every rule of a route, all or nothing: a
 // request refused by one rule is charged to none. GCRA keeps one number
@@ -98,10 +98,44 @@ if n > 0 then redis.call('INCR', KEYS[2]) end
 return n
 `)
 
+// refundScript gives back the tokens limitScript took from KEYS, one
+// interval each (ARGV, µs, then the test clock as in limitScript): on a
+// Redis Cluster a route's rules may live in several slots, hence several
+// script calls, and a rule that refuses in a later call must leave the
+// earlier calls' rules uncharged, as the single script does. Taking an
+// interval off the TAT undoes the charge whatever was charged since; a TAT
+// it brings to now or before is a full bucket, which needs no key.
+var refundScript = redis.NewScript(`
+local now
+if #ARGV > #KEYS then
+  now = tonumber(ARGV[#ARGV])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+for i = 1, #KEYS do
+  local tat = tonumber(redis.call('GET', KEYS[i]))
+  if tat then
+    tat = tat - tonumber(ARGV[i])
+    if tat <= now then
+      redis.call('DEL', KEYS[i])
+    else
+      redis.call('SET', KEYS[i], string.format('%d', tat), 'PX', string.format('%d', math.floor((tat - now) / 1000) + 1))
+    end
+  end
+end
+return 0
+`)
+
+// The ban keys share the {bans} tag: the violation, sync and lift scripts
+// touch several of them at once. A rate key is its rule's prefix and the
+// request's key in braces (see decideRedis): the rules of a route that
+// count by the same thing (openid, IP) share a slot and one script call,
+// and different clients spread over the cluster.
 const (
-	redisBansKey    = "edge:bans"
-	redisBansVerKey = "edge:bans:ver"
-	redisViolPrefix = "edge:viol:"
+	redisBansKey    = "edge:{bans}"
+	redisBansVerKey = "edge:{bans}:ver"
+	redisViolPrefix = "edge:{bans}:viol:"
 	redisRatePrefix = "edge:rl:"
 )
 
@@ -110,7 +144,9 @@ const (
 // a dead Redis costs requests nothing and is not hammered; go-redis
 // reconnects by itself when the probe finds it back.
 type backend struct {
-	client  redis.Scripter
+	client redis.Scripter
+	// cluster: keys of one call must share a slot (a Redis Cluster).
+	cluster bool
 	log     *slog.Logger
 	m       *metrics.Limits
 	down    atomic.Bool
@@ -121,7 +157,8 @@ type backend struct {
 }
 
 func newBackend(c redis.Scripter, log *slog.Logger, m *metrics.Limits) *backend {
-	return &backend{client: c, log: log, m: m}
+	_, cluster := c.(*redis.ClusterClient)
+	return &backend{client: c, cluster: cluster, log: log, m: m}
 }
 
 // use reports whether a call should go to Redis now: always while it is up,

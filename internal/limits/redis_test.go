@@ -38,8 +38,14 @@ const patientRedis = config.Duration(5 * time.Second)
 // run and the count is exact. Calls racing on one bucket from two engines
 // would over-admit if the script did not read and write it atomically.
 func TestRedisTwoEnginesShareOneLimit(t *testing.T) {
-	const burst, engines, workers, each = 100, 2, 4, 40
 	srv := testpeer.Redis(t)
+	shareOneLimit(t, func() redis.Scripter { return redisClient(t, srv) })
+}
+
+// shareOneLimit is TestRedisTwoEnginesShareOneLimit on the Redis that
+// newClient connects each engine to.
+func shareOneLimit(t *testing.T, newClient func() redis.Scripter) {
+	const burst, engines, workers, each = 100, 2, 4, 40
 	cfg := cfgWith(config.LimitSections{
 		Limits:  []config.LimitRule{{Name: "global", Key: "route", Rate: parseRate(t, "1/h"), Burst: burst}},
 		Limiter: config.Limiter{RedisTimeout: patientRedis},
@@ -49,7 +55,7 @@ func TestRedisTwoEnginesShareOneLimit(t *testing.T) {
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for range engines {
-		h := newHarness(t, cfg, harnessOpt{redis: redisClient(t, srv)})
+		h := newHarness(t, cfg, harnessOpt{redis: newClient()})
 		hs = append(hs, h)
 		handler := h.e.AdmitHandler("api", okHandler)
 		for range workers {
@@ -167,12 +173,18 @@ func TestRedisFailurePolicies(t *testing.T) {
 // on both, sees it on the other, and lifts it through the admin handler.
 func TestRedisBansShared(t *testing.T) {
 	srv := testpeer.Redis(t)
+	bansShared(t, func() redis.Scripter { return redisClient(t, srv) })
+}
+
+// bansShared is TestRedisBansShared on the Redis that newClient connects
+// each engine to.
+func bansShared(t *testing.T, newClient func() redis.Scripter) {
 	cfg := cfgWith(config.LimitSections{Bans: config.Bans{
 		Threshold: 3, Window: config.Duration(time.Minute), Duration: config.Duration(time.Hour),
 		Count: []string{config.ViolationSignature}, BanIP: true, MaxBans: 1000, SyncInterval: config.Duration(time.Hour),
 	}})
-	a := newHarness(t, cfg, harnessOpt{redis: redisClient(t, srv)})
-	b := newHarness(t, cfg, harnessOpt{redis: redisClient(t, srv)})
+	a := newHarness(t, cfg, harnessOpt{redis: newClient()})
+	b := newHarness(t, cfg, harnessOpt{redis: newClient()})
 	mallory := client{ip: "192.0.2.1", openid: "o-mallory"}
 
 	a.e.ReportViolation(newRequest(mallory), config.ViolationSignature)

@@ -247,12 +247,12 @@ func (e *Engine) decideRedis(ctx context.Context, s *snapshot, p *plan, info *re
 	var kb [keyBufSize]byte
 	for i := range p.rules {
 		slot := &p.rules[i]
-		key, ok := appendKey(append(kb[:0], slot.redisPrefix...), slot.parts, slot.fallback, info, r, p.route)
+		key, ok := appendKey(append(append(kb[:0], slot.redisPrefix...), '{'), slot.parts, slot.fallback, info, r, p.route)
 		if !ok {
 			slot.count[resNoKey].Inc()
 			return decision{result: resNoKey, rule: i, verdicts: vs}, false, nil
 		}
-		keys[i] = string(key)
+		keys[i] = string(append(key, '}'))
 		args = append(args, slot.redisInterval, slot.redisTol)
 	}
 	if e.scriptClock != nil {
@@ -260,6 +260,9 @@ func (e *Engine) decideRedis(ctx context.Context, s *snapshot, p *plan, info *re
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.redisTimeout)
 	defer cancel()
+	if e.be.cluster && len(keys) > 1 {
+		return e.decideSlots(ctx, s, p, keys, args, vs)
+	}
 	var res any
 	if e.batch != nil {
 		res, err = e.batch.eval(ctx, keys, args)

@@ -48,6 +48,7 @@ func Binary(t testing.TB, name string) string {
 // debianPackages names the package that brings each peer found on PATH.
 var debianPackages = map[string]string{
 	"redis-server":    "redis-server",
+	"redis-cli":       "redis-tools",
 	"prometheus":      "prometheus",
 	"promtool":        "prometheus",
 	"testssl":         "testssl.sh",

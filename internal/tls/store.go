@@ -24,8 +24,8 @@ const (
 )
 
 // Redis is what the certificate store asks of Redis: the cache (Get, Set,
-// Del), the issuance lock (SetNX) and its release script. A *redis.Client
-// or a cluster client is one.
+// Del), the issuance lock (SetNX) and its release script. Any
+// redis.UniversalClient (single, Sentinel or Cluster) is one.
 type Redis interface {
 	redis.Scripter
 	Get(ctx context.Context, key string) *redis.StringCmd

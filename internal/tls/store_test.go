@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/acme/autocert"
 
+	"edge/internal/redisconn"
 	"edge/internal/testpeer"
 )
 
@@ -75,6 +76,35 @@ func TestIssueLock(t *testing.T) {
 	rs := testpeer.Redis(t)
 	rc := redis.NewClient(&redis.Options{Addr: rs.Addr})
 	defer rc.Close()
+	issueLockOn(t, rc)
+}
+
+// TestStoreAndLockOnCluster: the certificate cache and the issuance lock
+// on a real Redis Cluster, through a client made as edge run makes it.
+func TestStoreAndLockOnCluster(t *testing.T) {
+	target, err := redisconn.Parse(testpeer.RedisCluster(t).URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redisconn.NewClient(target, nil)
+	defer rc.Close()
+	issueLockOn(t, rc)
+	c := &redisCache{c: rc}
+	ctx := context.Background()
+	for _, name := range []string{"a.example.com", "b.example.com", "c.example.com+token"} {
+		if err := c.Put(ctx, name, []byte(name)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.Get(ctx, name); err != nil || string(got) != name {
+			t.Fatalf("Get %s: %q %v", name, got, err)
+		}
+		if err := c.Delete(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func issueLockOn(t *testing.T, rc redis.UniversalClient) {
 	ctx := context.Background()
 	l := issueLock{c: rc, ttl: time.Minute}
 

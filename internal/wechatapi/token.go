@@ -26,7 +26,7 @@ type Redis interface {
 	Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd
 }
 
-var _ Redis = (*redis.Client)(nil)
+var _ Redis = (redis.UniversalClient)(nil)
 
 const (
 	// renewAhead: a token is renewed this long before it expires. WeChat's
@@ -112,6 +112,13 @@ func (a *appToken) lock(ctx context.Context) error {
 func (a *appToken) unlock() { <-a.sem }
 
 func (a *appToken) key(suffix string) string { return "edge:wxtoken:" + a.appid + suffix }
+
+// forceKey names the force_refresh counters, which forceScript reads and
+// writes together: the app id as a hash tag puts them in one slot of a
+// Redis Cluster.
+func (a *appToken) forceKey(suffix string) string {
+	return "edge:wxtoken:{" + a.appid + "}:force" + suffix
+}
 
 // errLimited is a forced refresh refused by WeChat's limits.
 var errLimited = errors.New("force_refresh refused: at most one per 30 s and 20 a day per app")
@@ -294,7 +301,7 @@ return 1`
 func (s *Service) forceRedis(ctx context.Context) func(*appToken) error {
 	return func(a *appToken) error {
 		now := s.opts.Now()
-		keys := []string{a.key(":force"), a.key(":force:" + now.In(beijing).Format("20060102"))}
+		keys := []string{a.forceKey(""), a.forceKey(":" + now.In(beijing).Format("20060102"))}
 		ok, err := s.opts.Redis.Eval(ctx, forceScript, keys, now.UnixMilli(), forceSpacing.Milliseconds(), forceDaily).Int()
 		if err != nil {
 			return fmt.Errorf("redis: %w", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"edge/internal/config"
+	"edge/internal/redisconn"
 	"edge/internal/testpeer"
 )
 
@@ -36,6 +37,19 @@ func testRedis(t *testing.T) *redis.Client {
 		t.Fatal(err)
 	}
 	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// clusterRedis is a client of a real three-master Redis Cluster, made as
+// edge run makes it.
+func clusterRedis(t *testing.T) redis.UniversalClient {
+	t.Helper()
+	target, err := redisconn.Parse(testpeer.RedisCluster(t).URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redisconn.NewClient(target, nil)
 	t.Cleanup(func() { rdb.Close() })
 	return rdb
 }
@@ -131,18 +145,19 @@ func TestFailedRenewalKeepsToken(t *testing.T) {
 // token, at most once per 30 s and 20 times per Beijing day, whether the
 // limits are kept in memory or in Redis across replicas.
 func TestForceRefreshLimits(t *testing.T) {
-	for _, withRedis := range []bool{false, true} {
-		name := "memory"
-		if withRedis {
-			name = "redis"
-		}
+	// On a Redis Cluster the script's two keys must share a slot.
+	for _, name := range []string{"memory", "redis", "cluster"} {
+		withRedis := name != "memory"
 		t.Run(name, func(t *testing.T) {
 			// 16:00 UTC is 00:00 in Beijing: the day starts with the test.
 			clock := testpeer.NewClock(time.Date(2026, 11, 30, 16, 0, 0, 0, time.UTC))
 			f := newFakeWechat(t, clock.Now)
 			var rdb Redis
-			if withRedis {
+			switch name {
+			case "redis":
 				rdb = testRedis(t)
+			case "cluster":
+				rdb = clusterRedis(t)
 			}
 			s, a := newTestService(t, f, clock, rdb)
 			// A second replica on the same Redis shares the limits.
