@@ -188,7 +188,7 @@ func TestE2EBansAndRevocationsArriveByPubSub(t *testing.T) {
 		rds.Start()
 		ctx := context.Background()
 		until(t, "the replicas to republish the ban and the revocation", func() bool {
-			_, errBan := rdb.ZScore(ctx, "edge:bans", "openid:"+openidFor("mallory")).Result()
+			_, errBan := rdb.ZScore(ctx, "edge:{bans}", "openid:"+openidFor("mallory")).Result()
 			n, errRev := rdb.Exists(ctx, revokedKeyOf(t, victim)).Result()
 			ok := errBan == nil && errRev == nil && n == 1
 			if !ok {
