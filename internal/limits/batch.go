@@ -123,6 +123,22 @@ func (b *batcher) eval(ctx context.Context, keys []string, args []any) (any, err
 // not hold yet (after a restart, or on a new cluster node) is loaded and
 // the calls that missed it go again.
 func (b *batcher) send(batch []*scriptCall) {
+	// A call whose caller gave up while it queued is not sent: it would
+	// take tokens in Redis for a request already answered by the failure
+	// policy.
+	live := batch[:0:0]
+	for _, c := range batch {
+		if err := c.ctx.Err(); err != nil {
+			c.err = err
+			close(c.done)
+			continue
+		}
+		live = append(live, c)
+	}
+	batch = live
+	if len(batch) == 0 {
+		return
+	}
 	if len(batch) == 1 {
 		// Alone: a plain call, with no pipeline to build.
 		c := batch[0]

@@ -168,3 +168,31 @@ func TestBatchLoadsTheScript(t *testing.T) {
 		t.Fatalf("the script after the batch: %v %v", ok, err)
 	}
 }
+
+// TestBatchSkipsCallsGivenUp: a decision whose caller gave up while it
+// queued is not sent to Redis, so it takes no token for a request the
+// failure policy already answered.
+func TestBatchSkipsCallsGivenUp(t *testing.T) {
+	srv := testpeer.Redis(t)
+	rc := redisClient(t, srv)
+	b := &batcher{client: rc}
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	live, stop := context.WithTimeout(context.Background(), patientRedis.Std())
+	defer stop()
+	key := "edge:test:skip"
+	args := []any{int64(time.Hour / time.Microsecond), int64(time.Hour / time.Microsecond)}
+	calls := []*scriptCall{
+		{ctx: gone, keys: []string{key}, args: args, done: make(chan struct{})},
+		{ctx: live, keys: []string{key + ":other"}, args: args, done: make(chan struct{})},
+	}
+	b.send(calls)
+	<-calls[0].done
+	<-calls[1].done
+	if calls[0].err == nil || calls[1].err != nil {
+		t.Fatalf("errors: given up %v, live %v", calls[0].err, calls[1].err)
+	}
+	if n, err := rc.Exists(live, key).Result(); err != nil || n != 0 {
+		t.Fatalf("the given-up call's bucket exists: %d %v", n, err)
+	}
+}
