@@ -158,22 +158,17 @@ func (g *Gateway) changeInstances(cfg *config.Config, redeploy []string, slots m
 			continue
 		}
 		deploy := slices.Contains(redeploy, uc.Name)
-		plan := slots[uc.Name]
-		resize := plan != nil && !slices.Equal(plan, group.Slots())
-		if !deploy && !resize {
-			continue
-		}
 		what, them := "run settings changed; deploying", " them"
 		if !deploy {
 			what, them = "instances changed; starting or stopping instances", ""
 		}
-		now, err := group.Apply(process.Change{Spec: processSpec(uc), Options: deployOptions(uc.Run), Deploy: deploy, Slots: plan})
+		applied, err := group.Apply(process.Change{Spec: processSpec(uc), Options: deployOptions(uc.Run), Deploy: deploy, Slots: slots[uc.Name]})
 		switch {
 		case err != nil:
 			g.log.Warn(what+" cannot start", "upstream", uc.Name, "error", err.Error())
-		case now:
+		case applied == process.AppliedNow:
 			g.log.Info(what, "upstream", uc.Name, "instances", uc.Run.Instances)
-		default:
+		case applied == process.AppliedLater:
 			g.log.Info(what+them+" once the running deploy ends", "upstream", uc.Name, "instances", uc.Run.Instances)
 		}
 	}

@@ -49,25 +49,39 @@ type Change struct {
 	Slots []*Slot
 }
 
+// Applied says what Apply did with a change.
+type Applied int
+
+const (
+	// AppliedNothing: the change asks for what the group has and will
+	// have.
+	AppliedNothing Applied = iota
+	// AppliedNow: the change started at once.
+	AppliedNow
+	// AppliedLater: the change waits for the running rollout.
+	AppliedLater
+)
+
 // Apply makes the change in the background, for a reload that must not
 // wait for a rollout; its outcome is logged and counted. While a rollout
 // runs the change waits, merged with any change already waiting (the
-// newest spec and slots win; a deploy asked for stays asked for), and is
-// made once the rollout ends. now says whether it started at once; a
-// change of nothing does nothing.
-func (g *Group) Apply(c Change) (now bool, err error) {
-	if c.Slots != nil && slices.Equal(c.Slots, g.Slots()) {
-		c.Slots = nil
-	}
-	if !c.Deploy && c.Slots == nil {
-		return false, nil
-	}
+// newest spec and slots win, also when the newest slots are the running
+// ones: a reload that undoes a waiting change of instances cancels it; a
+// deploy asked for stays asked for), and is made once the rollout ends.
+func (g *Group) Apply(c Change) (Applied, error) {
 	g.mu.Lock()
 	if g.stopping {
 		g.mu.Unlock()
-		return false, errStopping
+		return AppliedNothing, errStopping
 	}
 	p := g.pending
+	if c.Slots != nil && slices.Equal(c.Slots, g.slots) && (p == nil || p.Slots == nil) {
+		c.Slots = nil
+	}
+	if !c.Deploy && c.Slots == nil {
+		g.mu.Unlock()
+		return AppliedNothing, nil
+	}
 	if p == nil {
 		p = &Change{}
 	}
@@ -78,7 +92,10 @@ func (g *Group) Apply(c Change) (now bool, err error) {
 	}
 	g.pending = p
 	g.mu.Unlock()
-	return g.startPending(), nil
+	if g.startPending() {
+		return AppliedNow, nil
+	}
+	return AppliedLater, nil
 }
 
 // startPending makes the waiting change, if any, unless a rollout runs:
