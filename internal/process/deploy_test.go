@@ -164,8 +164,12 @@ func TestRollingDeployUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("edge status: %v\n%s", err, out)
 	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "UPSTREAM") {
+	// The instances table: its header, then a line per instance up to the
+	// blank line that ends it.
+	_, table, _ := strings.Cut(out, "UPSTREAM  INSTANCE")
+	table, _, _ = strings.Cut(table, "\n\n")
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	if len(lines) != 3 {
 		t.Fatalf("edge status:\n%s", out)
 	}
 	for i, line := range lines[1:] {
