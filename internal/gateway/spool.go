@@ -11,6 +11,7 @@ import (
 	"edge/internal/apierror"
 	"edge/internal/proxy"
 	"edge/internal/reqctx"
+	"edge/internal/waf"
 )
 
 // spoolMemory is how much of a body of unknown length is held in memory;
@@ -28,7 +29,8 @@ var spoolBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // the upstream, even in part. The body the upstream then gets has a
 // Content-Length, unless the client declared trailers (which only chunked
 // framing carries). A read error is the client's: the body's own limit
-// (413), its pause (408), or a client that left.
+// (413), its pause (408), or a client that left. The firewall has a
+// multipart body stored so too, whatever its length, to inspect it whole.
 func spoolBody(r *http.Request) error {
 	buf := spoolBufs.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -64,10 +66,7 @@ func spoolBody(r *http.Request) error {
 	}
 	r.Body.Close()
 	sb := &spooledBody{buf: buf, file: file}
-	sb.Reader = buf
-	if file != nil {
-		sb.Reader = io.MultiReader(buf, file)
-	}
+	sb.start()
 	r.Body = sb
 	if len(r.Trailer) == 0 {
 		r.ContentLength = n
@@ -81,6 +80,30 @@ type spooledBody struct {
 	buf  *bytes.Buffer
 	file *os.File
 	once sync.Once
+}
+
+// The firewall reads a stored multipart body through, then rewinds it
+// for the upstream.
+var _ waf.Stored = (*spooledBody)(nil)
+
+// start reads from the first byte; the file, when there is one, is
+// already at its start.
+func (b *spooledBody) start() {
+	b.Reader = bytes.NewReader(b.buf.Bytes())
+	if b.file != nil {
+		b.Reader = io.MultiReader(b.Reader, b.file)
+	}
+}
+
+// Rewind makes the body readable again from its first byte.
+func (b *spooledBody) Rewind() error {
+	if b.file != nil {
+		if _, err := b.file.Seek(0, io.SeekStart); err != nil {
+			return &spoolError{err}
+		}
+	}
+	b.start()
+	return nil
 }
 
 func (b *spooledBody) Close() error {

@@ -76,7 +76,19 @@ func (g *Gateway) buildWAF(rc *config.Route, wc config.WAF, engines map[string]*
 // check inspects the request and refuses it when the engine blocks; a
 // detect verdict is only recorded. Either way the access log and the
 // metrics say what matched.
+//
+// A multipart body is inspected whole, its files included, so it is
+// first stored whole as one of unknown length is (spoolBody: held to the
+// route's max_body, 64KB in memory and the rest on disk): an upload may
+// be megabytes, and the upstream must not see a byte of it before the
+// verdict.
 func (s *wafStep) check(w http.ResponseWriter, r *http.Request, info *reqctx.Info) bool {
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody && waf.StoresWhole(r.Header) {
+		if err := spoolBody(r); err != nil {
+			answerSpoolFailure(w, r, info, err)
+			return false
+		}
+	}
 	v := s.engine.Inspect(r, info.ClientIP.String())
 	s.metrics.Count(int(v.Action), v.Rules)
 	info.WAF = v.Action.String()
