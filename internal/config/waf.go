@@ -23,7 +23,8 @@ type WAF struct {
 	// AnomalyThreshold is CRS's tx.inbound_anomaly_score_threshold
 	// (default 5: one critical match refuses a request).
 	AnomalyThreshold int `toml:"anomaly_threshold"`
-	// BodyLimit is the most of a JSON or form body read for inspection
+	// BodyLimit is the most of a body parsed for inspection: of a JSON,
+	// form or XML body, and of a multipart body less its files' contents
 	// (SecRequestBodyNoFilesLimit, default 128KB); a larger one is
 	// refused with 413 on a block route (SecRequestBodyLimitAction Reject).
 	BodyLimit ByteSize `toml:"body_limit"`

@@ -549,8 +549,14 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, info *reqctx.Info
 	// or without credentials costs no inspection. It comes before
 	// anything reaches the upstream, and it reads the body itself (giving
 	// it back whole), so the webhook check after it sees the same bytes.
-	if rt.waf != nil && !rt.waf.check(w, r, info) {
-		return
+	if rt.waf != nil {
+		ok, stored := rt.waf.check(w, r, info)
+		if stored != nil {
+			defer stored.Close()
+		}
+		if !ok {
+			return
+		}
 	}
 	if rt.verify != nil && !rt.verify.Check(w, r) {
 		return

@@ -11,6 +11,7 @@ import (
 	"edge/internal/apierror"
 	"edge/internal/proxy"
 	"edge/internal/reqctx"
+	"edge/internal/waf"
 )
 
 // spoolMemory is how much of a body of unknown length is held in memory;
@@ -26,7 +27,8 @@ const spoolMemory = 64 << 10
 // the upstream, even in part. The body the upstream then gets has a
 // Content-Length, unless the client declared trailers (which only chunked
 // framing carries). A read error is the client's: the body's own limit
-// (413), its pause (408), or a client that left.
+// (413), its pause (408), or a client that left. The firewall has a
+// multipart body stored so too, whatever its length, to inspect it whole.
 func spoolBody(r *http.Request) (*spooledBody, error) {
 	// Not pooled: an upstream that answers early leaves the proxy's body
 	// writer reading it after the request is over.
@@ -60,10 +62,8 @@ func spoolBody(r *http.Request) (*spooledBody, error) {
 		return nil, err
 	}
 	r.Body.Close()
-	sb := &spooledBody{Reader: buf, file: file}
-	if file != nil {
-		sb.Reader = io.MultiReader(buf, file)
-	}
+	sb := &spooledBody{buf: buf, file: file}
+	sb.start()
 	r.Body = sb
 	if len(r.Trailer) == 0 {
 		r.ContentLength = n
@@ -76,8 +76,33 @@ func spoolBody(r *http.Request) (*spooledBody, error) {
 // defers (the proxy closes no request body), closes the file under it.
 type spooledBody struct {
 	io.Reader
+	buf  *bytes.Buffer
 	file *os.File
 	once sync.Once
+}
+
+// The firewall reads a stored multipart body through, then rewinds it
+// for the upstream.
+var _ waf.Stored = (*spooledBody)(nil)
+
+// start reads from the first byte; the file, when there is one, is
+// already at its start.
+func (b *spooledBody) start() {
+	b.Reader = bytes.NewReader(b.buf.Bytes())
+	if b.file != nil {
+		b.Reader = io.MultiReader(b.Reader, b.file)
+	}
+}
+
+// Rewind makes the body readable again from its first byte.
+func (b *spooledBody) Rewind() error {
+	if b.file != nil {
+		if _, err := b.file.Seek(0, io.SeekStart); err != nil {
+			return &spoolError{err}
+		}
+	}
+	b.start()
+	return nil
 }
 
 func (b *spooledBody) Close() error {

@@ -76,20 +76,36 @@ func (g *Gateway) buildWAF(rc *config.Route, wc config.WAF, engines map[string]*
 // check inspects the request and refuses it when the engine blocks; a
 // detect verdict is only recorded. Either way the access log and the
 // metrics say what matched.
-func (s *wafStep) check(w http.ResponseWriter, r *http.Request, info *reqctx.Info) bool {
+//
+// A multipart body is inspected whole, its files included, so it is
+// first stored whole as one of unknown length is (spoolBody: held to the
+// route's max_body, 64KB in memory and the rest on disk): an upload may
+// be megabytes, and the upstream must not see a byte of it before the
+// verdict.
+//
+// The stored body, when there is one, is the caller's to close once the
+// request is over.
+func (s *wafStep) check(w http.ResponseWriter, r *http.Request, info *reqctx.Info) (ok bool, stored *spooledBody) {
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody && waf.StoresWhole(r.Header) {
+		var err error
+		if stored, err = spoolBody(r); err != nil {
+			answerSpoolFailure(w, r, info, err)
+			return false, nil
+		}
+	}
 	v := s.engine.Inspect(r, info.ClientIP.String())
 	s.metrics.Count(int(v.Action), v.Rules)
 	info.WAF = v.Action.String()
 	info.WAFRules = strings.Join(v.Rules, ",")
 	if v.Action != waf.Block {
-		return true
+		return true, stored
 	}
 	if v.TooLarge {
 		info.Reason = reasonWAFBodyTooLarge
 		apierror.Write(w, r, apierror.BodyTooLarge, "request body is larger than the firewall inspects")
-		return false
+		return false, stored
 	}
 	info.Reason = reasonWAFBlocked
 	apierror.Write(w, r, apierror.WAFBlocked, "request refused by the web application firewall")
-	return false
+	return false, stored
 }

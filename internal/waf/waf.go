@@ -1,13 +1,15 @@
 // Package waf owns the web application firewall: the OWASP Core Rule Set
 // compiled by Coraza into an engine, once per distinct setting, and the
-// inspection of one request (its URI, headers and a JSON or form body)
-// against it.
+// inspection of one request (its URI, headers and a JSON, form, XML or
+// multipart body) against it.
 package waf
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"strconv"
 	"strings"
@@ -30,9 +32,10 @@ type Settings struct {
 	// AnomalyThreshold is the inbound anomaly score at which a request is
 	// refused (CRS scores a critical match 5).
 	AnomalyThreshold int
-	// BodyLimit is the most body bytes read for inspection; a larger JSON
-	// or form body is refused in block mode (SecRequestBodyLimitAction
-	// Reject).
+	// BodyLimit is the most body bytes read for inspection: of a JSON,
+	// form or XML body, and of a multipart body less its files' contents
+	// (SecRequestBodyNoFilesLimit). A larger body is refused in block mode
+	// (SecRequestBodyLimitAction Reject).
 	BodyLimit int64
 	// ExcludeRules are rule ids removed everywhere (SecRuleRemoveById).
 	ExcludeRules []int
@@ -88,24 +91,43 @@ func Compile(s Settings) (*Engine, error) {
 		engine = "On"
 	}
 	var d strings.Builder
-	// Bodies reach Coraza only when they fit the limit (Inspect refuses or
-	// passes the rest itself), so nothing is ever buffered to disk. The
-	// REST methods are allowed (CRS's default refuses PUT, PATCH and
-	// DELETE, rule 911100): mini-program APIs use them, and a route's
-	// methods key is where edge restricts methods.
+	// Inspect limits what reaches Coraza itself: JSON, form and XML bodies
+	// up to the limit, held in memory; multipart bodies whole (files
+	// included) when their other bytes fit the limit, so Coraza's
+	// whole-body limit is its largest and what passes the in-memory limit
+	// goes to its temporary files, as the file parts do. The REST methods
+	// are allowed (CRS's default refuses PUT, PATCH and DELETE, rule
+	// 911100): mini-program APIs use them, and a route's methods key is
+	// where edge restricts methods.
+	//
+	// The body processors are selected as in ModSecurity's recommended
+	// configuration (200000, 200001, 200006), and multipart for every
+	// multipart type, not only form-data (200007): Spring's multipart
+	// resolver, for one, takes any multipart/ type as a form by default. A body its processor
+	// cannot parse (200002) or a multipart body that fails strict
+	// validation (200003) scores as a critical attack instead of
+	// ModSecurity's outright deny, so detect mode records it as it records
+	// the rest: what a parser gave up on is the rest of the body unseen,
+	// which the app's more lenient parser may still read (Go's JSON
+	// decoder stops after the first value; multipart parsers differ in
+	// what they accept).
 	fmt.Fprintf(&d, `SecRuleEngine %s
 SecRequestBodyAccess On
-SecRequestBodyLimit %[2]d
+SecRequestBodyLimit %[5]d
 SecRequestBodyInMemoryLimit %[2]d
 SecRequestBodyLimitAction Reject
 SecRequestBodyJsonDepthLimit 1024
 SecResponseBodyAccess Off
+SecRule REQUEST_HEADERS:Content-Type "^(?:application(?:/soap\+|/)|text/)xml" "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
 SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:200001,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
 SecRule REQUEST_HEADERS:Content-Type "^application/[a-z0-9.-]+[+]json" "id:200006,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule REQUEST_HEADERS:Content-Type "^multipart/" "id:200007,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=MULTIPART"
+SecRule REQBODY_ERROR "!@eq 0" "id:%[6]d,phase:2,t:none,pass,log,severity:CRITICAL,msg:'Failed to parse request body',setvar:'tx.inbound_anomaly_score_pl1=+%%{tx.critical_anomaly_score}'"
+SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:%[7]d,phase:2,t:none,pass,log,severity:CRITICAL,msg:'Multipart request body failed strict validation',setvar:'tx.inbound_anomaly_score_pl1=+%%{tx.critical_anomaly_score}'"
 SecAction "id:900000,phase:1,pass,t:none,nolog,setvar:tx.blocking_paranoia_level=%[3]d"
 SecAction "id:900110,phase:1,pass,t:none,nolog,setvar:tx.inbound_anomaly_score_threshold=%[4]d"
 SecAction "id:900200,phase:1,pass,t:none,nolog,setvar:'tx.allowed_methods=GET HEAD POST OPTIONS PUT PATCH DELETE'"
-`, engine, s.BodyLimit, s.ParanoiaLevel, s.AnomalyThreshold)
+`, engine, s.BodyLimit, s.ParanoiaLevel, s.AnomalyThreshold, maxStored, bodyErrorRule, multipartErrorRule)
 	for i, e := range s.Exclusions {
 		if strings.ContainsAny(e.Path, "\"'\\ \t\r\n") {
 			return nil, &KeyError{Key: exclusionKey(i, "path"), Err: fmt.Errorf("%q must not hold quotes, backslashes or spaces", e.Path)}
@@ -187,13 +209,43 @@ type Verdict struct {
 	TooLarge bool
 }
 
-// BodyLimitRule stands in Verdict.Rules for a JSON or form body larger
-// than the engine inspects.
+// BodyLimitRule stands in Verdict.Rules for a body larger than the
+// engine inspects.
 const BodyLimitRule = "body_limit"
 
+// The rules edge adds that score a body the rule set could not read
+// (ModSecurity's recommended 200002 and 200003); they are reported with
+// CRS's attack rules.
+const (
+	bodyErrorRule      = 200002
+	multipartErrorRule = 200003
+)
+
+// maxStored bounds the multipart body Coraza takes (its own bound on
+// SecRequestBodyLimit); one this large is treated as over the limit.
+const maxStored = 1 << 30
+
+// Stored is a request body its owner has read whole and kept (the
+// gateway's spool: in memory, then an unlinked temporary file), so that
+// the firewall can read it through and give it back from its start.
+type Stored interface {
+	io.ReadCloser
+	// Rewind makes the next Read start again at the body's first byte.
+	Rewind() error
+}
+
+// StoresWhole reports whether a body with this header is inspected
+// whole, files included: a multipart body. The caller stores it (Stored)
+// before Inspect; one it does not store is inspected only when all of it
+// fits the limit, as a JSON body is.
+func StoresWhole(h http.Header) bool {
+	return kindOf(h["Content-Type"]) == multipartBody
+}
+
 // Inspect runs r through the rule set. client is the client's address.
-// A JSON or form body is read up to the limit and r.Body replaced by one
-// that gives the upstream the same bytes; other bodies are not read.
+// A JSON, form or XML body is read up to the limit, a Stored multipart
+// body whole, and r.Body replaced by one that gives the upstream the same
+// bytes; other bodies are not read (CRS refuses their content types).
 func (e *Engine) Inspect(r *http.Request, client string) Verdict {
 	tx := e.waf.NewTransaction()
 	defer func() { _ = tx.Close() }()
@@ -220,8 +272,13 @@ func (e *Engine) Inspect(r *http.Request, client string) Verdict {
 		return e.verdict(tx, false)
 	}
 	over := false
-	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody && inspected(r.Header["Content-Type"]) {
-		over = e.readBody(tx, r)
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		switch kind := kindOf(r.Header["Content-Type"]); {
+		case kind == multipartBody && isStored(r.Body):
+			over = e.readStored(tx, r)
+		case kind != otherBody:
+			over = e.readBody(tx, r)
+		}
 	}
 	if over && e.block {
 		return e.verdict(tx, true)
@@ -254,22 +311,120 @@ func (e *Engine) readBody(tx types.Transaction, r *http.Request) (over bool) {
 	return false
 }
 
-// inspected reports whether a body of this type is parsed by the rule set:
-// JSON and URL-encoded forms, what mini-programs send with wx.request.
-// Multipart uploads and other types go uninspected (their headers and URI
-// still are); CRS rule 920420 refuses types outside its allowed list.
-func inspected(ct []string) bool {
-	if len(ct) == 0 {
-		return false
+func isStored(b io.ReadCloser) bool {
+	_, ok := b.(Stored)
+	return ok
+}
+
+// readStored hands Coraza a stored multipart body whole when its bytes
+// other than file contents fit the limit, and reports one over it. Its
+// file parts are parsed (names, sizes) but not matched, as ModSecurity's
+// multipart processor does; the limit bounds what is: Coraza holds each
+// field's value in memory and every rule reads it. r.Body is given back
+// from its start; a stored body that fails to read or rewind (edge's own
+// disk) fails the upstream's read too.
+func (e *Engine) readStored(tx types.Transaction, r *http.Request) (over bool) {
+	body := r.Body.(Stored)
+	total, files, err := measure(body, r.Header["Content-Type"][0])
+	if err == nil {
+		err = body.Rewind()
 	}
-	mt, _, err := mime.ParseMediaType(ct[0])
+	if err == nil && (total-files > e.bodyLimit || total >= maxStored) {
+		over = true
+	}
+	if err == nil && !over {
+		_, _, err = tx.ReadRequestBodyFrom(body)
+		if rerr := body.Rewind(); err == nil {
+			err = rerr
+		}
+	}
 	if err != nil {
-		return false
+		r.Body = &replay{rest: body, err: err}
 	}
-	if mt == "application/json" || mt == "application/x-www-form-urlencoded" {
-		return true
+	return over
+}
+
+// measure reads a multipart body through and returns its size and the
+// size of its file parts' contents. Parts are told apart as Coraza's
+// processor tells them (a non-empty filename parameter), erring towards
+// counting a part as data. A body that fails to parse is measured to its
+// end as data: Coraza's parser, the same, fails at the same byte, and the
+// rule scoring that (200003) needs no more.
+func measure(body io.Reader, ctype string) (total, files int64, err error) {
+	cr := &countingReader{r: body}
+	if _, params, perr := mime.ParseMediaType(ctype); perr == nil && params["boundary"] != "" {
+		mr := multipart.NewReader(cr, params["boundary"])
+		for {
+			p, perr := mr.NextPart()
+			if perr != nil {
+				break
+			}
+			if _, dp, derr := mime.ParseMediaType(p.Header.Get("Content-Disposition")); derr == nil && dp["filename"] != "" {
+				n, _ := io.Copy(io.Discard, p)
+				files += n
+			}
+		}
 	}
-	return strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
+	// The epilogue, or what follows a malformed part.
+	_, err = io.Copy(io.Discard, cr)
+	if cr.err != nil {
+		err = cr.err
+	}
+	return cr.n, files, err
+}
+
+// countingReader counts what it reads, and keeps the body's read error
+// apart from the multipart parser's.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if err != nil && !errors.Is(err, io.EOF) {
+		c.err = err
+	}
+	return n, err
+}
+
+// bodyKind is how a body is inspected, by its content type.
+type bodyKind uint8
+
+const (
+	// otherBody is not read: CRS rule 920420 refuses its content type
+	// (text/plain, octet-stream...) unless an exclusion allows it.
+	otherBody bodyKind = iota
+	// parsedBody is read up to the limit: JSON (what wx.request sends),
+	// URL-encoded forms and XML, every type CRS allows but multipart.
+	parsedBody
+	// multipartBody is read whole (wx.uploadFile), files included.
+	multipartBody
+)
+
+// kindOf classifies a body by its first Content-Type, which is the one
+// Coraza reads and a backend's Header.Get returns. The media type is what
+// precedes any ';', as CRS's rules and most frameworks read it, not
+// mime.ParseMediaType's result: that refuses a type whose parameters are
+// malformed (a repeated charset), which the app would still parse as
+// JSON and Coraza, selecting its processor by prefix, too.
+func kindOf(ct []string) bodyKind {
+	if len(ct) == 0 {
+		return otherBody
+	}
+	mt, _, _ := strings.Cut(ct[0], ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	switch {
+	case strings.HasPrefix(mt, "multipart/"):
+		return multipartBody
+	case mt == "application/json", mt == "application/x-www-form-urlencoded",
+		mt == "text/xml", mt == "application/xml", mt == "application/soap+xml",
+		strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"):
+		return parsedBody
+	}
+	return otherBody
 }
 
 // Attack rules are CRS's 911xxx to 944xxx that have a severity: the
@@ -284,8 +439,7 @@ const (
 	scoreReachedEarly = 949111
 )
 
-// verdict reads the matched rules; tooLarge is a JSON or form body over
-// the limit, which the engine would refuse whatever the score.
+// verdict reads the matched rules; tooLarge is a body over the limit, which the engine would refuse whatever the score.
 func (e *Engine) verdict(tx types.Transaction, tooLarge bool) Verdict {
 	v := Verdict{TooLarge: tooLarge}
 	if tooLarge {
@@ -295,7 +449,8 @@ func (e *Engine) verdict(tx types.Transaction, tooLarge bool) Verdict {
 	for _, m := range tx.MatchedRules() {
 		id := m.Rule().ID()
 		switch {
-		case id >= firstAttackRule && id <= lastAttackRule && m.Rule().Severity() != types.RuleSeverityUnset:
+		case id >= firstAttackRule && id <= lastAttackRule && m.Rule().Severity() != types.RuleSeverityUnset,
+			id == bodyErrorRule, id == multipartErrorRule:
 			v.Rules = append(v.Rules, strconv.Itoa(id))
 		case id == scoreReached || id == scoreReachedEarly:
 			exceeded = true
@@ -314,7 +469,7 @@ func (e *Engine) verdict(tx types.Transaction, tooLarge bool) Verdict {
 // body. It keeps the original body's StopReading, which the proxy calls
 // when the upstream has answered before taking the whole body.
 type replay struct {
-	head []byte
+	head []byte // nil for a Stored body, which gives back its own bytes
 	rest io.ReadCloser
 	err  error
 }
