@@ -189,8 +189,8 @@ func (p *Policy) wait(r *http.Request, fl *flight) bool {
 }
 
 // key is the request's cache key: the route, scheme, host without port,
-// path as sent and the query with its pairs sorted. url is the part a
-// purge names.
+// path as sent and the query with its pairs ordered by name. url is the
+// part a purge names.
 func (p *Policy) key(r *http.Request) (key, url string) {
 	scheme := "http"
 	if r.TLS != nil {
@@ -207,22 +207,30 @@ func (p *Policy) key(r *http.Request) (key, url string) {
 	return p.route + "\x00" + scheme + "\x00" + url, url
 }
 
-// NormalQuery sorts a raw query's pairs and drops empty ones, so that
-// "b=2&a=1" and "a=1&b=2" share an answer. Pairs are compared as sent, not
-// decoded: two spellings of one value are two keys, never one answer for
-// two values.
+// NormalQuery orders a raw query's pairs by name and drops empty ones, so
+// that "b=2&a=1" and "a=1&b=2" share an answer. The sort is stable: the
+// values of a repeated name keep the order they were sent in, since
+// first-wins and last-wins frameworks answer "id=1&id=2" and "id=2&id=1"
+// differently. Pairs are compared as sent, not decoded: two spellings of
+// one value are two keys, never one answer for two values.
 func NormalQuery(q string) string {
 	if normal(q) {
 		return q
 	}
 	pairs := strings.Split(q, "&")
 	pairs = slices.DeleteFunc(pairs, func(s string) bool { return s == "" })
-	slices.Sort(pairs)
+	slices.SortStableFunc(pairs, func(a, b string) int { return strings.Compare(queryName(a), queryName(b)) })
 	return strings.Join(pairs, "&")
 }
 
-// normal reports whether q's pairs are sorted already, none empty: the
-// usual case, which needs no copy.
+// queryName is a raw pair's name, as sent.
+func queryName(pair string) string {
+	name, _, _ := strings.Cut(pair, "=")
+	return name
+}
+
+// normal reports whether q's pairs are in name order already, none empty:
+// the usual case, which needs no copy.
 func normal(q string) bool {
 	if q == "" {
 		return true
@@ -230,13 +238,14 @@ func normal(q string) bool {
 	prev := ""
 	for i := 0; ; i++ {
 		pair, rest, more := strings.Cut(q, "&")
-		if pair == "" || i > 0 && pair < prev {
+		name := queryName(pair)
+		if pair == "" || i > 0 && name < prev {
 			return false
 		}
 		if !more {
 			return true
 		}
-		prev, q = pair, rest
+		prev, q = name, rest
 	}
 }
 

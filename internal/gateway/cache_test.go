@@ -206,6 +206,23 @@ func TestCacheHitAndMiss(t *testing.T) {
 	}
 }
 
+// TestCacheRepeatedNames: the order of the pairs of different names does
+// not matter to the key, but the order of a repeated name's values does:
+// a first-wins framework reads "?id=1&id=2" as id 1 and a last-wins one
+// as id 2, so the two must not share a stored answer.
+func TestCacheRepeatedNames(t *testing.T) {
+	be := startCountingBackend(t, maxAge60)
+	e := startEdge(t, fmt.Sprintf(cacheRoutes, be.addr))
+	e.cacheSteps(t, e.client, []cacheStep{
+		{path: "/c/q?id=1&id=2", want: "MISS", body: "/c/q #1"},
+		{path: "/c/q?id=2&id=1", want: "MISS", body: "/c/q #2"},
+		{path: "/c/q?id=1&id=2", want: "HIT", body: "/c/q #1"},
+		{path: "/c/q?id=2&x=0&id=1", want: "MISS", body: "/c/q #3"},
+		{path: "/c/q?x=0&id=2&id=1", want: "HIT", body: "/c/q #3"},
+		{path: "/c/q?id=1&x=0&id=2", want: "MISS", body: "/c/q #4"},
+	})
+}
+
 // TestCacheStorable: what the upstream says of an answer, and the route's
 // ttl, decide whether it is stored.
 func TestCacheStorable(t *testing.T) {
