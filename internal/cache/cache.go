@@ -22,15 +22,18 @@ import (
 
 // Policy is the compiled cache step of one route.
 type Policy struct {
-	store        *Store
-	route        string
-	ttl          time.Duration
-	public       bool
-	staleIfError time.Duration
-	lockTimeout  time.Duration
-	maxEntry     int64
-	now          func() time.Time
-	requests     [nResults]prometheus.Counter
+	store  *Store
+	route  string
+	ttl    time.Duration
+	public bool
+	// identityHeaders are the canonical names of the request headers
+	// that carry an identity: the built-in ones and the config's own.
+	identityHeaders []string
+	staleIfError    time.Duration
+	lockTimeout     time.Duration
+	maxEntry        int64
+	now             func() time.Time
+	requests        [nResults]prometheus.Counter
 }
 
 // Options are a route's [routes.cache] settings, compiled.
@@ -43,6 +46,10 @@ type Options struct {
 	TTL time.Duration
 	// Public caches answers to requests that carry an identity.
 	Public bool
+	// IdentityHeaders are request headers that carry an identity besides
+	// the built-in ones ([cache] identity_headers): the app's own token
+	// header.
+	IdentityHeaders []string
 	// StaleIfError is how long past its freshness an answer may stand in
 	// for an upstream that fails (nginx proxy_cache_use_stale).
 	StaleIfError time.Duration
@@ -82,6 +89,12 @@ func New(o Options) *Policy {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	p.identityHeaders = slices.Clone(identityHeaders)
+	for _, n := range o.IdentityHeaders {
+		if n = http.CanonicalHeaderKey(n); !slices.Contains(p.identityHeaders, n) {
+			p.identityHeaders = append(p.identityHeaders, n)
+		}
+	}
 	if o.Requests != nil {
 		for i, name := range results {
 			p.requests[i] = o.Requests(name)
@@ -96,21 +109,39 @@ func (p *Policy) count(result int) {
 	}
 }
 
+// identityHeaders are the request headers that carry an identity the
+// upstream may answer for alone (canonical names): credentials, cookies,
+// edge's signature headers, and the token headers mini-program backends
+// commonly read themselves (wx.request({header: {token}})) on routes where
+// edge checks nothing: the bare "token" and its X- spellings, Sa-Token's
+// "satoken", jeecg-boot's X-Access-Token, ant-design-pro's Access-Token,
+// Spring Session's X-Auth-Token, wafer's X-WX-Skey. Missing one leaks a
+// user's answer to others, listing one too many only costs hits, so the
+// list leans wide; [cache] identity_headers adds an app's own.
+var identityHeaders = []string{
+	"Authorization", "Cookie", "X-Edge-Signature", "X-Edge-Nonce",
+	"Token", "X-Token", "Access-Token", "X-Access-Token", "X-Auth-Token", "Auth-Token",
+	"X-Session-Id", "X-Session-Token", "X-User-Token", "Satoken", "X-Wx-Skey",
+}
+
 // identityQuery are query names that carry a token or a signature in a
 // mini-program's requests (log.mask_query hides the same).
 var identityQuery = []string{"token", "access_token", "session_key", "sign", "signature", "msg_signature"}
 
 // Identified reports whether r carries an identity whose answer may be
-// its own: credentials, a cookie, edge's signature headers or a token or
-// signature in the query. It must run before the route's identity step,
-// which removes those headers; on a public route it is always false.
+// its own: one of the identity headers (credentials, a cookie, edge's
+// signature headers, a token header) or a token or signature in the
+// query. It must run before the route's identity step, which removes some
+// of those headers; on a public route it is always false.
 func (p *Policy) Identified(r *http.Request) bool {
 	if p.public {
 		return false
 	}
 	h := r.Header
-	if len(h["Authorization"]) > 0 || len(h["Cookie"]) > 0 || len(h["X-Edge-Signature"]) > 0 || len(h["X-Edge-Nonce"]) > 0 {
-		return true
+	for _, name := range p.identityHeaders {
+		if len(h[name]) > 0 {
+			return true
+		}
 	}
 	for q := r.URL.RawQuery; q != ""; {
 		var pair string

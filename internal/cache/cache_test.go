@@ -264,6 +264,17 @@ func TestIdentityBypass(t *testing.T) {
 		{"/i", http.Header{"Cookie": {"a=b"}}},
 		{"/i", http.Header{"X-Edge-Signature": {"ab"}}},
 		{"/i", http.Header{"X-Edge-Nonce": {"ab"}}},
+		// The token headers mini-program backends read themselves.
+		{"/i", http.Header{"Token": {"t"}}},
+		{"/i", http.Header{"X-Token": {"t"}}},
+		{"/i", http.Header{"Access-Token": {"t"}}},
+		{"/i", http.Header{"X-Access-Token": {"t"}}},
+		{"/i", http.Header{"X-Auth-Token": {"t"}}},
+		{"/i", http.Header{"X-Session-Id": {"t"}}},
+		{"/i", http.Header{"X-Session-Token": {"t"}}},
+		{"/i", http.Header{"X-User-Token": {"t"}}},
+		{"/i", http.Header{"Satoken": {"t"}}},
+		{"/i", http.Header{"X-Wx-Skey": {"t"}}},
 		{"/i?access_token=x", nil},
 		{"/i?a=1&msg_signature=x", nil},
 		{"/i?%73ign=x", nil},
@@ -286,6 +297,25 @@ func TestIdentityBypass(t *testing.T) {
 				t.Fatalf("public route: X-Cache %s, want HIT", r.xcache)
 			}
 		})
+	}
+}
+
+// TestIdentityHeadersOption: the app's own token header, named in any
+// case, counts as an identity on top of the built-in ones.
+func TestIdentityHeadersOption(t *testing.T) {
+	c := newClock()
+	o := &origin{answer: fixed(http.Header{"Cache-Control": {"max-age=60"}}, 200)}
+	p := newPolicy(c, Options{IdentityHeaders: []string{"x-shop-token", "TOKEN"}})
+	for _, h := range []http.Header{{"X-Shop-Token": {"a"}}, {"Token": {"a"}}, {"Authorization": {"Bearer a"}}} {
+		if r := get(p, o, "GET", "/i", h); r.xcache != "BYPASS" {
+			t.Errorf("%v: X-Cache %s, want BYPASS", h, r.xcache)
+		}
+	}
+	if r := get(p, o, "GET", "/i", http.Header{"X-Other-Token": {"a"}}); r.xcache != "MISS" {
+		t.Errorf("a header no list names: X-Cache %s, want MISS", r.xcache)
+	}
+	if n := len(p.identityHeaders); n != len(identityHeaders)+1 {
+		t.Errorf("%d identity headers, want the built-in ones and X-Shop-Token once: %q", n, p.identityHeaders)
 	}
 }
 

@@ -324,6 +324,26 @@ public = true
 	}
 }
 
+// TestCacheIdentityHeaders: on a route with auth = "none" whose upstream
+// reads a token header itself, a request with that header gets its own
+// answer, never stored by the route's ttl for the next client nor
+// answered with another's: the common token headers and those listed in
+// cache.identity_headers count as an identity, as Authorization does.
+func TestCacheIdentityHeaders(t *testing.T) {
+	be := startCountingBackend(t, func(string) http.Header { return nil })
+	e := startEdge(t, fmt.Sprintf(cacheRoutes, be.addr)+"\n[cache]\nidentity_headers = [\"X-Shop-Token\"]\n")
+	e.cacheSteps(t, e.client, []cacheStep{
+		{path: "/ttl/me", header: http.Header{"Token": {"user-a"}}, want: "BYPASS", body: "/ttl/me #1"},
+		// User A's answer was not stored for the next client.
+		{path: "/ttl/me", want: "MISS", body: "/ttl/me #2"},
+		// Nor is the stored answer given to a user.
+		{path: "/ttl/me", header: http.Header{"X-Token": {"user-b"}}, want: "BYPASS", body: "/ttl/me #3"},
+		{path: "/ttl/me", header: http.Header{"X-Access-Token": {"user-c"}}, want: "BYPASS", body: "/ttl/me #4"},
+		{path: "/ttl/me", header: http.Header{"X-Shop-Token": {"user-d"}}, want: "BYPASS", body: "/ttl/me #5"},
+		{path: "/ttl/me", want: "HIT", body: "/ttl/me #2"},
+	})
+}
+
 // TestCacheLock: concurrent requests for one answer make one upstream
 // request; the others wait for it and are answered from the store.
 func TestCacheLock(t *testing.T) {

@@ -270,14 +270,15 @@ func (g *Gateway) servePort80(w http.ResponseWriter, r *http.Request) {
 // buildCache compiles a route's cache step against the lasting store.
 func (g *Gateway) buildCache(route string, rc *config.RouteCache, store config.CacheStore) *cache.Policy {
 	return cache.New(cache.Options{
-		Store:        g.lasting.cache,
-		Route:        route,
-		TTL:          rc.TTL.Std(),
-		Public:       rc.Public,
-		StaleIfError: rc.StaleIfError.Std(),
-		LockTimeout:  rc.LockTimeout.Std(),
-		MaxEntry:     int64(store.MaxEntrySize),
-		Now:          g.cacheClock,
-		Requests:     func(result string) prometheus.Counter { return g.metrics.Cache.Requests(route, result) },
+		Store:           g.lasting.cache,
+		Route:           route,
+		TTL:             rc.TTL.Std(),
+		Public:          rc.Public,
+		IdentityHeaders: store.IdentityHeaders,
+		StaleIfError:    rc.StaleIfError.Std(),
+		LockTimeout:     rc.LockTimeout.Std(),
+		MaxEntry:        int64(store.MaxEntrySize),
+		Now:             g.cacheClock,
+		Requests:        func(result string) prometheus.Counter { return g.metrics.Cache.Requests(route, result) },
 	})
 }
