@@ -22,10 +22,13 @@ import (
 
 // Policy is the compiled cache step of one route.
 type Policy struct {
-	store  *Store
-	route  string
-	ttl    time.Duration
-	public bool
+	store *Store
+	route string
+	// gen is the generation of the route's answer-shaping settings, and
+	// keyPrefix the route and gen that begin each of its keys.
+	gen, keyPrefix string
+	ttl            time.Duration
+	public         bool
 	// identityHeaders are the canonical names of the request headers
 	// that carry an identity: the built-in ones and the config's own.
 	identityHeaders []string
@@ -40,6 +43,11 @@ type Policy struct {
 type Options struct {
 	Store *Store
 	Route string
+	// Generation fingerprints what shapes the route's answers (its
+	// upstream, rewriting, headers, auth, cache settings): it is part of
+	// every key, so a reload that changes any of it never serves an
+	// answer fetched under the old settings. See Store.Retain.
+	Generation string
 	// TTL is the freshness of answers the upstream says nothing of
 	// (nginx proxy_cache_valid); 0 stores only what the upstream marks
 	// cacheable.
@@ -83,8 +91,8 @@ var xCache = [nResults][]string{{"HIT"}, {"MISS"}, {"STALE"}, {"REVALIDATED"}, {
 // New compiles a route's cache step.
 func New(o Options) *Policy {
 	p := &Policy{
-		store: o.Store, route: o.Route, ttl: o.TTL, public: o.Public, staleIfError: o.StaleIfError,
-		lockTimeout: o.LockTimeout, maxEntry: o.MaxEntry, now: o.Now,
+		store: o.Store, route: o.Route, gen: o.Generation, keyPrefix: o.Route + "\x00" + o.Generation + "\x00",
+		ttl: o.TTL, public: o.Public, staleIfError: o.StaleIfError, lockTimeout: o.LockTimeout, maxEntry: o.MaxEntry, now: o.Now,
 	}
 	if p.now == nil {
 		p.now = time.Now
@@ -219,9 +227,9 @@ func (p *Policy) wait(r *http.Request, fl *flight) bool {
 	return false
 }
 
-// key is the request's cache key: the route, scheme, host without port,
-// path as sent and the query with its pairs ordered by name. url is the
-// part a purge names.
+// key is the request's cache key: the route and its generation, scheme,
+// host without port, path as sent and the query with its pairs ordered by
+// name. url is the part a purge names.
 func (p *Policy) key(r *http.Request) (key, url string) {
 	scheme := "http"
 	if r.TLS != nil {
@@ -235,7 +243,7 @@ func (p *Policy) key(r *http.Request) (key, url string) {
 	if q := NormalQuery(r.URL.RawQuery); q != "" {
 		url += "?" + q
 	}
-	return p.route + "\x00" + scheme + "\x00" + url, url
+	return p.keyPrefix + scheme + "\x00" + url, url
 }
 
 // NormalQuery orders a raw query's pairs by name and drops empty ones, so
@@ -389,7 +397,7 @@ func (p *Policy) entry(f fetchOf, reqHeader http.Header, status int, h http.Head
 		body = bytes.Clone(body)
 	}
 	e := &entry{
-		key: f.key, url: f.url, route: p.route, head: f.head, status: status,
+		key: f.key, url: f.url, route: p.route, gen: p.gen, head: f.head, status: status,
 		header: storedHeader(h), body: body, base: fresh.base,
 	}
 	e.freshUntil = fresh.base.Add(fresh.life)

@@ -319,6 +319,56 @@ func TestIdentityHeadersOption(t *testing.T) {
 	}
 }
 
+// TestRetain: a route's answers are keyed by the generation of its
+// settings; Retain keeps those of the current generations only, and an
+// answer fetched under an older one after Retain is not stored.
+func TestRetain(t *testing.T) {
+	c := newClock()
+	store := NewStore(StoreOptions{MaxSize: 1 << 20})
+	hold := make(chan struct{})
+	o := &origin{answer: func(w http.ResponseWriter, r *http.Request, n int) {
+		if r.URL.Path == "/late" {
+			<-hold
+		}
+		fixed(http.Header{"Cache-Control": {"max-age=60"}}, 200)(w, r, n)
+	}}
+	v1 := newPolicy(c, Options{Store: store, Generation: "1"})
+	v2 := newPolicy(c, Options{Store: store, Generation: "2"})
+	get(v1, o, "GET", "/a", nil)
+	if n := store.Retain(map[string]string{"r": "1"}); n != 0 {
+		t.Errorf("Retain of the current generation removed %d answers", n)
+	}
+	if r := get(v1, o, "GET", "/a", nil); r.xcache != "HIT" {
+		t.Fatalf("after Retain of its generation: X-Cache %s, want HIT", r.xcache)
+	}
+	// The new settings never see the old answer, Retain or not.
+	if r := get(v2, o, "GET", "/a", nil); r.xcache != "MISS" || r.body != "answer 2" {
+		t.Fatalf("another generation: %s %q, want a MISS from the origin", r.xcache, r.body)
+	}
+	// A fetch under the old settings, in flight across the change.
+	done := make(chan result)
+	go func() { done <- get(v1, o, "GET", "/late", nil) }()
+	for o.count() < 3 {
+		time.Sleep(time.Millisecond)
+	}
+	if n := store.Retain(map[string]string{"r": "2"}); n != 1 {
+		t.Errorf("Retain of a new generation removed %d answers, want the old one", n)
+	}
+	close(hold)
+	<-done
+	if _, n := store.size(); n != 0 {
+		t.Errorf("%d answers stored, want none: the late one is of the old settings", n)
+	}
+	get(v2, o, "GET", "/a", nil)
+	if r := get(v2, o, "GET", "/a", nil); r.xcache != "HIT" {
+		t.Errorf("the current generation's answer: X-Cache %s, want HIT", r.xcache)
+	}
+	// A route no longer cached keeps nothing.
+	if n := store.Retain(map[string]string{}); n != 1 {
+		t.Errorf("Retain without the route removed %d answers, want 1", n)
+	}
+}
+
 // TestLockTimeout: a request that waits longer than lock_timeout for
 // another's fetch asks the upstream itself, uncached.
 func TestLockTimeout(t *testing.T) {
@@ -379,7 +429,10 @@ func TestLargeAnswer(t *testing.T) {
 func TestStoreBound(t *testing.T) {
 	c := newClock()
 	o := &origin{answer: fixed(http.Header{"Cache-Control": {"max-age=60"}}, 200)}
-	store := NewStore(StoreOptions{MaxSize: 4 * (entryOverhead + 64)})
+	// Room for four of this test's entries (each about 580 bytes: the
+	// bookkeeping, key, URL, header and body), not five.
+	const room = 4 * (entryOverhead + 96)
+	store := NewStore(StoreOptions{MaxSize: room})
 	p := newPolicy(c, Options{Store: store})
 	for _, path := range []string{"/1", "/2", "/3", "/4"} {
 		get(p, o, "GET", path, nil)
@@ -387,7 +440,7 @@ func TestStoreBound(t *testing.T) {
 	get(p, o, "GET", "/1", nil) // now the most recently used
 	get(p, o, "GET", "/5", nil)
 	bytes, n := store.size()
-	if n != 4 || bytes > 4*(entryOverhead+64) {
+	if n != 4 || bytes > room {
 		t.Fatalf("%d entries of %d bytes, want 4 within the bound", n, bytes)
 	}
 	for path, want := range map[string]string{"/1": "HIT", "/2": "MISS"} {
@@ -395,7 +448,7 @@ func TestStoreBound(t *testing.T) {
 			t.Errorf("%s: %s, want %s", path, r.xcache, want)
 		}
 	}
-	store.Resize(entryOverhead + 64)
+	store.Resize(room / 4)
 	if _, n := store.size(); n != 1 {
 		t.Errorf("%d entries after resizing to one's size", n)
 	}

@@ -4,7 +4,8 @@ import "time"
 
 // CacheStore is the [cache] table: the memory every cached route shares
 // (nginx proxy_cache_path's max_size, in memory). It applies live on
-// reload; what is stored survives the reload.
+// reload; what is stored survives the reload, but for the routes whose
+// answer-shaping settings it changes.
 //
 //	[cache]
 //	max_size = "64MB"

@@ -599,3 +599,86 @@ func TestCachePurgeAndReload(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheReloadChangedRoute: a reload that changes what shapes a route's
+// answers (its cache policy, upstream, the upstream's targets, the
+// request headers, path rewriting, [cache] identity_headers) drops the
+// route's stored answers; one that changes nothing of the route (nor of
+// who may reach it: ip lists, waf) keeps them. The case that matters: a
+// route made public by mistake stored one user's answer; the reload
+// that fixes it must not leave that answer to be served to everyone.
+func TestCacheReloadChangedRoute(t *testing.T) {
+	be := startCountingBackend(t, maxAge60)
+	other := startCountingBackend(t, maxAge60)
+	config := func(upstream, routeKeys, cacheKeys, more, otherTarget string) string {
+		if otherTarget == "" {
+			otherTarget = other.addr
+		}
+		return fmt.Sprintf(cacheRoutes, be.addr) + fmt.Sprintf(`
+[[upstreams]]
+name = "other"
+targets = [%q]
+
+[[routes]]
+name = "x"
+path = "/x/"
+upstream = %q
+%s
+[routes.cache]
+%s
+`, otherTarget, upstream, routeKeys, cacheKeys) + more
+	}
+	e := startEdge(t, config("app", "", "public = true", "", ""))
+	e.cacheSteps(t, e.client, []cacheStep{
+		{path: "/x/me", header: http.Header{"Authorization": {"Bearer user-a"}}, want: "MISS", body: "/x/me #1"},
+		// User A's answer, public by mistake, served to everyone.
+		{path: "/x/me", want: "HIT", body: "/x/me #1"},
+		{path: "/c/keep", want: "MISS", body: "/c/keep #1"},
+	})
+	tests := []struct {
+		name                                              string
+		upstream, routeKeys, cacheKeys, more, otherTarget string
+		dropped                                           bool
+		// everyRoute: the change is of every cached route.
+		everyRoute bool
+	}{
+		{"public removed", "app", "", "", "", "", true, false},
+		{"other routes and the store changed", "app", "", "", "\n[cache]\nmax_size = \"32MB\"\n", "", false, false},
+		{"who may reach it changed", "app", "ip_deny = [\"192.0.2.0/24\"]\nwaf = \"detect\"", "lock_timeout = \"2s\"", "", "", false, false},
+		{"another upstream", "other", "", "", "", "", true, false},
+		{"request headers", "other", "set_request_headers = { X-Tenant = \"b\" }", "", "", "", true, false},
+		{"strip_prefix", "other", "strip_prefix = true", "", "", "", true, false},
+		{"rewrite", "other", "rewrite = { from = \"^/x/(.*)$\", to = \"/y/$1\" }", "", "", "", true, false},
+		{"ttl", "other", "rewrite = { from = \"^/x/(.*)$\", to = \"/y/$1\" }", "ttl = \"1m\"", "", "", true, false},
+		{"identity headers", "other", "rewrite = { from = \"^/x/(.*)$\", to = \"/y/$1\" }", "ttl = \"1m\"", "\n[cache]\nidentity_headers = [\"X-Shop-Token\"]\n", "", true, true},
+		{"the upstream's targets", "other", "rewrite = { from = \"^/x/(.*)$\", to = \"/y/$1\" }", "ttl = \"1m\"", "\n[cache]\nidentity_headers = [\"X-Shop-Token\"]\n", be.addr, true, false},
+	}
+	for _, tt := range tests {
+		e.writeConfig(config(tt.upstream, tt.routeKeys, tt.cacheKeys, tt.more, tt.otherTarget))
+		if res, err := e.srv.Reload(TriggerAdmin); res != ReloadApplied || err != nil {
+			t.Fatalf("%s: reload: %s %v", tt.name, res, err)
+		}
+		resp, _ := send(t, e.client, "GET", e.url("api.example.com", "/x/me"), nil)
+		want := "HIT"
+		if tt.dropped {
+			want = "MISS"
+		}
+		if got := resp.Header.Get("X-Cache"); got != want {
+			t.Errorf("%s: /x/me is %s after the reload, want %s", tt.name, got, want)
+		}
+		if resp, _ := send(t, e.client, "GET", e.url("api.example.com", "/x/me"), nil); resp.Header.Get("X-Cache") != "HIT" {
+			t.Errorf("%s: /x/me is %s on the second request, want HIT", tt.name, resp.Header.Get("X-Cache"))
+		}
+		// Another route's answers outlive every change of this one.
+		want = "HIT"
+		if tt.everyRoute {
+			want = "MISS"
+		}
+		if resp, _ := send(t, e.client, "GET", e.url("api.example.com", "/c/keep"), nil); resp.Header.Get("X-Cache") != want {
+			t.Errorf("%s: /c/keep is %s, want %s", tt.name, resp.Header.Get("X-Cache"), want)
+		}
+	}
+	if other.hits("/x/me") == 0 {
+		t.Error("the route's new upstream was never asked")
+	}
+}
