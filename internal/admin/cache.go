@@ -79,7 +79,7 @@ func (req purgeRequest) matcher() (match func(route, url string) bool, ok bool) 
 
 // purgeURL is a URL as the cache names its answers: host without port,
 // lower case, the path as sent, and for a whole URL the query with its
-// pairs sorted. The scheme may be left out; answers of both are purged.
+// pairs ordered by name (cache.NormalQuery). The scheme may be left out; answers of both are purged.
 func purgeURL(s string, whole bool) (string, bool) {
 	if !strings.Contains(s, "://") {
 		s = "https://" + s

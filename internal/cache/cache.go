@@ -22,27 +22,42 @@ import (
 
 // Policy is the compiled cache step of one route.
 type Policy struct {
-	store        *Store
-	route        string
-	ttl          time.Duration
-	public       bool
-	staleIfError time.Duration
-	lockTimeout  time.Duration
-	maxEntry     int64
-	now          func() time.Time
-	requests     [nResults]prometheus.Counter
+	store *Store
+	route string
+	// gen is the generation of the route's answer-shaping settings, and
+	// keyPrefix the route and gen that begin each of its keys.
+	gen, keyPrefix string
+	ttl            time.Duration
+	public         bool
+	// identityHeaders are the canonical names of the request headers
+	// that carry an identity: the built-in ones and the config's own.
+	identityHeaders []string
+	staleIfError    time.Duration
+	lockTimeout     time.Duration
+	maxEntry        int64
+	now             func() time.Time
+	requests        [nResults]prometheus.Counter
 }
 
 // Options are a route's [routes.cache] settings, compiled.
 type Options struct {
 	Store *Store
 	Route string
+	// Generation fingerprints what shapes the route's answers (its
+	// upstream, rewriting, headers, auth, cache settings): it is part of
+	// every key, so a reload that changes any of it never serves an
+	// answer fetched under the old settings. See Store.Retain.
+	Generation string
 	// TTL is the freshness of answers the upstream says nothing of
 	// (nginx proxy_cache_valid); 0 stores only what the upstream marks
 	// cacheable.
 	TTL time.Duration
 	// Public caches answers to requests that carry an identity.
 	Public bool
+	// IdentityHeaders are request headers that carry an identity besides
+	// the built-in ones ([cache] identity_headers): the app's own token
+	// header.
+	IdentityHeaders []string
 	// StaleIfError is how long past its freshness an answer may stand in
 	// for an upstream that fails (nginx proxy_cache_use_stale).
 	StaleIfError time.Duration
@@ -76,11 +91,17 @@ var xCache = [nResults][]string{{"HIT"}, {"MISS"}, {"STALE"}, {"REVALIDATED"}, {
 // New compiles a route's cache step.
 func New(o Options) *Policy {
 	p := &Policy{
-		store: o.Store, route: o.Route, ttl: o.TTL, public: o.Public, staleIfError: o.StaleIfError,
-		lockTimeout: o.LockTimeout, maxEntry: o.MaxEntry, now: o.Now,
+		store: o.Store, route: o.Route, gen: o.Generation, keyPrefix: o.Route + "\x00" + o.Generation + "\x00",
+		ttl: o.TTL, public: o.Public, staleIfError: o.StaleIfError, lockTimeout: o.LockTimeout, maxEntry: o.MaxEntry, now: o.Now,
 	}
 	if p.now == nil {
 		p.now = time.Now
+	}
+	p.identityHeaders = slices.Clone(identityHeaders)
+	for _, n := range o.IdentityHeaders {
+		if n = http.CanonicalHeaderKey(n); !slices.Contains(p.identityHeaders, n) {
+			p.identityHeaders = append(p.identityHeaders, n)
+		}
 	}
 	if o.Requests != nil {
 		for i, name := range results {
@@ -96,21 +117,39 @@ func (p *Policy) count(result int) {
 	}
 }
 
+// identityHeaders are the request headers that carry an identity the
+// upstream may answer for alone (canonical names): credentials, cookies,
+// edge's signature headers, and the token headers mini-program backends
+// commonly read themselves (wx.request({header: {token}})) on routes where
+// edge checks nothing: the bare "token" and its X- spellings, Sa-Token's
+// "satoken", jeecg-boot's X-Access-Token, ant-design-pro's Access-Token,
+// Spring Session's X-Auth-Token, wafer's X-WX-Skey. Missing one leaks a
+// user's answer to others, listing one too many only costs hits, so the
+// list leans wide; [cache] identity_headers adds an app's own.
+var identityHeaders = []string{
+	"Authorization", "Cookie", "X-Edge-Signature", "X-Edge-Nonce",
+	"Token", "X-Token", "Access-Token", "X-Access-Token", "X-Auth-Token", "Auth-Token",
+	"X-Session-Id", "X-Session-Token", "X-User-Token", "Satoken", "X-Wx-Skey",
+}
+
 // identityQuery are query names that carry a token or a signature in a
 // mini-program's requests (log.mask_query hides the same).
 var identityQuery = []string{"token", "access_token", "session_key", "sign", "signature", "msg_signature"}
 
 // Identified reports whether r carries an identity whose answer may be
-// its own: credentials, a cookie, edge's signature headers or a token or
-// signature in the query. It must run before the route's identity step,
-// which removes those headers; on a public route it is always false.
+// its own: one of the identity headers (credentials, a cookie, edge's
+// signature headers, a token header) or a token or signature in the
+// query. It must run before the route's identity step, which removes some
+// of those headers; on a public route it is always false.
 func (p *Policy) Identified(r *http.Request) bool {
 	if p.public {
 		return false
 	}
 	h := r.Header
-	if len(h["Authorization"]) > 0 || len(h["Cookie"]) > 0 || len(h["X-Edge-Signature"]) > 0 || len(h["X-Edge-Nonce"]) > 0 {
-		return true
+	for _, name := range p.identityHeaders {
+		if len(h[name]) > 0 {
+			return true
+		}
 	}
 	for q := r.URL.RawQuery; q != ""; {
 		var pair string
@@ -188,9 +227,9 @@ func (p *Policy) wait(r *http.Request, fl *flight) bool {
 	return false
 }
 
-// key is the request's cache key: the route, scheme, host without port,
-// path as sent and the query with its pairs sorted. url is the part a
-// purge names.
+// key is the request's cache key: the route and its generation, scheme,
+// host without port, path as sent and the query with its pairs ordered by
+// name. url is the part a purge names.
 func (p *Policy) key(r *http.Request) (key, url string) {
 	scheme := "http"
 	if r.TLS != nil {
@@ -204,25 +243,33 @@ func (p *Policy) key(r *http.Request) (key, url string) {
 	if q := NormalQuery(r.URL.RawQuery); q != "" {
 		url += "?" + q
 	}
-	return p.route + "\x00" + scheme + "\x00" + url, url
+	return p.keyPrefix + scheme + "\x00" + url, url
 }
 
-// NormalQuery sorts a raw query's pairs and drops empty ones, so that
-// "b=2&a=1" and "a=1&b=2" share an answer. Pairs are compared as sent, not
-// decoded: two spellings of one value are two keys, never one answer for
-// two values.
+// NormalQuery orders a raw query's pairs by name and drops empty ones, so
+// that "b=2&a=1" and "a=1&b=2" share an answer. The sort is stable: the
+// values of a repeated name keep the order they were sent in, since
+// first-wins and last-wins frameworks answer "id=1&id=2" and "id=2&id=1"
+// differently. Pairs are compared as sent, not decoded: two spellings of
+// one value are two keys, never one answer for two values.
 func NormalQuery(q string) string {
 	if normal(q) {
 		return q
 	}
 	pairs := strings.Split(q, "&")
 	pairs = slices.DeleteFunc(pairs, func(s string) bool { return s == "" })
-	slices.Sort(pairs)
+	slices.SortStableFunc(pairs, func(a, b string) int { return strings.Compare(queryName(a), queryName(b)) })
 	return strings.Join(pairs, "&")
 }
 
-// normal reports whether q's pairs are sorted already, none empty: the
-// usual case, which needs no copy.
+// queryName is a raw pair's name, as sent.
+func queryName(pair string) string {
+	name, _, _ := strings.Cut(pair, "=")
+	return name
+}
+
+// normal reports whether q's pairs are in name order already, none empty:
+// the usual case, which needs no copy.
 func normal(q string) bool {
 	if q == "" {
 		return true
@@ -230,13 +277,14 @@ func normal(q string) bool {
 	prev := ""
 	for i := 0; ; i++ {
 		pair, rest, more := strings.Cut(q, "&")
-		if pair == "" || i > 0 && pair < prev {
+		name := queryName(pair)
+		if pair == "" || i > 0 && name < prev {
 			return false
 		}
 		if !more {
 			return true
 		}
-		prev, q = pair, rest
+		prev, q = name, rest
 	}
 }
 
@@ -349,7 +397,7 @@ func (p *Policy) entry(f fetchOf, reqHeader http.Header, status int, h http.Head
 		body = bytes.Clone(body)
 	}
 	e := &entry{
-		key: f.key, url: f.url, route: p.route, head: f.head, status: status,
+		key: f.key, url: f.url, route: p.route, gen: p.gen, head: f.head, status: status,
 		header: storedHeader(h), body: body, base: fresh.base,
 	}
 	e.freshUntil = fresh.base.Add(fresh.life)

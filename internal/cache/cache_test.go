@@ -264,6 +264,17 @@ func TestIdentityBypass(t *testing.T) {
 		{"/i", http.Header{"Cookie": {"a=b"}}},
 		{"/i", http.Header{"X-Edge-Signature": {"ab"}}},
 		{"/i", http.Header{"X-Edge-Nonce": {"ab"}}},
+		// The token headers mini-program backends read themselves.
+		{"/i", http.Header{"Token": {"t"}}},
+		{"/i", http.Header{"X-Token": {"t"}}},
+		{"/i", http.Header{"Access-Token": {"t"}}},
+		{"/i", http.Header{"X-Access-Token": {"t"}}},
+		{"/i", http.Header{"X-Auth-Token": {"t"}}},
+		{"/i", http.Header{"X-Session-Id": {"t"}}},
+		{"/i", http.Header{"X-Session-Token": {"t"}}},
+		{"/i", http.Header{"X-User-Token": {"t"}}},
+		{"/i", http.Header{"Satoken": {"t"}}},
+		{"/i", http.Header{"X-Wx-Skey": {"t"}}},
 		{"/i?access_token=x", nil},
 		{"/i?a=1&msg_signature=x", nil},
 		{"/i?%73ign=x", nil},
@@ -286,6 +297,75 @@ func TestIdentityBypass(t *testing.T) {
 				t.Fatalf("public route: X-Cache %s, want HIT", r.xcache)
 			}
 		})
+	}
+}
+
+// TestIdentityHeadersOption: the app's own token header, named in any
+// case, counts as an identity on top of the built-in ones.
+func TestIdentityHeadersOption(t *testing.T) {
+	c := newClock()
+	o := &origin{answer: fixed(http.Header{"Cache-Control": {"max-age=60"}}, 200)}
+	p := newPolicy(c, Options{IdentityHeaders: []string{"x-shop-token", "TOKEN"}})
+	for _, h := range []http.Header{{"X-Shop-Token": {"a"}}, {"Token": {"a"}}, {"Authorization": {"Bearer a"}}} {
+		if r := get(p, o, "GET", "/i", h); r.xcache != "BYPASS" {
+			t.Errorf("%v: X-Cache %s, want BYPASS", h, r.xcache)
+		}
+	}
+	if r := get(p, o, "GET", "/i", http.Header{"X-Other-Token": {"a"}}); r.xcache != "MISS" {
+		t.Errorf("a header no list names: X-Cache %s, want MISS", r.xcache)
+	}
+	if n := len(p.identityHeaders); n != len(identityHeaders)+1 {
+		t.Errorf("%d identity headers, want the built-in ones and X-Shop-Token once: %q", n, p.identityHeaders)
+	}
+}
+
+// TestRetain: a route's answers are keyed by the generation of its
+// settings; Retain keeps those of the current generations only, and an
+// answer fetched under an older one after Retain is not stored.
+func TestRetain(t *testing.T) {
+	c := newClock()
+	store := NewStore(StoreOptions{MaxSize: 1 << 20})
+	hold := make(chan struct{})
+	o := &origin{answer: func(w http.ResponseWriter, r *http.Request, n int) {
+		if r.URL.Path == "/late" {
+			<-hold
+		}
+		fixed(http.Header{"Cache-Control": {"max-age=60"}}, 200)(w, r, n)
+	}}
+	v1 := newPolicy(c, Options{Store: store, Generation: "1"})
+	v2 := newPolicy(c, Options{Store: store, Generation: "2"})
+	get(v1, o, "GET", "/a", nil)
+	if n := store.Retain(map[string]string{"r": "1"}); n != 0 {
+		t.Errorf("Retain of the current generation removed %d answers", n)
+	}
+	if r := get(v1, o, "GET", "/a", nil); r.xcache != "HIT" {
+		t.Fatalf("after Retain of its generation: X-Cache %s, want HIT", r.xcache)
+	}
+	// The new settings never see the old answer, Retain or not.
+	if r := get(v2, o, "GET", "/a", nil); r.xcache != "MISS" || r.body != "answer 2" {
+		t.Fatalf("another generation: %s %q, want a MISS from the origin", r.xcache, r.body)
+	}
+	// A fetch under the old settings, in flight across the change.
+	done := make(chan result)
+	go func() { done <- get(v1, o, "GET", "/late", nil) }()
+	for o.count() < 3 {
+		time.Sleep(time.Millisecond)
+	}
+	if n := store.Retain(map[string]string{"r": "2"}); n != 1 {
+		t.Errorf("Retain of a new generation removed %d answers, want the old one", n)
+	}
+	close(hold)
+	<-done
+	if _, n := store.size(); n != 0 {
+		t.Errorf("%d answers stored, want none: the late one is of the old settings", n)
+	}
+	get(v2, o, "GET", "/a", nil)
+	if r := get(v2, o, "GET", "/a", nil); r.xcache != "HIT" {
+		t.Errorf("the current generation's answer: X-Cache %s, want HIT", r.xcache)
+	}
+	// A route no longer cached keeps nothing.
+	if n := store.Retain(map[string]string{}); n != 1 {
+		t.Errorf("Retain without the route removed %d answers, want 1", n)
 	}
 }
 
@@ -349,7 +429,10 @@ func TestLargeAnswer(t *testing.T) {
 func TestStoreBound(t *testing.T) {
 	c := newClock()
 	o := &origin{answer: fixed(http.Header{"Cache-Control": {"max-age=60"}}, 200)}
-	store := NewStore(StoreOptions{MaxSize: 4 * (entryOverhead + 64)})
+	// Room for four of this test's entries (each about 580 bytes: the
+	// bookkeeping, key, URL, header and body), not five.
+	const room = 4 * (entryOverhead + 96)
+	store := NewStore(StoreOptions{MaxSize: room})
 	p := newPolicy(c, Options{Store: store})
 	for _, path := range []string{"/1", "/2", "/3", "/4"} {
 		get(p, o, "GET", path, nil)
@@ -357,7 +440,7 @@ func TestStoreBound(t *testing.T) {
 	get(p, o, "GET", "/1", nil) // now the most recently used
 	get(p, o, "GET", "/5", nil)
 	bytes, n := store.size()
-	if n != 4 || bytes > 4*(entryOverhead+64) {
+	if n != 4 || bytes > room {
 		t.Fatalf("%d entries of %d bytes, want 4 within the bound", n, bytes)
 	}
 	for path, want := range map[string]string{"/1": "HIT", "/2": "MISS"} {
@@ -365,7 +448,7 @@ func TestStoreBound(t *testing.T) {
 			t.Errorf("%s: %s, want %s", path, r.xcache, want)
 		}
 	}
-	store.Resize(entryOverhead + 64)
+	store.Resize(room / 4)
 	if _, n := store.size(); n != 1 {
 		t.Errorf("%d entries after resizing to one's size", n)
 	}
@@ -460,7 +543,14 @@ func TestPassedOn(t *testing.T) {
 func TestNormalQuery(t *testing.T) {
 	for q, want := range map[string]string{
 		"": "", "a=1": "a=1", "a=1&b=2": "a=1&b=2", "b=2&a=1": "a=1&b=2", "a=1&&b=2": "a=1&b=2",
-		"&": "", "a=1&a=0": "a=0&a=1", "a=%41&a=A": "a=%41&a=A", "b&a=": "a=&b",
+		"&": "", "b&a=": "a=&b",
+		// A repeated name keeps the order of its values: first-wins and
+		// last-wins frameworks answer "id=1&id=2" and "id=2&id=1"
+		// differently, so they must not share an answer.
+		"a=1&a=0": "a=1&a=0", "a=%41&a=A": "a=%41&a=A", "id=2&id=1": "id=2&id=1",
+		"b=2&a=1&b=1": "a=1&b=2&b=1", "b=1&a&b=0&a=": "a&a=&b=1&b=0",
+		// Names are compared as sent, before any '=': "a" sorts before "a1".
+		"a1=0&a=9": "a=9&a1=0",
 	} {
 		if got := NormalQuery(q); got != want {
 			t.Errorf("NormalQuery(%q) = %q, want %q", q, got, want)
@@ -469,7 +559,7 @@ func TestNormalQuery(t *testing.T) {
 }
 
 func FuzzNormalQuery(f *testing.F) {
-	for _, s := range []string{"", "a=1&b=2", "b=2&a=1", "&&a", "x=%20&x=+"} {
+	for _, s := range []string{"", "a=1&b=2", "b=2&a=1", "&&a", "x=%20&x=+", "id=2&id=1", "b=1&a=2&b=0", "a=1&a&a=0&=&="} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, q string) {
@@ -477,15 +567,18 @@ func FuzzNormalQuery(f *testing.F) {
 		if NormalQuery(n) != n {
 			t.Fatalf("%q: normal form %q is not stable", q, n)
 		}
+		// The pairs, ordered by name alone: a stable sort keeps each
+		// name's values in the order they were sent.
 		var want []string
 		for p := range strings.SplitSeq(q, "&") {
 			if p != "" {
 				want = append(want, p)
 			}
 		}
-		slices.Sort(want)
+		name := func(p string) string { n, _, _ := strings.Cut(p, "="); return n }
+		slices.SortStableFunc(want, func(a, b string) int { return strings.Compare(name(a), name(b)) })
 		if n != strings.Join(want, "&") {
-			t.Fatalf("%q: %q lost or changed a pair", q, n)
+			t.Fatalf("%q: %q, want %q: a pair lost, changed or reordered within its name", q, n, strings.Join(want, "&"))
 		}
 	})
 }

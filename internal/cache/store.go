@@ -11,7 +11,8 @@ import (
 
 // Store is the memory every cached route shares, bounded in bytes and
 // evicting the least recently used answer first. It outlives a config:
-// a reload keeps what is cached and only changes the bound.
+// a reload changes the bound and keeps the answers of the routes whose
+// settings it does not change (Retain).
 type Store struct {
 	mu      sync.Mutex
 	max     int64
@@ -19,6 +20,9 @@ type Store struct {
 	count   int64
 	keys    map[string]*variants
 	flights map[string]*flight
+	// gens are the current generation of each cached route, set by
+	// Retain; nil (before the first) accepts every answer.
+	gens map[string]string
 	// head is the most recently used entry, tail the least; the list is
 	// threaded through the entries, so a hit allocates nothing.
 	head, tail *entry
@@ -57,6 +61,8 @@ type variants struct {
 // written to clients outside the lock.
 type entry struct {
 	key, url, route string
+	// gen is the generation of the route's settings it was fetched under.
+	gen string
 	// vary are the header names the answer varies on, canonical, and
 	// values what the request that fetched it sent in them.
 	vary, values []string
@@ -166,7 +172,7 @@ func (s *Store) land(key string, fl *flight) {
 func (s *Store) put(e *entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e.size > s.max {
+	if e.size > s.max || !s.current(e) {
 		return
 	}
 	if vs := s.keys[e.key]; vs != nil {
@@ -277,6 +283,40 @@ func (s *Store) drop(e *entry) {
 			}
 		}
 	}
+}
+
+// current reports whether e was fetched under its route's current
+// settings. A fetch that began before a reload changed them ends after
+// Retain: its answer has no use (the new settings' keys differ) and is not
+// stored to take another's room.
+func (s *Store) current(e *entry) bool {
+	if s.gens == nil {
+		return true
+	}
+	g, ok := s.gens[e.route]
+	return ok && g == e.gen
+}
+
+// Retain makes gens, each cached route's current generation (see
+// Options.Generation), the only answers kept: those of a route no longer
+// cached, or fetched under settings a reload changed, are removed, and
+// returned in number. Answers of an unchanged route stay. gens must not
+// change afterwards. It cannot fail, so a reload calls it as it applies.
+func (s *Store) Retain(gens map[string]string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gens = gens
+	n := 0
+	for e := s.head; e != nil; {
+		next := e.next
+		if !s.current(e) {
+			s.remove(e)
+			n++
+		}
+		e = next
+	}
+	s.report()
+	return n
 }
 
 // Resize sets the bound, evicting at once what no longer fits: a reload

@@ -4,11 +4,13 @@ import "time"
 
 // CacheStore is the [cache] table: the memory every cached route shares
 // (nginx proxy_cache_path's max_size, in memory). It applies live on
-// reload; what is stored survives the reload.
+// reload; what is stored survives the reload, but for the routes whose
+// answer-shaping settings it changes.
 //
 //	[cache]
 //	max_size = "64MB"
 //	max_entry_size = "1MB"
+//	identity_headers = ["X-Shop-Token"]
 type CacheStore struct {
 	// MaxSize bounds the bytes stored; the least recently used answers
 	// go first. Default 64MB.
@@ -16,6 +18,14 @@ type CacheStore struct {
 	// MaxEntrySize bounds one answer; a longer one is passed on
 	// uncached. Default 1MB.
 	MaxEntrySize ByteSize `toml:"max_entry_size"`
+	// IdentityHeaders are request headers that carry a user's identity
+	// besides the built-in ones (Authorization, Cookie, token, X-Token and
+	// the other common token headers, see cache.identityHeaders): a
+	// request with one is answered by the upstream and its answer never
+	// stored, on every cached route not public. For an app whose upstream
+	// reads its own token header on routes with auth = "none". It lives
+	// here, not per route, so a route added later cannot forget it.
+	IdentityHeaders []string `toml:"identity_headers"`
 }
 
 // RouteCache is a route's [routes.cache] table (nginx proxy_cache on the
@@ -60,6 +70,7 @@ func (c *CacheStore) validate(ck *checker) {
 	} else if c.MaxEntrySize > c.MaxSize && c.MaxSize > 0 {
 		ck.add("cache.max_entry_size", "is larger than cache.max_size; lower it or raise max_size")
 	}
+	checkHeaderList(ck, "cache.identity_headers", c.IdentityHeaders)
 }
 
 func (r *Route) validateCache(c *checker, key string) {

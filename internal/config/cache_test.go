@@ -1,17 +1,18 @@
 package config
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
 
 func TestCacheKeys(t *testing.T) {
 	dir := testDir(t)
-	cfg := mustParse(t, dir, withA(`[cache]`, `max_size = "8MB"`,
+	cfg := mustParse(t, dir, withA(`[cache]`, `max_size = "8MB"`, `identity_headers = ["X-Shop-Token"]`,
 		`[[routes]]`, `name = "r"`, `upstream = "a"`, `[routes.cache]`, `ttl = "1m"`, `stale_if_error = "10m"`,
 		`[[routes]]`, `name = "plain"`, `path = "/plain/"`, `upstream = "a"`))
-	if cfg.Cache.MaxSize != 8<<20 || cfg.Cache.MaxEntrySize != 1<<20 {
-		t.Errorf("[cache]: %+v, want max_size 8MB and the default max_entry_size 1MB", cfg.Cache)
+	if cfg.Cache.MaxSize != 8<<20 || cfg.Cache.MaxEntrySize != 1<<20 || !slices.Equal(cfg.Cache.IdentityHeaders, []string{"X-Shop-Token"}) {
+		t.Errorf("[cache]: %+v, want max_size 8MB, the default max_entry_size 1MB and identity_headers X-Shop-Token", cfg.Cache)
 	}
 	c := cfg.Routes[0].Cache
 	if c == nil || c.TTL.Std() != time.Minute || c.StaleIfError.Std() != 10*time.Minute || c.LockTimeout.Std() != 5*time.Second || c.Public {
@@ -41,6 +42,8 @@ func TestCacheProblems(t *testing.T) {
 		{"zero size", withA(`[cache]`, `max_size = 0`, `[[routes]]`, `name = "r"`, `upstream = "a"`), "cache.max_size", "more than 0"},
 		{"entry over size", withA(`[cache]`, `max_size = "1MB"`, `max_entry_size = "2MB"`, `[[routes]]`, `name = "r"`, `upstream = "a"`),
 			"cache.max_entry_size", "larger than cache.max_size"},
+		{"bad identity header", withA(`[cache]`, `identity_headers = ["X-Token", "x token"]`, `[[routes]]`, `name = "r"`, `upstream = "a"`),
+			"cache.identity_headers[1]", "not a valid header name"},
 		{"basic auth not public", route(`auth_basic = { user_file = "htpasswd" }`, `[routes.cache]`, `ttl = "1m"`), "routes[0].cache", "auth_basic carries credentials"},
 		{"token route not public", route(`auth = "jwt"`, `jwt = { secret = "0123456789abcdef0123456789abcdef" }`, `[routes.cache]`, `ttl = "1m"`),
 			"routes[0].cache", "set public = true"},

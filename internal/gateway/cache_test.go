@@ -206,6 +206,23 @@ func TestCacheHitAndMiss(t *testing.T) {
 	}
 }
 
+// TestCacheRepeatedNames: the order of the pairs of different names does
+// not matter to the key, but the order of a repeated name's values does:
+// a first-wins framework reads "?id=1&id=2" as id 1 and a last-wins one
+// as id 2, so the two must not share a stored answer.
+func TestCacheRepeatedNames(t *testing.T) {
+	be := startCountingBackend(t, maxAge60)
+	e := startEdge(t, fmt.Sprintf(cacheRoutes, be.addr))
+	e.cacheSteps(t, e.client, []cacheStep{
+		{path: "/c/q?id=1&id=2", want: "MISS", body: "/c/q #1"},
+		{path: "/c/q?id=2&id=1", want: "MISS", body: "/c/q #2"},
+		{path: "/c/q?id=1&id=2", want: "HIT", body: "/c/q #1"},
+		{path: "/c/q?id=2&x=0&id=1", want: "MISS", body: "/c/q #3"},
+		{path: "/c/q?x=0&id=2&id=1", want: "HIT", body: "/c/q #3"},
+		{path: "/c/q?id=1&x=0&id=2", want: "MISS", body: "/c/q #4"},
+	})
+}
+
 // TestCacheStorable: what the upstream says of an answer, and the route's
 // ttl, decide whether it is stored.
 func TestCacheStorable(t *testing.T) {
@@ -305,6 +322,26 @@ public = true
 			t.Errorf("refused request %v: %d %q; the stored answer must not reach it", h, resp.StatusCode, body)
 		}
 	}
+}
+
+// TestCacheIdentityHeaders: on a route with auth = "none" whose upstream
+// reads a token header itself, a request with that header gets its own
+// answer, never stored by the route's ttl for the next client nor
+// answered with another's: the common token headers and those listed in
+// cache.identity_headers count as an identity, as Authorization does.
+func TestCacheIdentityHeaders(t *testing.T) {
+	be := startCountingBackend(t, func(string) http.Header { return nil })
+	e := startEdge(t, fmt.Sprintf(cacheRoutes, be.addr)+"\n[cache]\nidentity_headers = [\"X-Shop-Token\"]\n")
+	e.cacheSteps(t, e.client, []cacheStep{
+		{path: "/ttl/me", header: http.Header{"Token": {"user-a"}}, want: "BYPASS", body: "/ttl/me #1"},
+		// User A's answer was not stored for the next client.
+		{path: "/ttl/me", want: "MISS", body: "/ttl/me #2"},
+		// Nor is the stored answer given to a user.
+		{path: "/ttl/me", header: http.Header{"X-Token": {"user-b"}}, want: "BYPASS", body: "/ttl/me #3"},
+		{path: "/ttl/me", header: http.Header{"X-Access-Token": {"user-c"}}, want: "BYPASS", body: "/ttl/me #4"},
+		{path: "/ttl/me", header: http.Header{"X-Shop-Token": {"user-d"}}, want: "BYPASS", body: "/ttl/me #5"},
+		{path: "/ttl/me", want: "HIT", body: "/ttl/me #2"},
+	})
 }
 
 // TestCacheLock: concurrent requests for one answer make one upstream
@@ -560,5 +597,88 @@ func TestCachePurgeAndReload(t *testing.T) {
 				t.Errorf("%s: %s is %s after the purge, want HIT", tt.body, p, got)
 			}
 		}
+	}
+}
+
+// TestCacheReloadChangedRoute: a reload that changes what shapes a route's
+// answers (its cache policy, upstream, the upstream's targets, the
+// request headers, path rewriting, [cache] identity_headers) drops the
+// route's stored answers; one that changes nothing of the route (nor of
+// who may reach it: ip lists, waf) keeps them. The case that matters: a
+// route made public by mistake stored one user's answer; the reload
+// that fixes it must not leave that answer to be served to everyone.
+func TestCacheReloadChangedRoute(t *testing.T) {
+	be := startCountingBackend(t, maxAge60)
+	other := startCountingBackend(t, maxAge60)
+	config := func(upstream, routeKeys, cacheKeys, more, otherTarget string) string {
+		if otherTarget == "" {
+			otherTarget = other.addr
+		}
+		return fmt.Sprintf(cacheRoutes, be.addr) + fmt.Sprintf(`
+[[upstreams]]
+name = "other"
+targets = [%q]
+
+[[routes]]
+name = "x"
+path = "/x/"
+upstream = %q
+%s
+[routes.cache]
+%s
+`, otherTarget, upstream, routeKeys, cacheKeys) + more
+	}
+	e := startEdge(t, config("app", "", "public = true", "", ""))
+	e.cacheSteps(t, e.client, []cacheStep{
+		{path: "/x/me", header: http.Header{"Authorization": {"Bearer user-a"}}, want: "MISS", body: "/x/me #1"},
+		// User A's answer, public by mistake, served to everyone.
+		{path: "/x/me", want: "HIT", body: "/x/me #1"},
+		{path: "/c/keep", want: "MISS", body: "/c/keep #1"},
+	})
+	tests := []struct {
+		name                                              string
+		upstream, routeKeys, cacheKeys, more, otherTarget string
+		dropped                                           bool
+		// everyRoute: the change is of every cached route.
+		everyRoute bool
+	}{
+		{"public removed", "app", "", "", "", "", true, false},
+		{"other routes and the store changed", "app", "", "", "\n[cache]\nmax_size = \"32MB\"\n", "", false, false},
+		{"who may reach it changed", "app", "ip_deny = [\"192.0.2.0/24\"]\nwaf = \"detect\"", "lock_timeout = \"2s\"", "", "", false, false},
+		{"another upstream", "other", "", "", "", "", true, false},
+		{"request headers", "other", "set_request_headers = { X-Tenant = \"b\" }", "", "", "", true, false},
+		{"strip_prefix", "other", "strip_prefix = true", "", "", "", true, false},
+		{"rewrite", "other", "rewrite = { from = \"^/x/(.*)$\", to = \"/y/$1\" }", "", "", "", true, false},
+		{"ttl", "other", "rewrite = { from = \"^/x/(.*)$\", to = \"/y/$1\" }", "ttl = \"1m\"", "", "", true, false},
+		{"identity headers", "other", "rewrite = { from = \"^/x/(.*)$\", to = \"/y/$1\" }", "ttl = \"1m\"", "\n[cache]\nidentity_headers = [\"X-Shop-Token\"]\n", "", true, true},
+		{"the upstream's targets", "other", "rewrite = { from = \"^/x/(.*)$\", to = \"/y/$1\" }", "ttl = \"1m\"", "\n[cache]\nidentity_headers = [\"X-Shop-Token\"]\n", be.addr, true, false},
+	}
+	for _, tt := range tests {
+		e.writeConfig(config(tt.upstream, tt.routeKeys, tt.cacheKeys, tt.more, tt.otherTarget))
+		if res, err := e.srv.Reload(TriggerAdmin); res != ReloadApplied || err != nil {
+			t.Fatalf("%s: reload: %s %v", tt.name, res, err)
+		}
+		resp, _ := send(t, e.client, "GET", e.url("api.example.com", "/x/me"), nil)
+		want := "HIT"
+		if tt.dropped {
+			want = "MISS"
+		}
+		if got := resp.Header.Get("X-Cache"); got != want {
+			t.Errorf("%s: /x/me is %s after the reload, want %s", tt.name, got, want)
+		}
+		if resp, _ := send(t, e.client, "GET", e.url("api.example.com", "/x/me"), nil); resp.Header.Get("X-Cache") != "HIT" {
+			t.Errorf("%s: /x/me is %s on the second request, want HIT", tt.name, resp.Header.Get("X-Cache"))
+		}
+		// Another route's answers outlive every change of this one.
+		want = "HIT"
+		if tt.everyRoute {
+			want = "MISS"
+		}
+		if resp, _ := send(t, e.client, "GET", e.url("api.example.com", "/c/keep"), nil); resp.Header.Get("X-Cache") != want {
+			t.Errorf("%s: /c/keep is %s, want %s", tt.name, resp.Header.Get("X-Cache"), want)
+		}
+	}
+	if other.hits("/x/me") == 0 {
+		t.Error("the route's new upstream was never asked")
 	}
 }

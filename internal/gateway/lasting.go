@@ -2,11 +2,16 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -346,16 +351,59 @@ func (g *Gateway) servePort80(w http.ResponseWriter, r *http.Request) {
 }
 
 // buildCache compiles a route's cache step against the lasting store.
-func (g *Gateway) buildCache(route string, rc *config.RouteCache, store config.CacheStore) *cache.Policy {
+func (g *Gateway) buildCache(route, gen string, rc *config.RouteCache, store config.CacheStore) *cache.Policy {
 	return cache.New(cache.Options{
-		Store:        g.lasting.cache,
-		Route:        route,
-		TTL:          rc.TTL.Std(),
-		Public:       rc.Public,
-		StaleIfError: rc.StaleIfError.Std(),
-		LockTimeout:  rc.LockTimeout.Std(),
-		MaxEntry:     int64(store.MaxEntrySize),
-		Now:          g.cacheClock,
-		Requests:     func(result string) prometheus.Counter { return g.metrics.Cache.Requests(route, result) },
+		Store:           g.lasting.cache,
+		Route:           route,
+		Generation:      gen,
+		TTL:             rc.TTL.Std(),
+		Public:          rc.Public,
+		IdentityHeaders: store.IdentityHeaders,
+		StaleIfError:    rc.StaleIfError.Std(),
+		LockTimeout:     rc.LockTimeout.Std(),
+		MaxEntry:        int64(store.MaxEntrySize),
+		Now:             g.cacheClock,
+		Requests:        func(result string) prometheus.Counter { return g.metrics.Cache.Requests(route, result) },
 	})
+}
+
+// cacheGeneration fingerprints what shapes a cached route's answers: the
+// route's settings, the upstreams it sends to (targets, TLS, the program
+// it runs) and [cache] identity_headers. Stored answers are kept by it
+// (cache.Store.Retain), so a reload that fixes a route made public by
+// mistake, points it at another upstream or changes its rewriting,
+// headers or auth starts it empty, and one that changes nothing of it
+// keeps its answers. Settings of who may reach the route (IP lists, the
+// firewall, callbacks' verification) and lock_timeout are left out:
+// changed under attack, they must not empty the cache that shields the
+// upstream. Anything else counts, a harmless change included: an answer
+// fetched again costs less than one served under settings it was not
+// fetched with.
+func cacheGeneration(cfg *config.Config, rc *config.Route) string {
+	shape := *rc
+	shape.Access = nil
+	shape.RouteAccess = config.RouteAccess{}
+	shape.WAF = ""
+	shape.RouteCallback = config.RouteCallback{}
+	c := *rc.Cache
+	c.LockTimeout = 0
+	shape.Cache = &c
+	var ups []config.Upstream
+	for _, u := range cfg.Upstreams {
+		if u.Name == rc.Upstream || rc.Release != nil && u.Name == rc.Release.Upstream {
+			ups = append(ups, u)
+		}
+	}
+	b, err := json.Marshal(struct {
+		Route           config.Route
+		Upstreams       []config.Upstream
+		IdentityHeaders []string
+	}{shape, ups, cfg.Cache.IdentityHeaders})
+	if err != nil {
+		// Config is plain data and encodes; should it not, a generation
+		// of its own is the safe side: the route starts empty.
+		return "unencodable " + strconv.FormatUint(rand.Uint64(), 16)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }

@@ -55,6 +55,9 @@ type snapshot struct {
 	// wafs are the compiled firewall engines by waf.Settings.Key, kept so
 	// the next reload reuses those whose settings did not change.
 	wafs map[string]*waf.Engine
+	// cacheGens are the generation of each cached route's answer-shaping
+	// settings (cacheGeneration), which the cache store keeps answers of.
+	cacheGens map[string]string
 
 	// cancel ends this snapshot's background work (health checks); nil
 	// until start.
@@ -158,6 +161,11 @@ func (st *staged) Apply() {
 	st.targets.Commit()
 	st.limits.Commit()
 	st.g.lasting.cache.Resize(int64(st.snap.cfg.Cache.MaxSize))
+	// Before the swap: from here on no answer fetched under a route's old
+	// settings is served or stored.
+	if n := st.g.lasting.cache.Retain(st.snap.cacheGens); n > 0 {
+		st.g.log.Info("cache: dropped the answers of routes whose settings changed", "answers", n)
+	}
 	if old := st.g.snap.Swap(st.snap); old != nil {
 		old.stop()
 		st.g.logReleasesReset(old, st.snap)
@@ -178,6 +186,7 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 		trustedProxies: cfg.Server.TrustedProxies,
 		accessLog:      cfg.Log.Access == nil || *cfg.Log.Access,
 		accessFormat:   compileAccessFormat(cfg.Log),
+		cacheGens:      make(map[string]string),
 	}
 	upstreams := make(map[string]*proxy.Upstream, len(cfg.Upstreams))
 	for _, uc := range cfg.Upstreams {
@@ -223,7 +232,9 @@ func (g *Gateway) compile(cfg *config.Config, targets *proxy.Stage, lim *limits.
 		rt.accessLog = s.accessLog
 		rt.waf = g.buildWAF(rc, cfg.WAF, s.wafs)
 		if rc.Cache != nil {
-			rt.cache = g.buildCache(rc.Name, rc.Cache, cfg.Cache)
+			gen := cacheGeneration(cfg, rc)
+			s.cacheGens[rc.Name] = gen
+			rt.cache = g.buildCache(rc.Name, gen, rc.Cache, cfg.Cache)
 		}
 		if rc.Access != nil {
 			rt.accessLog = *rc.Access
