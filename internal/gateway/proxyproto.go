@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -27,7 +28,11 @@ import (
 //
 // With from empty ln is returned as it is: a listener without PROXY
 // protocol costs nothing.
-func proxyProtocolListener(ln net.Listener, from []netip.Prefix, timeout time.Duration) net.Listener {
+//
+// admit applies the client's connection cap and IP lists once its header
+// is read (limits.Engine.AdmitClient): the balancer's own address is
+// exempt from them at accept, as it carries many clients.
+func proxyProtocolListener(ln net.Listener, from []netip.Prefix, timeout time.Duration, admit clientAdmission) net.Listener {
 	if len(from) == 0 {
 		return ln
 	}
@@ -42,8 +47,14 @@ func proxyProtocolListener(ln net.Listener, from []netip.Prefix, timeout time.Du
 		ConnPolicy:        policy,
 		ValidateHeader:    validProxyHeader,
 		ReadHeaderTimeout: timeout,
-	}}
+	}, admit: admit}
 }
+
+// clientAdmission admits one connection of the client a PROXY header
+// names; release ends its count.
+type clientAdmission func(ip netip.Addr) (release func(), ok bool)
+
+var errClientRefused = errors.New("the client the PROXY header names is refused a connection")
 
 func fromTrusted(from []netip.Prefix, ip netip.Addr) bool {
 	for _, p := range from {
@@ -70,22 +81,79 @@ func validProxyHeader(h *proxyproto.Header) error {
 	return fmt.Errorf("%w: %v", errProxyTransport, h.TransportProtocol)
 }
 
-type ppListener struct{ net.Listener }
+type ppListener struct {
+	net.Listener
+	admit clientAdmission
+}
 
 func (l *ppListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if pc, ok := c.(*proxyproto.Conn); ok {
-		return ppConn{pc}, err
+		return &ppConn{Conn: pc, admit: l.admit}, err
 	}
 	return c, err
 }
 
-// ppConn passes a half-close on to the TCP connection, which
-// proxyproto.Conn does not: the HTTP/1.1 front ends a plain answer with one
-// before it closes.
-type ppConn struct{ *proxyproto.Conn }
+// ppConn admits the client its header names on the first read (the
+// header is read then, in the connection's own goroutine), and passes a
+// half-close on to the TCP connection, which proxyproto.Conn does not:
+// the HTTP/1.1 front ends a plain answer with one before it closes.
+type ppConn struct {
+	*proxyproto.Conn
+	admit clientAdmission
 
-func (c ppConn) CloseWrite() error {
+	once     sync.Once
+	refused  bool
+	mu       sync.Mutex
+	release  func()
+	released bool
+}
+
+func (c *ppConn) Read(p []byte) (int, error) {
+	c.once.Do(c.admitClient)
+	if c.refused {
+		return 0, errClientRefused
+	}
+	return c.Conn.Read(p)
+}
+
+// admitClient runs once the header is read. A connection without one
+// (from a source edge does not ask it of) or with a LOCAL one keeps the
+// peer's own address, already admitted at accept.
+func (c *ppConn) admitClient() {
+	ta, ok := c.Conn.RemoteAddr().(*net.TCPAddr)
+	if !ok || c.Conn.ProxyHeader() == nil || c.Conn.ProxyHeader().Command.IsLocal() {
+		return
+	}
+	release, ok := c.admit(ta.AddrPort().Addr().Unmap())
+	if !ok {
+		c.refused = true
+		_ = c.Conn.Close()
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.released {
+		// Closed while the header was read.
+		release()
+		return
+	}
+	c.release = release
+}
+
+func (c *ppConn) Close() error {
+	c.mu.Lock()
+	if !c.released {
+		c.released = true
+		if c.release != nil {
+			c.release()
+		}
+	}
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
+
+func (c *ppConn) CloseWrite() error {
 	if cw, ok := c.Raw().(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}

@@ -159,7 +159,9 @@ func TestProxyProtocolClientFeedsLimits(t *testing.T) {
 		{"203.0.113.1", 200},
 		{"203.0.113.1", 429},
 		{"203.0.113.2", 200},
-		{"203.0.113.66", 403},
+		// Denied in [access]: refused at the connection, as when it
+		// connects itself.
+		{"203.0.113.66", 0},
 	} {
 		if got := getThroughBalancer(t, e, tt.client); got != tt.want {
 			t.Errorf("client %s: %d, want %d", tt.client, got, tt.want)
@@ -192,7 +194,8 @@ ip_deny = ["203.0.113.66"]
 `
 
 // getThroughBalancer sends one GET over a new connection from the balancer
-// (127.0.0.1) with a v2 header naming client, and returns the status.
+// (127.0.0.1) with a v2 header naming client, and returns the status, 0
+// for a connection closed without an answer.
 func getThroughBalancer(t *testing.T, e *edgeUnderTest, client string) int {
 	t.Helper()
 	c, err := net.Dial("tcp", e.addrs.HTTP)
@@ -210,7 +213,8 @@ func getThroughBalancer(t *testing.T, e *edgeUnderTest, client string) int {
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		t.Fatalf("client %s: %v", client, err)
+		// Refused at the connection: closed without an answer.
+		return 0
 	}
 	resp.Body.Close()
 	return resp.StatusCode
@@ -225,4 +229,55 @@ func startBehindBalancer(t *testing.T, b *backend, extra string) *edgeUnderTest 
 
 func balancerRoutes(b *backend) string {
 	return fmt.Sprintf("[[upstreams]]\nname = \"b\"\ntargets = [%q]\n[[routes]]\nname = \"b\"\npath = \"/\"\nupstream = \"b\"\n", b.addr)
+}
+
+// TestProxyProtocolClientsHaveTheirConnectionCap: behind a balancer that
+// sends the PROXY protocol, max_conns_per_ip and the IP lists count the
+// client the header names: a client holding its one connection is
+// refused a second (closed, no answer) while another client is served,
+// and the held connection's end frees its place.
+func TestProxyProtocolClientsHaveTheirConnectionCap(t *testing.T) {
+	b := startBackend(t, "b", nil)
+	e := startBehindBalancer(t, b, "[access]\nmax_conns_per_ip = 1\n")
+	hold := func() net.Conn {
+		c, err := net.Dial("tcp", e.addrs.HTTP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := proxyproto.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.ParseIP("203.0.113.7"), Port: 4000}, &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 80})
+		if _, err := h.WriteTo(c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	held := hold()
+	// The held connection is admitted once edge has read its header: a
+	// request on it is answered.
+	if _, err := io.WriteString(held, "GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = held.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(held)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the first connection of 203.0.113.7: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	second := hold()
+	defer second.Close()
+	_ = second.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(second, "GET / HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(second), nil); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a second connection of 203.0.113.7 over max_conns_per_ip = 1 was answered %d", resp.StatusCode)
+	}
+	if got := getThroughBalancer(t, e, "203.0.113.8"); got != 200 {
+		t.Fatalf("another client: %d, want 200", got)
+	}
+	if m := e.metric(t, "edge_connections_refused_total"); !strings.Contains(m, `reason="max_conns_per_ip"} 1`) {
+		t.Fatalf("refusals:\n%s", m)
+	}
+	held.Close()
+	eventually(t, 10*time.Second, func() bool { return getThroughBalancer(t, e, "203.0.113.7") == 200 }, "203.0.113.7 served again once its connection closed")
 }

@@ -180,7 +180,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.gw.httpsPort.Store(edgetls.PortOf(addrs.HTTPS))
 	// The connection caps see the balancer's address, at accept; the
 	// PROXY header is read later, in the connection's goroutine.
-	httpsLn = proxyProtocolListener(s.gw.lasting.limits.Listener(edgetls.QuickAckListener(httpsLn)), sc.ProxyProtocolFrom, sc.ReadHeaderTimeout.Std())
+	httpsLn = proxyProtocolListener(s.gw.lasting.limits.Listener(edgetls.QuickAckListener(httpsLn)), sc.ProxyProtocolFrom, sc.ReadHeaderTimeout.Std(), s.gw.lasting.limits.AdmitClient)
 	tlsConfig := s.tlsm.TLSConfig()
 	tlsConfig.VerifyConnection = func(stdtls.ConnectionState) error {
 		s.metrics.TLSHandshake(true)
@@ -210,7 +210,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 		addrs.HTTP = ln.Addr().String()
-		ln = proxyProtocolListener(s.gw.lasting.limits.Listener(ln), sc.ProxyProtocolFrom, sc.ReadHeaderTimeout.Std())
+		ln = proxyProtocolListener(s.gw.lasting.limits.Listener(ln), sc.ProxyProtocolFrom, sc.ReadHeaderTimeout.Std(), s.gw.lasting.limits.AdmitClient)
 		plainFallback := &http.Server{
 			ConnState:         newConnTracker(s.metrics, "http").state,
 			ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),

@@ -60,6 +60,35 @@ func (t *connTracker) admit(s *snapshot, ip netip.Addr, trusted bool) string {
 	return ""
 }
 
+// admitClient decides one connection of a client a balancer in
+// server.proxy_protocol_from passed on, by the address its PROXY header
+// names: the IP lists and max_conns_per_ip apply to it as to a client
+// that connects itself. The balancer's connection already counts towards
+// max_conns; this counts the client's IP only ("" means admitted, until
+// releaseClient).
+func (t *connTracker) admitClient(s *snapshot, ip netip.Addr) string {
+	if reason := s.access.check(ip); reason != "" {
+		return reason
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.maxConnsPerIP > 0 && t.perIP[ip] >= s.maxConnsPerIP {
+		return refuseMaxConnsPerIP
+	}
+	t.perIP[ip]++
+	return ""
+}
+
+func (t *connTracker) releaseClient(ip netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := t.perIP[ip] - 1; n > 0 {
+		t.perIP[ip] = n
+	} else {
+		delete(t.perIP, ip)
+	}
+}
+
 func (t *connTracker) release(ip netip.Addr) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -70,6 +99,24 @@ func (t *connTracker) release(ip netip.Addr) {
 		delete(t.perIP, ip)
 	}
 	t.open.Dec()
+}
+
+// AdmitClient is the connection cap and IP lists for a client behind a
+// balancer that sends the PROXY protocol, applied once its header is
+// read: without it, one client could open connections up to max_conns
+// through the balancer and lock every other client out. ok false: the
+// connection is refused (counted); otherwise release ends its count when
+// it closes.
+func (e *Engine) AdmitClient(ip netip.Addr) (release func(), ok bool) {
+	t := e.conns
+	if s := e.snap.Load(); !s.trusted.contains(ip) {
+		if reason := t.admitClient(s, ip); reason != "" {
+			t.refused[reason].Inc()
+			return nil, false
+		}
+		return func() { t.releaseClient(ip) }, true
+	}
+	return func() {}, true
 }
 
 // Listener wraps the raw TCP listener (beneath TLS) so that a connection
