@@ -88,6 +88,33 @@ func TestFrontRefusesSmugglingHeads(t *testing.T) {
 	if n := up.count(); n != 0 {
 		t.Fatalf("the upstream received %d refused requests", n)
 	}
+	// Each refusal is an access log line and a count, as a request no
+	// route matched is: an operator sees the attempts.
+	m := e.metric(t, "edge_http_requests_total")
+	for _, want := range []string{`code="400",method="POST",route=""} 3`, `code="400",method="GET",route=""} 3`, `code="400",method="OTHER",route=""} 1`, `code="431",method="OTHER",route=""} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("no %s in\n%s", want, m)
+			break
+		}
+	}
+	e.stop()
+	reasons := map[string]int{}
+	for l := range strings.Lines(e.stdout.String()) {
+		var line struct {
+			Reason    string
+			RequestID string `json:"request_id"`
+		}
+		if err := json.Unmarshal([]byte(l), &line); err != nil {
+			t.Fatalf("access log line %q: %v", l, err)
+		}
+		if line.RequestID == "" {
+			t.Errorf("access log line without a request id: %s", l)
+		}
+		reasons[line.Reason]++
+	}
+	if reasons["bad_head"] != 7 || reasons["head_too_large"] != 1 {
+		t.Fatalf("access log reasons %v, want 7 bad_head and 1 head_too_large", reasons)
+	}
 }
 
 // TestFrontHandsOverWhatItDoesNotServe: request shapes the HTTP/1.1 front

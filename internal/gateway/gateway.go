@@ -8,14 +8,17 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"edge/internal/apierror"
+	"edge/internal/h1"
 	"edge/internal/live"
 	"edge/internal/metrics"
 	"edge/internal/proxy"
@@ -161,6 +164,33 @@ func (g *Gateway) record(s *snapshot, rt *route, r *http.Request, info *reqctx.I
 	}
 	if p != nil {
 		panic(p)
+	}
+}
+
+// recordRefusedHead counts a request head the HTTP/1.1 front refused
+// (smuggling shapes, a head too large) and writes its access log line, as
+// for a request no route matched: the attempts are what an operator wants
+// to see. The method and path are the client's bytes as far as they were
+// read; the client IP is the peer's, since no header of a refused head is
+// believed.
+func (g *Gateway) recordRefusedHead(h h1.RefusedHead) {
+	s := g.snap.Load()
+	s.notFound.Observe(h.Method, h.Status, 0)
+	s.notFoundLive.Observe(h.Status, 0)
+	info := reqctx.New(h.Start)
+	defer reqctx.Release(info)
+	info.RequestID = h.RequestID
+	if ta, ok := h.Peer.(*net.TCPAddr); ok {
+		info.ClientIP = ta.AddrPort().Addr().Unmap()
+	}
+	info.Reason = reasonBadHead
+	if h.Status == http.StatusRequestHeaderFieldsTooLarge {
+		info.Reason = reasonHeadTooLarge
+	}
+	g.log.Debug("refused a request head", "status", h.Status, "problem", h.Problem, "request_id", h.RequestID, "client_ip", info.ClientIP.String())
+	if s.accessLog {
+		r := &http.Request{Method: h.Method, URL: &url.URL{Path: h.Path}, Proto: "HTTP/1.1", Header: http.Header{}}
+		g.access.write(r, info, h.Status, 0, 0, s.accessFormat)
 	}
 }
 

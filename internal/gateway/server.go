@@ -301,6 +301,7 @@ func (s *Server) h1Front(h http.Handler, fallback *http.Server, listener string)
 		Logger:            s.log,
 		OpenConns:         s.metrics.ConnectionsOpen(listener, "h1"),
 		RequestID:         s.gw.newRequestID,
+		Refused:           s.gw.recordRefusedHead,
 	}
 	if o.TLSConfig != nil {
 		o.HandshakeFailed = func(err error) {

@@ -682,6 +682,10 @@ const (
 	reasonBodyTooLarge    = "body_too_large"
 	reasonBodyTimeout     = "client_body_timeout"
 	reasonBodySpoolFailed = "body_spool_failed"
+	// A head the HTTP/1.1 front refused: a shape servers read differently
+	// (400), or larger than server.max_header_bytes (431).
+	reasonBadHead         = "bad_head"
+	reasonHeadTooLarge    = "head_too_large"
 	reasonWAFBlocked      = "waf_blocked"
 	reasonWAFBodyTooLarge = "waf_body_too_large"
 )

@@ -214,6 +214,7 @@ func (c *conn) serveOne(rwc net.Conn, b *buffers, first bool) outcome {
 		if o.MaxHeaderBytes > readBufferSize {
 			return handOverConn
 		}
+		b.head = head{}
 		c.refuse(b, http.StatusRequestHeaderFieldsTooLarge, "the request head is larger than server.max_header_bytes")
 		return lingerThenClose
 	}
@@ -221,6 +222,7 @@ func (c *conn) serveOne(rwc net.Conn, b *buffers, first bool) outcome {
 		return closeConn
 	}
 	if o.MaxHeaderBytes > 0 && n > o.MaxHeaderBytes {
+		b.head = head{}
 		c.refuse(b, http.StatusRequestHeaderFieldsTooLarge, "the request head is larger than server.max_header_bytes")
 		return lingerThenClose
 	}
@@ -422,6 +424,10 @@ func (c *conn) refuse(b *buffers, status int, msg string) {
 	bw.WriteString("\r\n\r\n")
 	bw.Write(body)
 	_ = bw.Flush()
+	if c.s.opts.Refused != nil {
+		c.s.opts.Refused(RefusedHead{Status: status, Problem: msg, RequestID: id, Method: b.head.method,
+			Path: b.head.path, Peer: c.nc.RemoteAddr(), Start: time.Now()})
+	}
 }
 
 func setReadDeadline(c net.Conn, d time.Duration) {

@@ -47,12 +47,29 @@ type Options struct {
 	RequestID func() string
 	// HandshakeFailed is told of each failed TLS handshake.
 	HandshakeFailed func(error)
+	// Refused, when set, is told of each head the front refused (it has
+	// answered it and closes the connection): a request that never reaches
+	// the Handler still belongs in the access log and the metrics.
+	Refused func(RefusedHead)
 	// OpenConns counts the connections this front serves itself (the
 	// fallback counts those handed to it).
 	OpenConns interface {
 		Inc()
 		Dec()
 	}
+}
+
+// RefusedHead is a request head the front answered with 400 or 431
+// itself. Method and Path are as far as the head was read (empty for a
+// head too large to read); both are the client's bytes.
+type RefusedHead struct {
+	Status    int
+	Problem   string
+	RequestID string
+	Method    string
+	Path      string
+	Peer      net.Addr
+	Start     time.Time
 }
 
 // Server is one listener's HTTP/1.1 front.
