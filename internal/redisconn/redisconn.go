@@ -87,7 +87,9 @@ func Parse(raw string) (*Target, error) {
 	q := u.Query()
 	for k := range q {
 		if !slices.Contains(options, k) {
-			return nil, fmt.Errorf("unknown option %q; the options are %s", k, strings.Join(options, ", "))
+			// Not quoted back: a password holding an unencoded '?' lands
+			// here, and its rest would be printed.
+			return nil, fmt.Errorf("has an option edge does not know; the options are %s (a '?', '#' or '/' in the password must be percent-encoded: %%3F, %%23, %%2F)", strings.Join(options, ", "))
 		}
 	}
 	if name := q.Get("master_name"); name != "" {
