@@ -126,6 +126,10 @@ func newBus(l *lasting, m *metrics.Cluster, log *slog.Logger) *redisbus.Bus {
 			identity.EventRevoke: func(p string) { l.revocations.HandleEvent(p) },
 		},
 		OnConnect: []func(){func() { l.limits.Resync() }},
+		Load:      []redisbus.Loader{func(ctx context.Context) error { return l.revocations.Load(ctx) }},
+		// The revocation list is one hash-tagged key: its own marker, in
+		// its slot, sees its Cluster node restart empty.
+		Markers: []string{redisbus.MarkerKey, identity.RevokedMarkerKey},
 		Republish: []redisbus.Republisher{
 			func(ctx context.Context) error { return l.limits.Republish(ctx) },
 			func(ctx context.Context) error { return l.revocations.Republish(ctx) },

@@ -94,15 +94,32 @@ func adminCall(t *testing.T, e *testpeer.EdgeProcess, method, path, body string)
 	return resp.StatusCode, string(b)
 }
 
-// revokedKeyOf is the Redis key of a token's revocation: the token id is
-// the GCM nonce after the version byte and the key id.
-func revokedKeyOf(t *testing.T, token string) string {
+// revokedMemberOf is a token's member of the revocation list: the token id
+// is the GCM nonce after the version byte and the key id.
+func revokedMemberOf(t *testing.T, token string) string {
 	t.Helper()
 	raw, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil || len(raw) < 17 {
 		t.Fatalf("token %q does not decode: %v", token, err)
 	}
-	return "edge:revoked:" + hex.EncodeToString(raw[5:17])
+	return hex.EncodeToString(raw[5:17])
+}
+
+// pause sleeps a little when a poll did not see what it waits for: a poll
+// that makes no request would spin.
+func pause(ok bool) bool {
+	if !ok {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return ok
+}
+
+// untilRepublished waits for e to count one republishing.
+func untilRepublished(t *testing.T, e *testpeer.EdgeProcess) {
+	t.Helper()
+	until(t, "the replica to count its republishing", func() bool {
+		return pause(strings.Contains(e.Metrics(t, "edge_cluster_republished_total"), "edge_cluster_republished_total 1"))
+	})
 }
 
 // banByBadSignatures earns user a ban on e (threshold 3).
@@ -189,8 +206,8 @@ func TestE2EBansAndRevocationsArriveByPubSub(t *testing.T) {
 		ctx := context.Background()
 		until(t, "the replicas to republish the ban and the revocation", func() bool {
 			_, errBan := rdb.ZScore(ctx, "edge:{bans}", "openid:"+openidFor("mallory")).Result()
-			n, errRev := rdb.Exists(ctx, revokedKeyOf(t, victim)).Result()
-			ok := errBan == nil && errRev == nil && n == 1
+			_, errRev := rdb.ZScore(ctx, "edge:{revoked}", revokedMemberOf(t, victim)).Result()
+			ok := errBan == nil && errRev == nil
 			if !ok {
 				time.Sleep(20 * time.Millisecond)
 			}
@@ -198,13 +215,7 @@ func TestE2EBansAndRevocationsArriveByPubSub(t *testing.T) {
 		})
 		// Each replica republishes; the first one filled Redis above.
 		for _, e := range []*testpeer.EdgeProcess{a, b} {
-			until(t, "each replica to count its republishing", func() bool {
-				ok := strings.Contains(e.Metrics(t, "edge_cluster_republished_total"), "edge_cluster_republished_total 1")
-				if !ok {
-					time.Sleep(20 * time.Millisecond)
-				}
-				return ok
-			})
+			untilRepublished(t, e)
 		}
 		// A replica that never saw the ban or the revocation learns both
 		// from Redis.
@@ -308,4 +319,43 @@ nonce_failure = "closed"
 			t.Errorf("token revoked while redis was down, on the replica that took it: HTTP %d code %d, want 401 / 40102", status, code)
 		}
 	})
+}
+
+// TestE2ERevocationOutlivesRestarts: a token revoked before every replica
+// restarted (a rolling deploy) stays revoked after Redis then restarts
+// empty: the new replicas read the list at start and write it back.
+func TestE2ERevocationOutlivesRestarts(t *testing.T) {
+	rds := testpeer.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
+	defer rdb.Close()
+	plat, up := startFakePlatform(t), startUpstream(t)
+	cfg := pubsubConfig(plat, up, rds, "")
+	a := testpeer.StartEdge(t, "", cfg)
+	ca := a.Client(t, false)
+	victim, _ := login(t, a, ca, "victim.1")
+	if status, body := adminCall(t, a, http.MethodPost, "/sessions/revoke", `{"token":"`+victim+`"}`); status != http.StatusOK {
+		t.Fatalf("revoking: HTTP %d %s", status, body)
+	}
+	// The deploy: the replica that revoked is replaced by one that never
+	// heard of the revocation.
+	a.Stop()
+	b := testpeer.StartEdge(t, "", cfg)
+	waitSubscribers(t, rdb, 1)
+	cb := b.Client(t, false)
+	until(t, "the new replica to load the list", func() bool {
+		return pause(strings.Contains(b.Stderr(), "revocations loaded from redis"))
+	})
+	rds.Stop()
+	rds.Start()
+	untilRepublished(t, b)
+	c := testpeer.StartEdge(t, "", cfg)
+	cc := c.Client(t, false)
+	for _, e := range []struct {
+		p *testpeer.EdgeProcess
+		c *http.Client
+	}{{b, cb}, {c, cc}} {
+		if status, code := tokenStatus(t, e.c, e.p, victim); status != http.StatusUnauthorized || code != 40102 {
+			t.Errorf("revoked token on %s after the restarts: HTTP %d code %d, want 401 / 40102", e.p.HTTPS, status, code)
+		}
+	}
 }

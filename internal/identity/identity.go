@@ -76,11 +76,16 @@ type app struct {
 }
 
 // Redis is what identity asks of Redis: the shared nonce store (SetNX) and
-// the revocation list (Set, Exists). Any redis.UniversalClient is one.
+// the revocation list (a script writes it, ZScore checks it, the others
+// read it back). Any redis.UniversalClient is one.
 type Redis interface {
+	redis.Scripter
 	SetNX(ctx context.Context, key string, value any, expiration time.Duration) *redis.BoolCmd
 	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd
 	Exists(ctx context.Context, keys ...string) *redis.IntCmd
+	ZScore(ctx context.Context, key, member string) *redis.FloatCmd
+	ZRemRangeByScore(ctx context.Context, key, min, max string) *redis.IntCmd
+	ZRangeByScoreWithScores(ctx context.Context, key string, opt *redis.ZRangeBy) *redis.ZSliceCmd
 }
 
 // redisContext bounds one Redis call made for req by RedisTimeout.

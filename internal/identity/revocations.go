@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Publisher tells the other replicas at once what this one decided; the
@@ -134,25 +136,73 @@ func (r *Revocations) HandleEvent(payload string) {
 	r.add(id, exp)
 }
 
+// revocationChunk bounds the revocations of one Redis call when the list is
+// written back or read: one round trip each, not one per revocation.
+const revocationChunk = 500
+
 // Republish writes every revocation held back into Redis, for a Redis that
-// came back empty.
+// came back empty: a few hundred per call.
 func (r *Revocations) Republish(ctx context.Context) error {
-	now := r.now()
+	now := r.now().Unix()
 	r.mu.RLock()
-	held := make(map[TokenID]int64, len(r.m))
+	args := make([]any, 0, 2*len(r.m))
 	for k, e := range r.m {
-		if e > now.Unix() {
-			held[k] = e
+		if e > now {
+			args = append(args, e, hex.EncodeToString(k[:]))
 		}
 	}
 	r.mu.RUnlock()
-	for id, exp := range held {
-		if err := r.rdb.Set(ctx, revokedKey(id), 1, time.Unix(exp, 0).Sub(now)).Err(); err != nil {
+	n := len(args) / 2
+	for len(args) > 0 {
+		c := min(len(args), 2*revocationChunk)
+		chunk := append([]any{now}, args[:c]...)
+		if err := revokeScript.Run(ctx, r.rdb, []string{RevokedKey}, chunk...).Err(); err != nil {
 			return fmt.Errorf("republishing revocations: %w", err)
 		}
+		args = args[c:]
 	}
-	if len(held) > 0 {
-		r.log.Info("identity: revocations republished", "count", len(held))
+	if n > 0 {
+		r.log.Info("identity: revocations republished", "count", n)
+	}
+	return nil
+}
+
+// Load reads the list in Redis into this replica's copy, dropping the ended
+// revocations there: at start, the copy holds nothing, and after a
+// reconnect it may lack what was announced while the subscription was
+// down. Without that, a replica started after a revocation could not put it
+// back into a Redis that restarted empty. The bus runs it (a Loader).
+func (r *Revocations) Load(ctx context.Context) error {
+	now := strconv.FormatInt(r.now().Unix(), 10)
+	if err := r.rdb.ZRemRangeByScore(ctx, RevokedKey, "-inf", now).Err(); err != nil {
+		return fmt.Errorf("loading revocations: %w", err)
+	}
+	n := 0
+	for off := int64(0); ; off += revocationChunk {
+		page, err := r.rdb.ZRangeByScoreWithScores(ctx, RevokedKey, &redis.ZRangeBy{
+			Min: "(" + now, Max: "+inf", Offset: off, Count: revocationChunk,
+		}).Result()
+		if err != nil {
+			return fmt.Errorf("loading revocations: %w", err)
+		}
+		for _, z := range page {
+			var id TokenID
+			m, _ := z.Member.(string)
+			if len(m) != 2*len(id) {
+				continue
+			}
+			if _, err := hex.Decode(id[:], []byte(m)); err != nil {
+				continue
+			}
+			r.add(id, int64(z.Score))
+			n++
+		}
+		if len(page) < revocationChunk {
+			break
+		}
+	}
+	if n > 0 {
+		r.log.Info("identity: revocations loaded from redis", "count", n)
 	}
 	return nil
 }

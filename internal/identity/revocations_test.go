@@ -1,10 +1,14 @@
 package identity
 
 import (
+	"context"
 	"encoding/hex"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"edge/internal/testpeer"
 )
@@ -67,4 +71,100 @@ func FuzzRevocationEvent(f *testing.F) {
 			t.Fatal("over the cap")
 		}
 	})
+}
+
+// roundTrips counts the calls a client makes to Redis, a pipeline as one.
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
+}
+
+// TestRevocationsRepublishAndLoad: a copy writes itself back into an empty
+// Redis a few hundred revocations per round trip, and a new copy (a
+// replica that started since) reads the list back, without the ended ones.
+func TestRevocationsRepublishAndLoad(t *testing.T) {
+	rds := testpeer.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
+	defer rdb.Close()
+	hook := new(roundTrips)
+	rdb.AddHook(hook)
+	ctx := context.Background()
+	clock := testpeer.NewClock(time.Unix(1_700_000_000, 0))
+	const n = 1200
+	held := NewRevocations(rdb, nil, nil, clock.Now)
+	for i := range n {
+		var id TokenID
+		id[0], id[1] = byte(i), byte(i>>8)
+		held.add(id, clock.Now().Unix()+3600+int64(i%2)*3600)
+	}
+	before := hook.n.Load()
+	if err := held.Republish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if trips := hook.n.Load() - before; trips > n/100 {
+		t.Errorf("republishing %d revocations took %d round trips", n, trips)
+	}
+	if got := rdb.ZCard(ctx, RevokedKey).Val(); got != n {
+		t.Fatalf("redis holds %d revocations, want %d", got, n)
+	}
+	// An ended one in Redis is dropped when the list is read.
+	if err := rdb.ZAdd(ctx, RevokedKey, redis.Z{Score: float64(clock.Now().Unix() - 1), Member: "0102030405060708090a0b0c"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := NewRevocations(rdb, nil, nil, clock.Now)
+	if err := fresh.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if fresh.Len() != n {
+		t.Fatalf("loaded %d revocations, want %d", fresh.Len(), n)
+	}
+	if rdb.ZScore(ctx, RevokedKey, "0102030405060708090a0b0c").Err() != redis.Nil {
+		t.Error("an ended revocation was left in redis")
+	}
+	clock.Advance(90 * time.Minute)
+	if err := NewRevocations(rdb, nil, nil, clock.Now).Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := rdb.ZCard(ctx, RevokedKey).Val(); got != n/2 {
+		t.Errorf("after half of them ended redis holds %d, want %d", got, n/2)
+	}
+}
+
+// TestRevocationRevivedByCopy: a replica that took a revocation and a
+// Redis restarted empty: the replica's Republish puts it back for a replica
+// that holds no copy; Revoked answers from one ZSCORE.
+func TestRevocationRevivedByCopy(t *testing.T) {
+	rds := testpeer.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	clock := testpeer.NewClock(time.Now())
+	a := newSealer(t, clock, rdb, testSecret1)
+	a.held = NewRevocations(rdb, nil, nil, clock.Now)
+	b := newSealer(t, clock, rdb, testSecret1)
+	_, sess, _ := a.Issue(testAppID, "openid-1", "")
+	if err := a.Revoke(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	rds.Stop()
+	rds.Start()
+	if revoked, err := b.Revoked(ctx, &sess); err != nil || revoked {
+		t.Fatalf("after the empty restart, before republishing: %v %v", revoked, err)
+	}
+	if err := a.held.Republish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hook := new(roundTrips)
+	rdb.AddHook(hook)
+	if revoked, err := b.Revoked(ctx, &sess); err != nil || !revoked {
+		t.Errorf("after republishing: %v %v", revoked, err)
+	}
+	if hook.n.Load() != 1 {
+		t.Errorf("the check took %d round trips, want 1", hook.n.Load())
+	}
 }

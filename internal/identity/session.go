@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // A token is base64url (no padding) of
@@ -250,14 +252,31 @@ func (s *Sealer) Open(token string) (Session, error) {
 	return sess, nil
 }
 
-const revokedPrefix = "edge:revoked:"
+// The revocation list is one sorted set of token ids (hex) scored by the
+// token's expiry (Unix seconds), with its marker in the same hash-tagged
+// slot: a replica reads the whole list back at start and after a
+// reconnect, and on a Redis Cluster the node that holds it restarting
+// empty is seen by the marker (see redisbus.Options.Markers) as a single
+// node's would be.
+const (
+	RevokedKey       = "edge:{revoked}"
+	RevokedMarkerKey = "edge:{revoked}:marker"
+)
 
-func revokedKey(id TokenID) string {
-	var b [len(revokedPrefix) + 2*gcmNonceLen]byte
-	copy(b[:], revokedPrefix)
-	hex.Encode(b[len(revokedPrefix):], id[:])
-	return string(b[:])
-}
+// revokeScript adds revocations to the list and drops the ended ones.
+// ARGV: now (Unix seconds), then pairs of (expiry, token id hex). A
+// revocation already there keeps the later expiry (compared here rather
+// than with ZADD GT, which Redis before 6.2 lacks).
+var revokeScript = redis.NewScript(`
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for i = 2, #ARGV, 2 do
+  local cur = redis.call('ZSCORE', KEYS[1], ARGV[i + 1])
+  if not cur or tonumber(cur) < tonumber(ARGV[i]) then
+    redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return (#ARGV - 1) / 2
+`)
 
 // Revoke adds the session's token to the revocation list until it would
 // have expired anyway. Without Redis there is no list and Revoke fails.
@@ -265,12 +284,13 @@ func (s *Sealer) Revoke(ctx context.Context, sess Session) error {
 	if s.revoked == nil {
 		return errors.New("revoking a token needs [cluster] redis")
 	}
-	ttl := sess.Expires.Sub(s.now())
-	if ttl <= 0 {
+	now := s.now()
+	if !sess.Expires.After(now) {
 		return nil
 	}
 	s.held.add(sess.ID, sess.Expires.Unix())
-	if err := s.revoked.Set(ctx, revokedKey(sess.ID), 1, ttl).Err(); err != nil {
+	err := revokeScript.Run(ctx, s.revoked, []string{RevokedKey}, now.Unix(), sess.Expires.Unix(), hex.EncodeToString(sess.ID[:])).Err()
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrRevokedHereOnly, err)
 	}
 	s.held.publish(ctx, sess.ID, sess.Expires.Unix())
@@ -278,9 +298,9 @@ func (s *Sealer) Revoke(ctx context.Context, sess Session) error {
 }
 
 // Revoked reports whether the session's token is on the revocation list:
-// this replica's copy first, then the list in Redis. Without Redis nothing
-// is revoked. When Redis cannot answer, the error says so and the caller's
-// revocation_failure policy decides.
+// this replica's copy first, then the list in Redis (one ZSCORE). Without
+// Redis nothing is revoked. When Redis cannot answer, the error says so and
+// the caller's revocation_failure policy decides.
 func (s *Sealer) Revoked(ctx context.Context, sess *Session) (bool, error) {
 	if s.revoked == nil {
 		return false, nil
@@ -288,11 +308,14 @@ func (s *Sealer) Revoked(ctx context.Context, sess *Session) (bool, error) {
 	if s.held.has(sess.ID) {
 		return true, nil
 	}
-	n, err := s.revoked.Exists(ctx, revokedKey(sess.ID)).Result()
+	exp, err := s.revoked.ZScore(ctx, RevokedKey, hex.EncodeToString(sess.ID[:])).Result()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("checking the revocation list: %w", err)
 	}
-	return n > 0, nil
+	return int64(exp) > s.now().Unix(), nil
 }
 
 // decodeBase64URL decodes unpadded base64url from a string into dst without

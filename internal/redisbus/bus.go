@@ -51,6 +51,10 @@ type Handler func(payload string)
 // Republisher writes back into an emptied Redis what this replica holds.
 type Republisher func(ctx context.Context) error
 
+// Loader reads into this replica what Redis holds, for the messages a gap
+// in the subscription (or a start) made it miss.
+type Loader func(ctx context.Context) error
+
 // Options configure a Bus; the handlers and hooks are fixed for its life.
 type Options struct {
 	Log *slog.Logger
@@ -60,9 +64,19 @@ type Options struct {
 	// that follows a reconnect: messages of the gap may be lost, so the
 	// callee schedules its full sync.
 	OnConnect []func()
+	// Load runs after every subscription, the first included, and at each
+	// check until all of them succeeded since it; off the goroutine that
+	// delivers messages.
+	Load []Loader
 	// Republish runs when the dataset's generation changed since this
-	// replica last looked.
+	// replica last looked; until every one succeeded, each check runs
+	// them all again.
 	Republish []Republisher
+	// Markers are the keys whose values make the dataset's generation;
+	// default MarkerKey alone. On a Redis Cluster a marker only covers its
+	// own node: a key kept in one hash-tagged slot adds a marker of that
+	// slot (the same tag) so that its node restarting empty is seen too.
+	Markers []string
 	// Received, when set, counts the applied messages of each kind.
 	Received func(kind string) prometheus.Counter
 	// Republished, when set, counts the republishings.
@@ -78,7 +92,12 @@ type Bus struct {
 	c      Client
 	o      Options
 	origin string
-	gen    string // generation last seen; only the bus goroutine uses it
+	gen    string // generation last seen; only the worker uses it
+	// loadPending: a subscription happened since the Loaders last all
+	// succeeded; the worker clears it.
+	loadPending atomic.Bool
+	// kick wakes the worker: a subscription or a tick.
+	kick chan struct{}
 	// received are the counters of the handled kinds, resolved once.
 	received map[string]prometheus.Counter
 
@@ -103,7 +122,10 @@ func New(c Client, o Options) *Bus {
 	if o.CheckEvery <= 0 {
 		o.CheckEvery = 5 * time.Second
 	}
-	b := &Bus{c: c, o: o, origin: randomID(), stop: make(chan struct{}), done: make(chan struct{})}
+	if len(o.Markers) == 0 {
+		o.Markers = []string{MarkerKey}
+	}
+	b := &Bus{c: c, o: o, origin: randomID(), stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	if o.Received != nil {
 		b.received = make(map[string]prometheus.Counter, len(o.Handlers))
 		for kind := range o.Handlers {
@@ -136,7 +158,8 @@ func (b *Bus) Start() {
 	}
 }
 
-// Close stops the bus and waits for its goroutine.
+// Close stops the bus and waits for its goroutines (a republishing under
+// way ends with its context).
 func (b *Bus) Close() {
 	b.stopOnce.Do(func() { close(b.stop) })
 	if b.started.Load() {
@@ -147,6 +170,13 @@ func (b *Bus) Close() {
 func (b *Bus) run() {
 	defer close(b.done)
 	ctx, cancel := context.WithCancel(context.Background())
+	// The worker makes the bus's own Redis calls (the markers, loading,
+	// republishing: up to everything the replica holds), one at a time,
+	// so that they never hold up the delivery of messages: go-redis drops
+	// them when its channel stays full.
+	var wg sync.WaitGroup
+	wg.Go(func() { b.work(ctx) })
+	defer wg.Wait()
 	defer cancel()
 	ps := b.c.Subscribe(ctx, Channel)
 	defer ps.Close()
@@ -158,7 +188,7 @@ func (b *Bus) run() {
 		case <-b.stop:
 			return
 		case <-tick.C:
-			b.checkMarker(ctx)
+			b.wake()
 		case m, ok := <-ch:
 			if !ok {
 				return
@@ -166,7 +196,8 @@ func (b *Bus) run() {
 			switch m := m.(type) {
 			case *redis.Subscription:
 				if m.Kind == "subscribe" {
-					b.checkMarker(ctx)
+					b.loadPending.Store(true)
+					b.wake()
 					for _, f := range b.o.OnConnect {
 						f()
 					}
@@ -176,6 +207,44 @@ func (b *Bus) run() {
 			}
 		}
 	}
+}
+
+func (b *Bus) wake() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// work runs the checks the run loop asks for until ctx ends: the markers
+// (and republishing) first, so that a replica loads from a Redis that has
+// what it holds, then the Loaders when a subscription asked for them.
+func (b *Bus) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.kick:
+		}
+		b.checkMarker(ctx)
+		if len(b.o.Load) > 0 && b.loadPending.Swap(false) && !b.load(ctx) {
+			b.loadPending.Store(true)
+		}
+	}
+}
+
+// load runs every Loader and reports whether all succeeded.
+func (b *Bus) load(ctx context.Context) bool {
+	lctx, cancel := context.WithTimeout(ctx, republishTimeout)
+	defer cancel()
+	ok := true
+	for _, f := range b.o.Load {
+		if err := f(lctx); err != nil {
+			ok = false
+			b.o.Log.Warn("redis: loading what redis holds failed; trying again at the next check", "error", err.Error())
+		}
+	}
+	return ok
 }
 
 func (b *Bus) dispatch(msg string) {
@@ -192,43 +261,65 @@ func (b *Bus) dispatch(msg string) {
 	}
 }
 
-// checkMarker reads the dataset's generation, setting a new one when it is
-// missing, and republishes when it changed since the last look. The first
-// look only remembers it: a replica that just started holds nothing that
-// Redis lacks.
+// checkMarker reads the dataset's generation, setting a new marker where
+// one is missing, and republishes when it changed since the last look. The
+// generation is taken as seen only once every Republisher succeeded: a
+// failed one makes the next check try them all again. The first look only
+// remembers it: a replica that just started holds nothing that Redis lacks
+// (its Loaders read what Redis has).
 func (b *Bus) checkMarker(ctx context.Context) {
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	gen, err := b.c.Get(cctx, MarkerKey).Result()
-	if errors.Is(err, redis.Nil) {
-		_, err = b.c.SetNX(cctx, MarkerKey, randomID(), 0).Result()
-		if err == nil {
-			gen, err = b.c.Get(cctx, MarkerKey).Result()
-		}
-	}
+	gen, err := b.generation(ctx)
 	if err != nil {
-		// Redis is away: the next subscription, once it is back, looks
-		// again.
+		// Redis is away: the next check, once it is back, looks again.
 		return
 	}
 	if gen == b.gen {
 		return
 	}
-	first := b.gen == ""
-	b.gen = gen
-	if first {
+	if b.gen == "" {
+		b.gen = gen
 		return
 	}
-	b.o.Log.Warn("redis: the dataset is new (the marker key was gone); republishing the bans and revocations this replica holds",
-		"marker", MarkerKey)
+	b.o.Log.Warn("redis: the dataset is new (a marker key was gone); republishing the bans and revocations this replica holds",
+		"markers", strings.Join(b.o.Markers, ","))
+	rctx, rcancel := context.WithTimeout(ctx, republishTimeout)
+	defer rcancel()
+	ok := true
+	for _, f := range b.o.Republish {
+		if err := f(rctx); err != nil {
+			ok = false
+			b.o.Log.Error("redis: republishing after an empty restart failed; trying again at the next check", "error", err.Error())
+		}
+	}
+	if !ok {
+		return
+	}
+	b.gen = gen
 	if b.o.Republished != nil {
 		b.o.Republished.Inc()
 	}
-	rctx, rcancel := context.WithTimeout(ctx, republishTimeout)
-	defer rcancel()
-	for _, f := range b.o.Republish {
-		if err := f(rctx); err != nil {
-			b.o.Log.Error("redis: republishing after an empty restart failed", "error", err.Error())
+}
+
+// generation reads every marker, setting a new value for a missing one, and
+// joins their values. The markers may live on different Cluster nodes:
+// one call each.
+func (b *Bus) generation(ctx context.Context) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	var gen strings.Builder
+	for _, key := range b.o.Markers {
+		v, err := b.c.Get(cctx, key).Result()
+		if errors.Is(err, redis.Nil) {
+			_, err = b.c.SetNX(cctx, key, randomID(), 0).Result()
+			if err == nil {
+				v, err = b.c.Get(cctx, key).Result()
+			}
 		}
+		if err != nil {
+			return "", err
+		}
+		gen.WriteString(v)
+		gen.WriteByte(' ')
 	}
+	return gen.String(), nil
 }

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,4 +97,49 @@ func TestBusOnRedisCluster(t *testing.T) {
 	waitFor(t, "both buses to republish after the cluster was flushed", func() bool {
 		return p1.republishs.Load() == 1 && p2.republishs.Load() == 1
 	})
+}
+
+// TestBusMarkerPerSlotOnCluster: on a Cluster, flushing only the master
+// that holds a hash-tagged list (and the marker of its slot) makes the
+// buses republish, though the master of MarkerKey kept its data.
+func TestBusMarkerPerSlotOnCluster(t *testing.T) {
+	addrs := startCluster(t)
+	ctx := context.Background()
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	defer cc.Close()
+	home, err := cc.MasterForKey(ctx, MarkerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var marker string
+	var node *redis.Client
+	for i := 0; node == nil; i++ {
+		key := "edge:{list" + strings.Repeat("x", i) + "}:marker"
+		c, err := cc.MasterForKey(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Options().Addr != home.Options().Addr {
+			marker, node = key, c
+		}
+	}
+	var republishs, connects atomic.Int32
+	b := New(cc, Options{
+		OnConnect:  []func(){func() { connects.Add(1) }},
+		Republish:  []Republisher{func(context.Context) error { republishs.Add(1); return nil }},
+		Markers:    []string{MarkerKey, marker},
+		CheckEvery: 50 * time.Millisecond,
+	})
+	b.Start()
+	defer b.Close()
+	waitFor(t, "both markers to be set", func() bool {
+		return cc.Exists(ctx, MarkerKey).Val() == 1 && cc.Exists(ctx, marker).Val() == 1 && connects.Load() >= 1
+	})
+	if err := node.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the bus to republish after one master was flushed", func() bool { return republishs.Load() == 1 })
+	if cc.Exists(ctx, MarkerKey).Val() != 1 {
+		t.Fatal("the flush reached the master of " + MarkerKey)
+	}
 }
