@@ -83,29 +83,43 @@ func (e *Engine) Resync() {
 	}
 }
 
-// republishScript writes bans back: KEYS bans, bans version; ARGV pairs of
-// (ms left, member). A ban already there keeps the later expiry (compared
-// here rather than with ZADD GT, which Redis before 6.2 lacks and managed
-// editions still run).
-var republishScript = redis.NewScript(`
+// republishScript writes bans back: KEYS bans, bans version, dataset id,
+// lifted; ARGV pairs of (ms left, member). A ban already there keeps the
+// later expiry (compared here rather than with ZADD GT, which Redis before
+// 6.2 lacks and managed editions still run). A ban that ends no later than
+// a lift's tombstone was issued before the lift and is not written; the
+// script answers those members, which the replica drops too. A minute of
+// slack covers the time between the replica reading its clock and the
+// script running (a republish of many chunks takes a while); a ban issued
+// through Redis since the lift has removed the tombstone anyway.
+var republishScript = redis.NewScript(datasetLua + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+dataset(KEYS[3], t)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('%d', now))
+local lifted = {}
 for i = 1, #ARGV, 2 do
   local exp = now + tonumber(ARGV[i])
-  local cur = redis.call('ZSCORE', KEYS[1], ARGV[i + 1])
-  if not cur or tonumber(cur) < exp then
-    redis.call('ZADD', KEYS[1], string.format('%d', exp), ARGV[i + 1])
+  local tomb = redis.call('ZSCORE', KEYS[4], ARGV[i + 1])
+  if tomb and exp <= tonumber(tomb) + 60000 then
+    lifted[#lifted + 1] = ARGV[i + 1]
+  else
+    local cur = redis.call('ZSCORE', KEYS[1], ARGV[i + 1])
+    if not cur or tonumber(cur) < exp then
+      redis.call('ZADD', KEYS[1], string.format('%d', exp), ARGV[i + 1])
+    end
   end
 end
 redis.call('INCR', KEYS[2])
-return #ARGV / 2
+return lifted
 `)
 
 // republishChunk bounds one script call's arguments.
 const republishChunk = 500
 
 // Republish writes every ban this replica holds into Redis, for a Redis
-// that came back empty. The bans become shared ones.
+// that came back empty. The bans become shared ones; those lifted since
+// this replica learnt of them (see liftScript) are dropped instead.
 func (e *Engine) Republish(ctx context.Context) error {
 	if e.be.client == nil {
 		return nil
@@ -121,8 +135,17 @@ func (e *Engine) Republish(ctx context.Context) error {
 	e.bans.mu.RUnlock()
 	for len(args) > 0 {
 		n := min(len(args), 2*republishChunk)
-		if err := republishScript.Run(ctx, e.be.client, []string{redisBansKey, redisBansVerKey}, args[:n]...).Err(); err != nil {
+		res, err := republishScript.Run(ctx, e.be.client,
+			[]string{redisBansKey, redisBansVerKey, redisBansIDKey, redisLiftedKey}, args[:n]...).Result()
+		if err != nil {
 			return fmt.Errorf("republishing bans: %w", err)
+		}
+		lifted, _ := res.([]any)
+		for _, m := range lifted {
+			if m, ok := m.(string); ok {
+				e.bans.remove(m)
+				e.viol.reset(m)
+			}
 		}
 		args = args[n:]
 	}
@@ -138,16 +161,4 @@ func (b *banStore) markRemote() {
 		v.remote = true
 		b.m[k] = v
 	}
-}
-
-// holdsRemote reports whether any ban came from Redis.
-func (b *banStore) holdsRemote() bool {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	for _, v := range b.m {
-		if v.remote {
-			return true
-		}
-	}
-	return false
 }

@@ -251,7 +251,7 @@ func (e *Engine) violate(ctx context.Context, s *snapshot, reason string, info *
 		// A client hanging up must not spare it the count.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.redisTimeout)
 		res, err := violationScript.Run(ctx, e.be.client,
-			[]string{redisViolPrefix + member, redisBansKey, redisBansVerKey},
+			[]string{redisViolPrefix + member, redisBansKey, redisBansVerKey, redisBansIDKey, redisLiftedKey},
 			s.bans.window/int64(time.Millisecond), s.bans.threshold, s.bans.duration/int64(time.Millisecond),
 			member, s.bans.maxBans).Result()
 		cancel()
@@ -283,6 +283,10 @@ func (e *Engine) issue(s *snapshot, member, reason string, now int64, remote boo
 }
 
 // syncBans reads the bans of every replica from Redis when they changed.
+// When Redis holds another dataset than the one last read (it restarted
+// empty or was flushed, and the version's dataset id is new), Redis is not
+// the whole truth: the replica first writes back the bans it holds, then
+// reads the merged set.
 func (e *Engine) syncBans(s *snapshot) {
 	now := e.now()
 	if !e.be.use(now, s.probeInterval) {
@@ -290,32 +294,40 @@ func (e *Engine) syncBans(s *snapshot) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.redisTimeout)
 	defer cancel()
-	res, err := syncScript.Run(ctx, e.be.client, []string{redisBansKey, redisBansVerKey}, e.bans.version()).Result()
+	last := e.bans.version()
+	arr, err := e.readBans(ctx, last)
 	if err != nil {
 		e.be.failed("ban_sync", err, now, s.probeInterval, s.policy)
 		return
 	}
 	e.be.ok(now)
-	arr, ok := res.([]any)
-	if !ok || len(arr) < 2 {
-		e.log.Error("limiter: unexpected ban sync answer from redis", "type", fmt.Sprintf("%T", res))
+	if arr == nil {
 		return
 	}
 	ver, _ := arr[0].(string)
 	if len(arr) == 2 {
 		return
 	}
-	// The version key lives as long as the data: without it, a replica
-	// holding shared bans looks at a Redis that lost them, and puts them
-	// back rather than forgetting them.
-	if ver == "0" && e.bans.holdsRemote() {
-		e.log.Warn("limiter: redis lost the bans (restarted empty?); republishing the ones this replica holds")
+	if last != "" && datasetOf(ver) != datasetOf(last) {
+		e.log.Warn("limiter: redis holds a new ban dataset (restarted empty or flushed?); writing back the bans this replica holds")
 		rctx, rcancel := context.WithTimeout(context.Background(), adminRedisTimeout)
 		defer rcancel()
 		if err := e.Republish(rctx); err != nil {
+			// The version stays the old one: the next sync tries again.
 			e.log.Error("limiter: republishing bans failed", "error", err.Error())
+			return
 		}
-		return
+		// Read from the start: what the others wrote meanwhile counts too.
+		// A failure leaves the old version, and the next sync merges again.
+		if arr, err = e.readBans(rctx, ""); err != nil {
+			e.log.Error("limiter: reading the bans after writing them back failed", "error", err.Error())
+			return
+		}
+		if len(arr) < 3 {
+			return
+		}
+		ver, _ = arr[0].(string)
+		now = e.now()
 	}
 	redisNow, err := toInt64(arr[1])
 	items, _ := arr[2].([]any)
@@ -334,6 +346,27 @@ func (e *Engine) syncBans(s *snapshot) {
 		remote[member] = now + (int64(ms)-redisNow)*int64(time.Millisecond)
 	}
 	e.bans.replaceRemote(ver, remote, s.bans.maxBans)
+}
+
+// readBans runs syncScript: nil with no error for an answer of the wrong
+// shape (logged).
+func (e *Engine) readBans(ctx context.Context, since string) ([]any, error) {
+	res, err := syncScript.Run(ctx, e.be.client, []string{redisBansKey, redisBansVerKey, redisBansIDKey}, since).Result()
+	if err != nil {
+		return nil, err
+	}
+	arr, ok := res.([]any)
+	if !ok || len(arr) < 2 {
+		e.log.Error("limiter: unexpected ban sync answer from redis", "type", fmt.Sprintf("%T", res))
+		return nil, nil
+	}
+	return arr, nil
+}
+
+// datasetOf is the dataset id of a bans' version "<id>:<counter>".
+func datasetOf(ver string) string {
+	id, _, _ := strings.Cut(ver, ":")
+	return id
 }
 
 // adminRedisTimeout bounds a Redis call made for the admin API.
@@ -357,7 +390,8 @@ func (e *Engine) lift(ctx context.Context, member string) (found, shared bool) {
 	now := e.now()
 	ctx, cancel := context.WithTimeout(ctx, adminRedisTimeout)
 	defer cancel()
-	n, err := liftScript.Run(ctx, e.be.client, []string{redisBansKey, redisBansVerKey, redisViolPrefix + member}, member).Int64()
+	n, err := liftScript.Run(ctx, e.be.client, []string{redisBansKey, redisBansVerKey, redisViolPrefix + member, redisLiftedKey},
+		member, s.bans.duration/int64(time.Millisecond), s.bans.maxBans).Int64()
 	if err != nil {
 		e.be.failed("ban_lift", err, now, s.probeInterval, s.policy)
 		return found, false

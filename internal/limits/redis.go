@@ -61,40 +61,77 @@ end
 return out
 `)
 
+// datasetLua is the head of every ban script that reads or moves the bans'
+// version: dataset(t) returns the id of this Redis dataset (KEYS id, given
+// as the argument), creating it from Redis' clock when it is missing. The
+// id disappears with the data (a restart without persistence, a flush), so
+// a version, "<id>:<counter>", never repeats across datasets: the counter
+// alone starts again at 1 and could land on the number a replica last
+// read. The counter stays a plain integer key that older edges INCR too.
+const datasetLua = `
+local function dataset(idkey, t)
+  local id = redis.call('GET', idkey)
+  if not id then
+    id = t[1] .. '.' .. t[2]
+    redis.call('SET', idkey, id)
+  end
+  return id
+end
+`
+
 // violationScript counts one violation of a subject within a window and
 // issues the ban at the threshold. KEYS: counter, bans (zset of "kind:key"
-// scored by expiry in Redis ms), bans version. ARGV: window ms, threshold,
-// ban ms, member, max bans. It answers {banned 0/1, count}.
-var violationScript = redis.NewScript(`
+// scored by expiry in Redis ms), bans version, dataset id, lifted (see
+// liftScript). ARGV: window ms, threshold, ban ms, member, max bans. It
+// answers {banned 0/1, count}. A ban issued after a lift is a new one: the
+// lift's tombstone goes.
+var violationScript = redis.NewScript(datasetLua + `
 local c = redis.call('INCR', KEYS[1])
 if c == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 if c < tonumber(ARGV[2]) then return {0, c} end
 redis.call('DEL', KEYS[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+dataset(KEYS[4], t)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', now))
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then redis.call('ZPOPMIN', KEYS[2]) end
 redis.call('ZADD', KEYS[2], string.format('%d', now + tonumber(ARGV[3])), ARGV[4])
+redis.call('ZREM', KEYS[5], ARGV[4])
 redis.call('INCR', KEYS[3])
 return {1, c}
 `)
 
-// syncScript returns the bans when their version differs from ARGV[1]:
-// {version, now ms} or {version, now ms, {member, expiry ms, ...}}.
-var syncScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[2]) or '0'
+// syncScript returns the bans when their version ("<dataset id>:<counter>",
+// see datasetLua) differs from ARGV[1]: {version, now ms} or {version, now
+// ms, {member, expiry ms, ...}}. KEYS: bans, bans version, dataset id.
+var syncScript = redis.NewScript(datasetLua + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = dataset(KEYS[3], t) .. ':' .. (redis.call('GET', KEYS[2]) or '0')
 if v == ARGV[1] then return {v, now} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))
 return {v, now, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
 `)
 
-// liftScript removes one ban and its violation count: {removed 0/1}.
+// liftScript removes one ban and its violation count, and leaves a
+// tombstone: KEYS bans, bans version, counter, lifted; ARGV member, ban ms,
+// max bans. It answers {removed 0/1}. A replica writing back what it holds
+// (republishScript) may have read the ban before the lift, and in an
+// emptied Redis the lift finds nothing to remove; the tombstone, scored
+// lift time + ban ms, turns away every copy of a ban that ends by then,
+// that is every copy issued before the lift, and expires when the last of
+// them would have. The tombstones are as many as max bans at most.
 var liftScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[3])
 if n > 0 then redis.call('INCR', KEYS[2]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('%d', now))
+if redis.call('ZSCORE', KEYS[4], ARGV[1]) == false and redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[3]) then
+  redis.call('ZPOPMIN', KEYS[4])
+end
+redis.call('ZADD', KEYS[4], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
 return n
 `)
 
@@ -127,7 +164,7 @@ end
 return 0
 `)
 
-// The ban keys share the {bans} tag: the violation, sync and lift scripts
+// The ban keys share the {bans} tag: the violation, sync, lift and republish scripts
 // touch several of them at once. A rate key is its rule's prefix and the
 // request's key in braces (see decideRedis): the rules of a route that
 // count by the same thing (openid, IP) share a slot and one script call,
@@ -135,6 +172,9 @@ return 0
 const (
 	redisBansKey    = "edge:{bans}"
 	redisBansVerKey = "edge:{bans}:ver"
+	redisBansIDKey  = "edge:{bans}:id"
+	// redisLiftedKey holds the tombstones of lifted bans (see liftScript).
+	redisLiftedKey  = "edge:{bans}:lifted"
 	redisViolPrefix = "edge:{bans}:viol:"
 	redisRatePrefix = "edge:rl:"
 )
