@@ -45,6 +45,9 @@ type Revocations struct {
 	// n mirrors len(m) so that the check every token request makes costs
 	// no lock while nothing is held, the usual case.
 	n atomic.Int64
+	// legacyMoved is set once the keys of an earlier version were moved
+	// into the list (moveLegacy).
+	legacyMoved atomic.Bool
 }
 
 // NewRevocations returns an empty copy. rdb holds the shared list; pub (may
@@ -173,6 +176,9 @@ func (r *Revocations) Republish(ctx context.Context) error {
 // down. Without that, a replica started after a revocation could not put it
 // back into a Redis that restarted empty. The bus runs it (a Loader).
 func (r *Revocations) Load(ctx context.Context) error {
+	if err := r.moveLegacy(ctx); err != nil {
+		return fmt.Errorf("loading revocations kept by an earlier version: %w", err)
+	}
 	now := strconv.FormatInt(r.now().Unix(), 10)
 	if err := r.rdb.ZRemRangeByScore(ctx, RevokedKey, "-inf", now).Err(); err != nil {
 		return fmt.Errorf("loading revocations: %w", err)
@@ -203,6 +209,79 @@ func (r *Revocations) Load(ctx context.Context) error {
 	}
 	if n > 0 {
 		r.log.Info("identity: revocations loaded from redis", "count", n)
+	}
+	return nil
+}
+
+// legacyRevokedPrefix is how earlier versions kept revocations: a key per
+// token, living as long as the token.
+const legacyRevokedPrefix = "edge:revoked:"
+
+// legacyKeys is what moving those keys asks of a Redis node.
+type legacyKeys interface {
+	Scan(ctx context.Context, cursor uint64, match string, count int64) *redis.ScanCmd
+	PTTL(ctx context.Context, key string) *redis.DurationCmd
+}
+
+// moveLegacy takes the revocations an earlier version kept into this
+// replica's copy and into the list, once per process (on every master of
+// a Cluster), so that a token revoked before the upgrade stays revoked
+// after it. The old keys are left to expire.
+func (r *Revocations) moveLegacy(ctx context.Context) error {
+	if r.legacyMoved.Load() {
+		return nil
+	}
+	var err error
+	switch c := r.rdb.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return r.moveLegacyFrom(ctx, m) })
+	case legacyKeys:
+		err = r.moveLegacyFrom(ctx, c)
+	}
+	if err == nil {
+		r.legacyMoved.Store(true)
+	}
+	return err
+}
+
+func (r *Revocations) moveLegacyFrom(ctx context.Context, c legacyKeys) error {
+	now := r.now()
+	var args []any
+	iter := c.Scan(ctx, 0, legacyRevokedPrefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		h := strings.TrimPrefix(iter.Val(), legacyRevokedPrefix)
+		var id TokenID
+		if len(h) != 2*len(id) {
+			continue
+		}
+		if _, err := hex.Decode(id[:], []byte(h)); err != nil {
+			continue
+		}
+		ttl, err := c.PTTL(ctx, iter.Val()).Result()
+		if err != nil {
+			return err
+		}
+		if ttl <= 0 {
+			// Gone meanwhile, or never given an expiry (not edge's).
+			continue
+		}
+		exp := now.Add(ttl).Unix() + 1
+		r.add(id, exp)
+		args = append(args, exp, h)
+	}
+	if err := iter.Err(); err != nil {
+		return err
+	}
+	n := len(args) / 2
+	for len(args) > 0 {
+		k := min(len(args), 2*revocationChunk)
+		if err := revokeScript.Run(ctx, r.rdb, []string{RevokedKey}, append([]any{now.Unix()}, args[:k]...)...).Err(); err != nil {
+			return err
+		}
+		args = args[k:]
+	}
+	if n > 0 {
+		r.log.Info("identity: revocations kept by an earlier version moved into the list", "count", n)
 	}
 	return nil
 }

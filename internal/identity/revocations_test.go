@@ -168,3 +168,35 @@ func TestRevocationRevivedByCopy(t *testing.T) {
 		t.Errorf("the check took %d round trips, want 1", hook.n.Load())
 	}
 }
+
+// TestLegacyRevocationsMoveIntoTheList: a token an earlier version revoked
+// (a key of its own, edge:revoked:<id>, living as long as the token) is
+// still revoked after the upgrade: loading the list takes it in, into
+// this replica's copy and into the list every replica checks.
+func TestLegacyRevocationsMoveIntoTheList(t *testing.T) {
+	rds := testpeer.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	clock := testpeer.NewClock(time.Unix(1_700_000_000, 0))
+	var id TokenID
+	copy(id[:], "legacy-token")
+	if err := rdb.Set(ctx, "edge:revoked:"+hex.EncodeToString(id[:]), 1, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Not a revocation: the list's own keys and a malformed legacy one.
+	if err := rdb.Set(ctx, "edge:revoked:nothex", 1, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRevocations(rdb, nil, nil, clock.Now)
+	if err := r.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !r.has(id) || r.Len() != 1 {
+		t.Fatalf("after loading: held %t, %d held; want the legacy revocation alone", r.has(id), r.Len())
+	}
+	score, err := rdb.ZScore(ctx, RevokedKey, hex.EncodeToString(id[:])).Result()
+	if err != nil || int64(score) < clock.Now().Unix()+3500 {
+		t.Fatalf("in the list: %v %v, want an expiry about an hour ahead", score, err)
+	}
+}
