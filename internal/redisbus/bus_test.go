@@ -15,6 +15,11 @@ type probe struct {
 	got        chan string
 	connects   atomic.Int32
 	republishs atomic.Int32
+	// looked counts the loads, which follow the bus's look at the marker:
+	// once it is 1, the bus knows the dataset a flush will replace (a bus
+	// whose first look comes after the flush only remembers the new one,
+	// having nothing to put back).
+	looked atomic.Int32
 }
 
 func newProbe() *probe { return &probe{got: make(chan string, 16)} }
@@ -24,6 +29,7 @@ func (p *probe) bus(c Client) *Bus {
 		Handlers:   map[string]Handler{"ban": func(s string) { p.got <- s }},
 		OnConnect:  []func(){func() { p.connects.Add(1) }},
 		Republish:  []Republisher{func(context.Context) error { p.republishs.Add(1); return nil }},
+		Load:       []Loader{func(context.Context) error { p.looked.Add(1); return nil }},
 		CheckEvery: 50 * time.Millisecond,
 	})
 	b.Start()
@@ -53,7 +59,9 @@ func TestBusOnRealRedis(t *testing.T) {
 	b1, b2 := p1.bus(rdb), p2.bus(rdb)
 	defer b1.Close()
 	defer b2.Close()
-	waitFor(t, "both buses to subscribe", func() bool { return p1.connects.Load() == 1 && p2.connects.Load() == 1 })
+	waitFor(t, "both buses to subscribe and look at the marker", func() bool {
+		return p1.connects.Load() == 1 && p2.connects.Load() == 1 && p1.looked.Load() >= 1 && p2.looked.Load() >= 1
+	})
 	ctx := context.Background()
 
 	for _, raw := range []string{"no-spaces", "origin only-kind", "someone revoke x"} {

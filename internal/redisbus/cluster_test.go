@@ -67,7 +67,9 @@ func TestBusOnRedisCluster(t *testing.T) {
 	b1, b2 := p1.bus(cc1), p2.bus(cc2)
 	defer b1.Close()
 	defer b2.Close()
-	waitFor(t, "both buses to subscribe", func() bool { return p1.connects.Load() >= 1 && p2.connects.Load() >= 1 })
+	waitFor(t, "both buses to subscribe and look at the marker", func() bool {
+		return p1.connects.Load() >= 1 && p2.connects.Load() >= 1 && p1.looked.Load() >= 1 && p2.looked.Load() >= 1
+	})
 
 	if err := b1.Publish(ctx, "ban", "from-bus-1"); err != nil {
 		t.Fatal(err)
