@@ -82,13 +82,17 @@ func TestConfigMapSwapIsReloaded(t *testing.T) {
 	if err := os.Symlink(filepath.Join("..data", "edge.toml"), link); err != nil {
 		t.Fatal(err)
 	}
+	unchanged := func() int { return strings.Count(e.stderr.String(), "config unchanged; nothing to reload") }
+	before := unchanged()
 	if err := os.Rename(link, e.cfgPath); err != nil {
 		t.Fatal(err)
 	}
 	// The rename above is an event for edge.toml itself; let its reload
 	// (identical bytes) pass, or it would pick up the swap below and hide
-	// whether ..data alone is seen.
-	time.Sleep(4 * (250*time.Millisecond + settleInterval))
+	// whether ..data alone is seen: wait until a reload has found the bytes
+	// unchanged, then a while more for any event still settling.
+	eventually(t, 10*time.Second, func() bool { return unchanged() > before }, "the rename's reload to find the config unchanged")
+	time.Sleep(2 * settleInterval)
 	if resp, _ := e.get(t, "api.example.com", "/"); resp.Header.Get("X-Backend") != "a" {
 		t.Fatalf("before the swap: served by %q", resp.Header.Get("X-Backend"))
 	}
