@@ -101,6 +101,11 @@ type Limiter struct {
 	// AlwaysSendHeaders adds RateLimit-Policy / RateLimit to allowed
 	// responses too, not only to 429s. Default false.
 	AlwaysSendHeaders bool `toml:"always_send_headers"`
+	// Leases lets a replica take several requests' worth of a hot key's
+	// Redis bucket at once and answer from it in memory (docs/limits.md,
+	// "Leases"). Default true; only rules with a burst of 40 or more
+	// lease.
+	Leases bool `toml:"leases"`
 }
 
 func (l *Limiter) setDefaults() {
@@ -109,6 +114,7 @@ func (l *Limiter) setDefaults() {
 	l.RedisTimeout = Duration(100 * time.Millisecond)
 	l.ProbeInterval = Duration(time.Second)
 	l.MaxKeys = 250000
+	l.Leases = true
 }
 
 // Bans block a key (the openid when known, else the IP) for Duration after

@@ -154,7 +154,7 @@ func TestBatchLoadsTheScript(t *testing.T) {
 		// interval 1 s, tolerance i s: the first call is refused by
 		// nothing, each on a key of its own.
 		batch = append(batch, &scriptCall{ctx: ctx, keys: []string{"edge:test:batch:" + strconv.Itoa(i)},
-			args: []any{int64(time.Second / time.Microsecond), int64(i+1) * int64(time.Second/time.Microsecond)}, done: make(chan struct{})})
+			args: []any{int64(time.Second / time.Microsecond), int64(i+1) * int64(time.Second/time.Microsecond), 1, 0}, done: make(chan struct{})})
 	}
 	b.send(batch)
 	for i, c := range batch {
@@ -181,7 +181,7 @@ func TestBatchSkipsCallsGivenUp(t *testing.T) {
 	live, stop := context.WithTimeout(context.Background(), patientRedis.Std())
 	defer stop()
 	key := "edge:test:skip"
-	args := []any{int64(time.Hour / time.Microsecond), int64(time.Hour / time.Microsecond)}
+	args := []any{int64(time.Hour / time.Microsecond), int64(time.Hour / time.Microsecond), 1, 0}
 	calls := []*scriptCall{
 		{ctx: gone, keys: []string{key}, args: args, done: make(chan struct{})},
 		{ctx: live, keys: []string{key + ":other"}, args: args, done: make(chan struct{})},

@@ -95,7 +95,7 @@ func BenchmarkDecisionRedis(b *testing.B) {
 	var buf [8]verdict
 	b.ReportAllocs()
 	for b.Loop() {
-		d, _, err := h.e.decideRedis(r.Context(), s, p, info, r, buf[:0])
+		d, _, err := h.e.decideRedis(r.Context(), s, p, info, r, h.e.now(), buf[:0])
 		if err != nil || d.result != resAllowed {
 			b.Fatalf("result %d, err %v", d.result, err)
 		}
@@ -117,7 +117,7 @@ func BenchmarkDecisionRedisParallel(b *testing.B) {
 		info := reqInfo(r)
 		var buf [8]verdict
 		for pb.Next() {
-			d, _, err := h.e.decideRedis(r.Context(), s, p, info, r, buf[:0])
+			d, _, err := h.e.decideRedis(r.Context(), s, p, info, r, h.e.now(), buf[:0])
 			if err != nil || d.result != resAllowed {
 				b.Errorf("result %d, err %v", d.result, err)
 				return

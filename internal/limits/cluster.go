@@ -16,8 +16,9 @@ import (
 func (e *Engine) decideSlots(ctx context.Context, s *snapshot, p *plan, keys []string, args []any, vs []verdict) (decision, bool, error) {
 	groups := slotGroups(keys)
 	var clock []any
-	if len(args) > 2*len(keys) {
-		clock = args[2*len(keys):]
+	// args end with n = 1 and nothing to give back, then the test clock.
+	if len(args) > 2*len(keys)+2 {
+		clock = args[2*len(keys)+2:]
 	}
 	base := len(vs)
 	vs = append(vs, make([]verdict, len(keys))...)
@@ -29,14 +30,12 @@ func (e *Engine) decideSlots(ctx context.Context, s *snapshot, p *plan, keys []s
 			gk = append(gk, keys[i])
 			ga = append(ga, args[2*i], args[2*i+1])
 		}
+		ga = append(ga, 1, 0)
 		ga = append(ga, clock...)
 		res, err := limitScript.Run(ctx, e.be.client, gk, ga...).Result()
 		var out []int64
 		if err == nil {
-			out, err = ints(res, 3)
-		}
-		if err == nil && (out[0] == 0 && (out[1] < 1 || int(out[1]) > len(idx)) || out[0] != 0 && len(out) != len(idx)+2) {
-			err = errBadAnswer
+			out, err = limitAnswer(res, len(idx))
 		}
 		if err != nil {
 			e.refund(ctx, s, groups[:g], keys, args, clock)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +35,8 @@ func clusterConfig(u *upstream, redisURL, policy string) string {
 redis = %q
 
 [limiter]
+# Exact decisions, request by request: these tests count each phase.
+leases = false
 on_redis_failure = %q
 replicas = %d
 redis_timeout = "5s"
@@ -218,5 +221,55 @@ func redisOutage(t *testing.T, policy string) {
 	noFailures(t, all)
 	if got := u.hits.Load(); got != int64(all.ok) {
 		t.Errorf("upstream saw %d requests, edges allowed %d", got, all.ok)
+	}
+}
+
+// TestE2ELeasesThreeEdgesExact runs three edge processes with leases on
+// (the default) against one bucket that does not refill, each edge sending
+// more than the whole burst: together they allow exactly the burst. A
+// lease never allows what Redis did not grant, and an edge refuses only
+// once its lease is used up, so no request granted to one edge is lost.
+func TestE2ELeasesThreeEdgesExact(t *testing.T) {
+	t.Run("single", func(t *testing.T) { leasesExact(t, testpeer.Redis(t).URL()) })
+	t.Run("cluster", func(t *testing.T) { leasesExact(t, testpeer.RedisCluster(t).URL()) })
+}
+
+func leasesExact(t *testing.T, redisURL string) {
+	const burst, each = 400, 500
+	u := startUpstream(t)
+	cfg := appConfig(u, fmt.Sprintf(`
+[cluster]
+redis = %q
+
+[limiter]
+redis_timeout = "5s"
+
+[[limits]]
+name = "global"
+key = "route"
+rate = "1/h"
+burst = %d
+routes = ["api"]
+`, redisURL, burst))
+	var senders []*sender
+	for range 3 {
+		senders = append(senders, newSender(t, testpeer.StartEdge(t, "", cfg), 2))
+	}
+	got := make([]tally, len(senders))
+	var wg sync.WaitGroup
+	for i, s := range senders {
+		wg.Go(func() { got[i] = s.send(each) })
+	}
+	wg.Wait()
+	var all tally
+	for _, g := range got {
+		all.add(g)
+	}
+	noFailures(t, all)
+	if all.ok != burst {
+		t.Errorf("three edges allowed %d (%d, %d, %d), want exactly the burst, %d", all.ok, got[0].ok, got[1].ok, got[2].ok, burst)
+	}
+	if hits := u.hits.Load(); hits != int64(all.ok) {
+		t.Errorf("upstream saw %d requests, edges allowed %d", hits, all.ok)
 	}
 }

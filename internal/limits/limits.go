@@ -65,6 +65,9 @@ type Engine struct {
 	// mu guards the state kept across reloads, keyed by rule identity.
 	mu    sync.Mutex
 	state map[string]*buckets
+	// retired are the lease tables of replaced configs, whose unused
+	// requests the next sweep gives back.
+	retired []*leaseTable
 
 	// scriptClock, set only by tests, is the time the limit script decides
 	// at instead of Redis' TIME, so that a test drives Redis and memory on
@@ -140,6 +143,9 @@ func (e *Engine) Close() error {
 	case <-e.stop:
 	default:
 		close(e.stop)
+		<-e.done
+		// A replica that stops gives back what it held, for the others.
+		e.giveBackLeases(true)
 		if e.batch != nil {
 			e.batch.close()
 		}
@@ -190,6 +196,7 @@ func (e *Engine) sweep() {
 	}
 	e.bans.sweep(now)
 	e.viol.sweep(now, e.snap.Load().bans.window)
+	e.giveBackLeases(false)
 }
 
 // Size is the number of keys every rule holds in memory, for tests and the
@@ -258,6 +265,9 @@ type plan struct {
 	// maxInflightIP is the route's max_inflight_per_ip; 0 is no cap.
 	maxInflightIP int
 	rules         []ruleSlot
+	// leases holds the route's leases of Redis buckets; nil: every
+	// decision asks Redis.
+	leases *leaseTable
 	// policy is the RateLimit-Policy value of the route's rules, built once.
 	policy   []string
 	rejected map[string]prometheus.Counter
@@ -323,7 +333,9 @@ func (p *Prepared) Commit() {
 	p.e.mu.Lock()
 	defer p.e.mu.Unlock()
 	p.e.state = p.state
-	p.e.snap.Store(p.snap)
+	if old := p.e.snap.Swap(p.snap); old != nil {
+		p.e.retired = append(p.e.retired, old.leaseTables()...)
+	}
 }
 
 // Prepare compiles cfg without making it current. Buckets of rules whose
@@ -425,6 +437,11 @@ func (e *Engine) Prepare(cfg *config.Config) (*Prepared, error) {
 		}
 		if len(items) > 0 {
 			p.policy = []string{strings.Join(items, ", ")}
+		}
+		// On a Redis Cluster a route of several rules may span slots,
+		// which one lease cannot charge at once.
+		if most := leaseSize(p.rules); most > 0 && ls.Limiter.Leases && e.be.client != nil && !(e.be.cluster && len(p.rules) > 1) {
+			p.leases = newLeaseTable(most, maxKeys, p.rules)
 		}
 		s.routes[name] = p
 	}

@@ -26,37 +26,60 @@ import (
 // per key, the time the bucket is full again (TAT); a request is allowed
 // when, after adding one interval, the TAT is at most tolerance (burst ×
 // interval) ahead of now: a token bucket of the same rate and burst, which
-// is what the in-memory limiter runs. KEYS are the buckets; ARGV holds
-// interval and tolerance per rule, in microseconds, and after them, only
-// from tests, the time to decide at (µs since the Unix epoch) instead of
-// TIME. A key expires when its bucket is full again (PX, relative, which
-// Redis before 6.2 has too; a key a test's clock has passed holds a TAT
-// behind now, which reads as a full bucket all the same): a full bucket
-// carries nothing. It answers {1, 0, ahead...} when allowed,
-// {0, i, ahead_i} when rule i refused.
+// is what the in-memory limiter runs. It takes up to n requests' worth at
+// once (a lease, see lease.go): as many as every rule has room for, at
+// most n, charged to every rule; n = 1 is one request's decision. Before
+// taking, it gives back the unused requests of an earlier lease, back
+// intervals per rule, as refundScript does. KEYS are the buckets; ARGV
+// holds interval and tolerance per rule, in microseconds, then n, then
+// back, and after them, only from tests, the time to decide at (µs since
+// the Unix epoch) instead of TIME. A key expires when its bucket is full
+// again (PX, relative, which Redis before 6.2 has too; a key a test's
+// clock has passed holds a TAT behind now, which reads as a full bucket
+// all the same): a full bucket carries nothing. It answers {granted, 0,
+// ahead...} when at least one request is granted, {0, i, ahead_i} when
+// rule i has no room for one.
 var limitScript = redis.NewScript(`
+local k = #KEYS
 local now
-if #ARGV > 2 * #KEYS then
+if #ARGV > 2 * k + 2 then
   now = tonumber(ARGV[#ARGV])
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+local function store(key, tat)
+  if tat <= now then
+    redis.call('DEL', key)
+  else
+    redis.call('SET', key, string.format('%d', tat), 'PX', string.format('%d', math.floor((tat - now) / 1000) + 1))
+  end
+end
+local n = tonumber(ARGV[2*k+1])
+local back = tonumber(ARGV[2*k+2])
+if back > 0 then
+  for i = 1, k do
+    local tat = tonumber(redis.call('GET', KEYS[i]))
+    if tat then store(KEYS[i], tat - back * tonumber(ARGV[2*i-1])) end
+  end
+end
 local tats = {}
-for i = 1, #KEYS do
+for i = 1, k do
   local interval = tonumber(ARGV[2*i-1])
-  local tol = tonumber(ARGV[2*i])
   local tat = tonumber(redis.call('GET', KEYS[i])) or now
   if tat < now then tat = now end
-  if tat + interval - now > tol then
+  local room = math.floor((tonumber(ARGV[2*i]) - (tat - now)) / interval)
+  if room < 1 then
     return {0, i, tat - now}
   end
-  tats[i] = tat + interval
+  if room < n then n = room end
+  tats[i] = tat
 end
-local out = {1, 0}
-for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], string.format('%d', tats[i]), 'PX', string.format('%d', math.floor((tats[i] - now) / 1000) + 1))
-  out[i + 2] = tats[i] - now
+local out = {n, 0}
+for i = 1, k do
+  local tat = tats[i] + n * tonumber(ARGV[2*i-1])
+  store(KEYS[i], tat)
+  out[i + 2] = tat - now
 end
 return out
 `)

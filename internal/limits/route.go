@@ -174,7 +174,7 @@ func (e *Engine) decide(ctx context.Context, s *snapshot, p *plan, info *reqctx.
 		return e.decideMemory(p, info, r, now, vs, false, s.alwaysHeaders)
 	}
 	if e.be.use(now, s.probeInterval) {
-		d, asked, err := e.decideRedis(ctx, s, p, info, r, vs)
+		d, asked, err := e.decideRedis(ctx, s, p, info, r, now, vs)
 		if err == nil {
 			if asked {
 				e.be.ok(now)
@@ -240,10 +240,17 @@ func cancelHolds(holds []hold) {
 
 // decideRedis runs every rule of the route in one atomic script; asked
 // says whether Redis was called (a request lacking its key is answered
-// without it, and proves nothing about Redis' health).
-func (e *Engine) decideRedis(ctx context.Context, s *snapshot, p *plan, info *reqctx.Info, r *http.Request, vs []verdict) (d decision, asked bool, err error) {
+// without it, and proves nothing about Redis' health). A route that
+// leases (see lease.go) is decided from its lease when it can be.
+func (e *Engine) decideRedis(ctx context.Context, s *snapshot, p *plan, info *reqctx.Info, r *http.Request, now int64, vs []verdict) (d decision, asked bool, err error) {
+	if p.leases != nil {
+		var handled bool
+		if d, asked, handled, err = e.decideLeased(ctx, s, p, info, r, now, vs); handled {
+			return d, asked, err
+		}
+	}
 	keys := make([]string, len(p.rules))
-	args := make([]any, 0, 2*len(p.rules))
+	args := make([]any, 0, 2*len(p.rules)+3)
 	var kb [keyBufSize]byte
 	for i := range p.rules {
 		slot := &p.rules[i]
@@ -255,6 +262,8 @@ func (e *Engine) decideRedis(ctx context.Context, s *snapshot, p *plan, info *re
 		keys[i] = string(append(key, '}'))
 		args = append(args, slot.redisInterval, slot.redisTol)
 	}
+	// One request's decision: n = 1, nothing to give back.
+	args = append(args, 1, 0)
 	if e.scriptClock != nil {
 		args = append(args, e.scriptClock().UnixMicro())
 	}
@@ -263,39 +272,43 @@ func (e *Engine) decideRedis(ctx context.Context, s *snapshot, p *plan, info *re
 	if e.be.cluster && len(keys) > 1 {
 		return e.decideSlots(ctx, s, p, keys, args, vs)
 	}
-	var res any
-	if e.batch != nil {
-		res, err = e.batch.eval(ctx, keys, args)
-	} else {
-		res, err = limitScript.Run(ctx, e.be.client, keys, args...).Result()
-	}
+	res, err := e.evalLimit(ctx, keys, args)
 	if err != nil {
 		return decision{}, true, err
 	}
-	out, err := ints(res, 3)
+	out, err := limitAnswer(res, len(p.rules))
 	if err != nil {
 		return decision{}, true, err
 	}
 	if out[0] == 0 {
-		i := int(out[1]) - 1
-		if i < 0 || i >= len(p.rules) {
-			return decision{}, true, errBadAnswer
-		}
-		for j := 0; j < i; j++ {
-			vs = append(vs, verdict{ok: true})
-		}
-		vs = append(vs, verdict{ahead: out[2] * int64(time.Microsecond)})
-		p.rules[i].count[resLimited].Inc()
-		return decision{result: resLimited, rule: i, verdicts: vs}, true, nil
-	}
-	if len(out) != len(p.rules)+2 {
-		return decision{}, true, errBadAnswer
+		return refusedBy(p, int(out[1])-1, out[2]*int64(time.Microsecond), vs), true, nil
 	}
 	for i := range p.rules {
 		vs = append(vs, verdict{ok: true, ahead: out[i+2] * int64(time.Microsecond)})
 		p.rules[i].count[resAllowed].Inc()
 	}
 	return decision{result: resAllowed, verdicts: vs}, true, nil
+}
+
+// evalLimit runs limitScript, in the next batch when there is a batcher.
+func (e *Engine) evalLimit(ctx context.Context, keys []string, args []any) (any, error) {
+	if e.batch != nil {
+		return e.batch.eval(ctx, keys, args)
+	}
+	return limitScript.Run(ctx, e.be.client, keys, args...).Result()
+}
+
+// limitAnswer reads limitScript's answer for a route of rules rules:
+// {granted ≥ 1, 0, ahead per rule} or {0, refusing rule (1-based), ahead}.
+func limitAnswer(res any, rules int) ([]int64, error) {
+	out, err := ints(res, 3)
+	if err != nil {
+		return nil, err
+	}
+	if out[0] == 0 && (out[1] < 1 || int(out[1]) > rules) || out[0] != 0 && (out[0] < 1 || len(out) != rules+2) {
+		return nil, errBadAnswer
+	}
+	return out, nil
 }
 
 var errBadAnswer = errors.New("unexpected answer from the limit script")

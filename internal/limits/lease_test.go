@@ -1,0 +1,238 @@
+package limits
+
+import (
+	"context"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"edge/internal/config"
+	"edge/internal/testpeer"
+)
+
+// evalCount counts the script calls Redis ran, alone or in pipelines (a
+// call refused with NOSCRIPT, sent again in full, counts once).
+type evalCount struct{ n atomic.Int64 }
+
+func (h *evalCount) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *evalCount) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if name := cmd.Name(); err == nil && (name == "evalsha" || name == "eval") {
+			h.n.Add(1)
+		}
+		return err
+	}
+}
+
+func (h *evalCount) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			if c.Err() == nil {
+				h.n.Add(1)
+			}
+		}
+		return err
+	}
+}
+
+func countedClient(t *testing.T, srv *testpeer.RedisServer) (*redis.Client, *evalCount) {
+	rc := redisClient(t, srv)
+	c := &evalCount{}
+	rc.AddHook(c)
+	return rc, c
+}
+
+// leaseCfg is one rule on route "api" of rate per hour and burst, through
+// Redis, leasing or not.
+func leaseCfg(t *testing.T, perHour string, burst int, leases bool) *config.Config {
+	return cfgWith(config.LimitSections{
+		Limits:  []config.LimitRule{{Name: "global", Key: "route", Rate: parseRate(t, perHour), Burst: burst, Routes: []string{"api"}}},
+		Limiter: config.Limiter{RedisTimeout: patientRedis, Leases: leases, AlwaysSendHeaders: true},
+	})
+}
+
+// TestLimitScriptLeases runs the script's lease arithmetic on a real
+// Redis, on a clock of its own: a lease takes what every rule has room for
+// and no more, charged to all of them; a refusal names the rule without
+// room; requests given back are room again.
+func TestLimitScriptLeases(t *testing.T) {
+	srv := testpeer.Redis(t)
+	rc := redisClient(t, srv)
+	ctx := context.Background()
+	now := time.Now().UnixMicro()
+	sec := int64(time.Second / time.Microsecond)
+	run := func(keys []string, n, back int64, rules ...int64) []int64 {
+		t.Helper()
+		var args []any
+		for _, burst := range rules {
+			args = append(args, sec, burst*sec)
+		}
+		args = append(args, n, back, now)
+		res, err := limitScript.Run(ctx, rc, keys, args...).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := limitAnswer(res, len(keys))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	one, two := []string{"edge:test:lease:{a}"}, []string{"edge:test:lease:{b}", "edge:test:lease:{b}:2"}
+	for _, step := range []struct {
+		name       string
+		keys       []string
+		n, back    int64
+		rules      []int64
+		want       []int64
+		wantAheadS int64 // of the first rule, in seconds
+	}{
+		{"four of ten", one, 4, 0, []int64{10}, []int64{4, 0}, 4},
+		{"asks ten, six have room", one, 10, 0, []int64{10}, []int64{6, 0}, 10},
+		{"none left", one, 1, 0, []int64{10}, []int64{0, 1}, 10},
+		{"three given back, two taken", one, 2, 3, []int64{10}, []int64{2, 0}, 9},
+		{"the smaller rule bounds the lease", two, 8, 0, []int64{20, 5}, []int64{5, 0}, 5},
+		{"the second rule refuses, the first is not charged", two, 1, 0, []int64{20, 5}, []int64{0, 2}, 5},
+		{"nothing given back refuses as before", two, 3, 0, []int64{20, 5}, []int64{0, 2}, 5},
+	} {
+		out := run(step.keys, step.n, step.back, step.rules...)
+		if out[0] != step.want[0] || out[1] != step.want[1] || out[2] != step.wantAheadS*sec {
+			t.Fatalf("%s: answer %v, want %v with the first rule %d s ahead", step.name, out, step.want, step.wantAheadS)
+		}
+	}
+	// The first rule of two holds the five the lease took, not more.
+	if tat, err := rc.Get(ctx, two[0]).Int64(); err != nil || tat != now+5*sec {
+		t.Fatalf("first rule's TAT %d (%v), want now + 5 s", tat, err)
+	}
+}
+
+// TestLeasesCutRoundTripsNotLimits: one engine serving a hot key asks
+// Redis far less often than once a request, and allows exactly what one
+// request at a time would: nothing more. What it still holds when it
+// stops goes back to Redis, so another replica gets the rest of the
+// burst to the request.
+func TestLeasesCutRoundTripsNotLimits(t *testing.T) {
+	const burst, served = 1000, 500
+	srv := testpeer.Redis(t)
+	rc, calls := countedClient(t, srv)
+	h := newHarness(t, leaseCfg(t, "1/h", burst, true), harnessOpt{redis: rc})
+	if got := h.allowed("api", client{ip: "192.0.2.1"}, served); got != served {
+		t.Fatalf("%d of %d allowed, want all", got, served)
+	}
+	// Leases of 1, 2, 4 … up to burst ÷ 20 = 50 while the clock stands
+	// still: 6 calls for the first 63, then one per 50.
+	if n := calls.n.Load(); n > 20 {
+		t.Fatalf("%d script calls for %d requests: the leases did not grow", n, served)
+	}
+	if err := h.e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	exact := newHarness(t, leaseCfg(t, "1/h", burst, false), harnessOpt{redis: redisClient(t, srv)})
+	if got := exact.allowed("api", client{ip: "192.0.2.2"}, burst); got != burst-served {
+		t.Fatalf("after the leasing engine stopped, another allowed %d, want the %d it did not serve", got, burst-served)
+	}
+}
+
+// TestLeasesMatchOneAtATimeHeaders: requests served from a lease carry the
+// RateLimit numbers one request at a time would: the requests the lease
+// still holds count as room.
+func TestLeasesMatchOneAtATimeHeaders(t *testing.T) {
+	srv := testpeer.Redis(t)
+	clock := newClock()
+	leased := newHarness(t, leaseCfg(t, "100/h", 100, true), harnessOpt{redis: redisClient(t, srv), clock: clock})
+	mem := newHarness(t, leaseCfg(t, "100/h", 100, false), harnessOpt{clock: clock})
+	for i := range 30 {
+		a, b := leased.serve("api", client{ip: "192.0.2.1"}), mem.serve("api", client{ip: "192.0.2.1"})
+		if a.Code != http.StatusOK || a.Header().Get("Ratelimit") != b.Header().Get("Ratelimit") {
+			t.Fatalf("request %d: %d %q from a lease, %d %q one at a time", i, a.Code, a.Header().Get("Ratelimit"), b.Code, b.Header().Get("Ratelimit"))
+		}
+	}
+}
+
+// TestLeaseKeepsARefusalBriefly: once Redis has refused a key, its next
+// requests are refused without asking again, for at most leaseHorizon:
+// then Redis is asked, and a bucket with room (here: emptied Redis) is
+// heeded.
+func TestLeaseKeepsARefusalBriefly(t *testing.T) {
+	const burst = 40
+	srv := testpeer.Redis(t)
+	rc, calls := countedClient(t, srv)
+	h := newHarness(t, leaseCfg(t, "1/h", burst, true), harnessOpt{redis: rc})
+	c := client{ip: "192.0.2.1"}
+	if got := h.allowed("api", c, burst+1); got != burst {
+		t.Fatalf("%d allowed, want the burst, %d", got, burst)
+	}
+	before := calls.n.Load()
+	if got := h.allowed("api", c, 10); got != 0 {
+		t.Fatalf("%d allowed after the burst", got)
+	}
+	if n := calls.n.Load() - before; n != 0 {
+		t.Fatalf("%d script calls for refusals within %v of Redis' own", n, time.Duration(leaseHorizon))
+	}
+	if err := rc.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(time.Duration(leaseHorizon))
+	if got := h.allowed("api", c, 1); got != 1 {
+		t.Fatal("a refusal outlived leaseHorizon: the emptied bucket was not asked")
+	}
+}
+
+// TestLeaseGivenBack: a lease not used for leaseTTL, and every lease of
+// a config a reload replaced, go back to Redis at the next sweep; another
+// replica then has the whole rest of the burst.
+func TestLeaseGivenBack(t *testing.T) {
+	const burst = 200
+	for _, tc := range []struct {
+		name  string
+		after func(h *harness, cfg *config.Config)
+	}{
+		{"idle", func(h *harness, _ *config.Config) { h.clock.Advance(time.Duration(leaseTTL)) }},
+		{"reload", func(h *harness, cfg *config.Config) {
+			if err := h.e.Update(cfg); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := testpeer.Redis(t)
+			cfg := leaseCfg(t, "1/h", burst, true)
+			a := newHarness(t, cfg, harnessOpt{redis: redisClient(t, srv)})
+			// Leases of 1, 2, 4, 8 and 10: 25 taken, 5 held.
+			got := a.allowed("api", client{ip: "192.0.2.1"}, 20)
+			b := newHarness(t, leaseCfg(t, "1/h", burst, false), harnessOpt{redis: redisClient(t, srv)})
+			tc.after(a, cfg)
+			a.e.sweep()
+			if rest := b.allowed("api", client{ip: "192.0.2.2"}, burst); got+rest != burst {
+				t.Fatalf("%d served by the leasing replica, then %d by the other: want the burst, %d, in all", got, rest, burst)
+			}
+		})
+	}
+}
+
+// TestLeasesOffAndSmallBurstsAskEveryTime: leases = false, and a rule
+// whose burst cannot spare a twentieth of itself, ask Redis for every
+// request.
+func TestLeasesOffAndSmallBurstsAskEveryTime(t *testing.T) {
+	srv := testpeer.Redis(t)
+	for _, tc := range []struct {
+		name   string
+		burst  int
+		leases bool
+	}{{"leases off", 1000, false}, {"burst under 40", 39, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc, calls := countedClient(t, srv)
+			h := newHarness(t, leaseCfg(t, "1/h", tc.burst, tc.leases), harnessOpt{redis: rc})
+			h.allowed("api", client{ip: "192.0.2.1", openid: tc.name}, 30)
+			if n := calls.n.Load(); n != 30 {
+				t.Fatalf("%d script calls for 30 requests, want one each", n)
+			}
+		})
+	}
+}
