@@ -115,6 +115,15 @@ type Sessions struct {
 	// it with 50301. Logging every user out during an outage is the price
 	// of closed.
 	RevocationFailure string `toml:"revocation_failure"`
+	// RevocationCheck is where a token route looks a token up in the
+	// revocation list: "local" (default) in this replica's copy, kept
+	// current by the [cluster] redis pub/sub, whenever the copy is proven
+	// complete (the subscription hears its own heartbeat and the list was
+	// read since it subscribed), in Redis otherwise; "redis" in Redis on
+	// every request (one round trip), for a revocation that must count on
+	// every replica the instant Redis has it rather than within about a
+	// second.
+	RevocationCheck string `toml:"revocation_check"`
 	// NonceFailure is what a signed route does while the shared nonce
 	// store in [cluster] redis cannot be written: "open" (default) checks
 	// the nonce on this replica only (a replay to another replica passes),
@@ -126,6 +135,12 @@ type Sessions struct {
 const (
 	FailOpen   = "open"
 	FailClosed = "closed"
+)
+
+// The values of sessions.revocation_check.
+const (
+	RevocationCheckLocal = "local"
+	RevocationCheckRedis = "redis"
 )
 
 // RouteAuth is a route's identity policy, written among the route's keys:
@@ -256,6 +271,9 @@ func (s *Sessions) setDefaults() {
 	}
 	if s.RevocationFailure == "" {
 		s.RevocationFailure = FailOpen
+	}
+	if s.RevocationCheck == "" {
+		s.RevocationCheck = RevocationCheckLocal
 	}
 	if s.NonceFailure == "" {
 		s.NonceFailure = FailOpen

@@ -45,7 +45,7 @@ auth = "signed"
 		t.Errorf("app defaults: %+v", a)
 	}
 	s := cfg.Sessions
-	if s.TTL.Std() != 2*time.Hour || s.Skew.Std() != 300*time.Second || s.NonceCacheSize != DefaultNonceCacheSize {
+	if s.TTL.Std() != 2*time.Hour || s.Skew.Std() != 300*time.Second || s.NonceCacheSize != DefaultNonceCacheSize || s.RevocationCheck != RevocationCheckLocal {
 		t.Errorf("session defaults: %+v", s)
 	}
 	if cfg.Routes[0].Auth != AuthSigned {
@@ -74,6 +74,8 @@ func TestIdentityProblems(t *testing.T) {
 		{"skew", identityBase + "skew = \"2h\"\n", "sessions.skew", "between 1s and 1h"},
 		{"failure policies closed", identityBase + "revocation_failure = \"closed\"\nnonce_failure = \"closed\"\n\n[[routes]]\nname = \"r\"\nupstream = \"api\"\n", "", ""},
 		{"revocation_failure", identityBase + "revocation_failure = \"fail_closed\"\n", "sessions.revocation_failure", `"fail_closed" is not valid; must be one of "open", "closed"`},
+		{"revocation_check redis", identityBase + "revocation_check = \"redis\"\n\n[[routes]]\nname = \"r\"\nupstream = \"api\"\n", "", ""},
+		{"revocation_check", identityBase + "revocation_check = \"remote\"\n", "sessions.revocation_check", `"remote" is not valid; must be one of "local", "redis"`},
 		{"nonce_failure", identityBase + "nonce_failure = \"shut\"\n", "sessions.nonce_failure", `must be one of "open", "closed"`},
 		{"unsigned on token route", identityBase + "\n[[routes]]\nname = \"r\"\nupstream = \"api\"\nauth = \"token\"\nallow_unsigned_payload = true\n", "routes[0].allow_unsigned_payload", "signed"},
 		{"release_only alone", identityBase + "\n[[routes]]\nname = \"r\"\nupstream = \"api\"\nrelease_only = true\n", "routes[0].release_only", "referer_check"},

@@ -115,6 +115,7 @@ func (s *Sessions) validate(c *checker, needed bool) {
 		c.add("sessions.nonce_cache_size", "must be between 1024 and 67108864; the default is %d (about 64 MB when full)", DefaultNonceCacheSize)
 	}
 	c.oneOf("sessions.revocation_failure", s.RevocationFailure, FailOpen, FailClosed)
+	c.oneOf("sessions.revocation_check", s.RevocationCheck, RevocationCheckLocal, RevocationCheckRedis)
 	c.oneOf("sessions.nonce_failure", s.NonceFailure, FailOpen, FailClosed)
 }
 

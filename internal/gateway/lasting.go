@@ -120,6 +120,7 @@ func newBus(l *lasting, m *metrics.Cluster, log *slog.Logger) *redisbus.Bus {
 		Log:         log,
 		Received:    m.Received,
 		Republished: m.Republished(),
+		Live:        m.Live(),
 		Handlers: map[string]redisbus.Handler{
 			limits.EventBan:      func(p string) { l.limits.HandleBanEvent(p) },
 			limits.EventUnban:    func(p string) { l.limits.HandleUnbanEvent(p) },

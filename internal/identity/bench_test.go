@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"edge/internal/config"
 	"edge/internal/reqctx"
 	"edge/internal/testpeer"
 )
@@ -76,9 +79,32 @@ func BenchmarkTokenRequest(b *testing.B) {
 	benchmarkPolicy(b, "token")
 }
 
+// BenchmarkTokenRevocationCheck is the policy check on a token route with
+// the revocation list in a real Redis, checked in a complete copy
+// (revocation_check = "local") or with a ZSCORE per request ("redis").
+func BenchmarkTokenRevocationCheck(b *testing.B) {
+	rds := testpeer.Redis(b)
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
+	defer rdb.Close()
+	feed := &stubFeed{}
+	feed.current.Store(true)
+	for _, check := range []string{config.RevocationCheckLocal, config.RevocationCheckRedis} {
+		b.Run(check, func(b *testing.B) {
+			cfg := testConfig()
+			cfg.Sessions.RevocationCheck = check
+			benchmarkPolicyOf(b, "token", cfg, Options{Redis: rdb, Revocations: NewRevocations(rdb, feed, nil, nil)})
+		})
+	}
+}
+
 func benchmarkPolicy(b *testing.B, auth string) {
+	benchmarkPolicyOf(b, auth, testConfig(), Options{})
+}
+
+func benchmarkPolicyOf(b *testing.B, auth string, cfg *config.Config, opts Options) {
 	now := testpeer.NewClock(time.Unix(1772538184, 0))
-	s := newService(b, testConfig(), Options{Now: now.Now, Nonces: NewMemoryNonces(1 << 20)})
+	opts.Now, opts.Nonces = now.Now, NewMemoryNonces(1<<20)
+	s := newService(b, cfg, opts)
 	tok, sess, _ := s.Sealer().Issue(testAppID, "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "")
 	p, err := s.Policy(testRoute(auth))
 	if err != nil {

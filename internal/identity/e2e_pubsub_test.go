@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -120,6 +121,86 @@ func untilRepublished(t *testing.T, e *testpeer.EdgeProcess) {
 	until(t, "the replica to count its republishing", func() bool {
 		return pause(strings.Contains(e.Metrics(t, "edge_cluster_republished_total"), "edge_cluster_republished_total 1"))
 	})
+}
+
+// untilBusLive waits for e's edge_cluster_bus_live to read live.
+func untilBusLive(t *testing.T, e *testpeer.EdgeProcess, live bool) {
+	t.Helper()
+	want := "edge_cluster_bus_live 0"
+	if live {
+		want = "edge_cluster_bus_live 1"
+	}
+	until(t, want+" on "+e.HTTPS, func() bool { return pause(e.Metrics(t, "edge_cluster_bus_live") == want) })
+}
+
+// zscoreCalls is how many ZSCORE commands Redis ran since it started.
+func zscoreCalls(t *testing.T, rdb *redis.Client) int64 {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_zscore:calls="); ok {
+			n, err := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
+			if err != nil {
+				t.Fatalf("commandstats line %q: %v", line, err)
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// TestE2ERevocationCheckedInTheCopy: with revocation_check = "local" (the
+// default) and both buses live, a token revoked on one replica is refused
+// on the other, and checking tokens there makes Redis run no ZSCORE; a
+// replica with revocation_check = "redis" runs one per token request.
+func TestE2ERevocationCheckedInTheCopy(t *testing.T) {
+	rds := testpeer.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
+	defer rdb.Close()
+	plat, up := startFakePlatform(t), startUpstream(t)
+	a := testpeer.StartEdge(t, "", pubsubConfig(plat, up, rds, ""))
+	b := testpeer.StartEdge(t, "", pubsubConfig(plat, up, rds, ""))
+	c := testpeer.StartEdge(t, "", pubsubConfig(plat, up, rds, "revocation_check = \"redis\"\n"))
+	ca, cb, cc := a.Client(t, false), b.Client(t, false), c.Client(t, false)
+	waitSubscribers(t, rdb, 3)
+	for _, e := range []*testpeer.EdgeProcess{a, b, c} {
+		untilBusLive(t, e, true)
+	}
+	victim, _ := login(t, a, ca, "victim.1")
+
+	before := zscoreCalls(t, rdb)
+	if status, code := tokenStatus(t, cb, b, victim); status != http.StatusOK {
+		t.Fatalf("before the revocation, the other replica: HTTP %d code %d", status, code)
+	}
+	requests, n := 1, zscoreCalls(t, rdb)-before
+	// The revocation's own script runs a ZSCORE: left out of the count.
+	if status, body := adminCall(t, a, http.MethodPost, "/sessions/revoke", `{"token":"`+victim+`"}`); status != http.StatusOK {
+		t.Fatalf("revoking: HTTP %d %s", status, body)
+	}
+	scripted := zscoreCalls(t, rdb)
+	until(t, "the revocation to be refused on the other replica", func() bool {
+		requests++
+		status, code := tokenStatus(t, cb, b, victim)
+		return status == http.StatusUnauthorized && code == 40102
+	})
+	if n += zscoreCalls(t, rdb) - scripted; n != 0 {
+		t.Errorf("%d token requests on a live replica ran %d ZSCORE in redis, want 0 (%s)", requests, n, b.Metrics(t, "edge_cluster_bus_live"))
+	}
+
+	before = zscoreCalls(t, rdb)
+	if status, code := tokenStatus(t, cc, c, victim); status != http.StatusUnauthorized || code != 40102 {
+		t.Fatalf("revoked token on the replica checking redis: HTTP %d code %d, want 401 / 40102", status, code)
+	}
+	good, _ := login(t, a, ca, "good.1")
+	if status, code := tokenStatus(t, cc, c, good); status != http.StatusOK {
+		t.Fatalf("good token on the replica checking redis: HTTP %d code %d", status, code)
+	}
+	if n := zscoreCalls(t, rdb) - before; n != 1 {
+		t.Errorf("a good token on the replica checking redis ran %d ZSCORE, want 1 (the revoked one is refused by its copy first)", n)
+	}
 }
 
 // banByBadSignatures earns user a ban on e (threshold 3).
@@ -268,6 +349,12 @@ nonce_failure = "closed"
 	})
 
 	rds.Stop()
+	// Within a second the replicas' heartbeats stop coming back, their
+	// copies stop answering alone, and the revocation_failure policy
+	// applies.
+	for _, e := range []*testpeer.EdgeProcess{open, closed, nonceOnly} {
+		untilBusLive(t, e, false)
+	}
 	for _, tc := range []struct {
 		name   string
 		e      *testpeer.EdgeProcess

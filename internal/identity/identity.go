@@ -67,8 +67,11 @@ type Service struct {
 	// while Redis is away ([sessions] revocation_failure, nonce_failure).
 	revocationClosed bool
 	nonceClosed      bool
-	apps             []*app
-	byName           map[string]*app
+	// revocationLocal lets a complete copy of the revocation list answer
+	// alone ([sessions] revocation_check).
+	revocationLocal bool
+	apps            []*app
+	byName          map[string]*app
 }
 
 type app struct {
@@ -122,7 +125,8 @@ func New(cfg *config.Config, opts Options) (*Service, error) {
 	}
 	s := &Service{opts: opts, skew: cfg.Sessions.Skew.Std(), byName: make(map[string]*app, len(cfg.Apps)),
 		revocationClosed: cfg.Sessions.RevocationFailure == config.FailClosed,
-		nonceClosed:      cfg.Sessions.NonceFailure == config.FailClosed}
+		nonceClosed:      cfg.Sessions.NonceFailure == config.FailClosed,
+		revocationLocal:  cfg.Sessions.RevocationCheck == config.RevocationCheckLocal}
 	if len(cfg.Sessions.Secrets) > 0 {
 		secrets := make([][]byte, len(cfg.Sessions.Secrets))
 		for i, sec := range cfg.Sessions.Secrets {

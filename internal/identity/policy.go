@@ -252,7 +252,9 @@ func (r *Policy) session(req *http.Request) (Session, apierror.Code, string) {
 	if r.svc.sealer.held.has(sess.ID) {
 		return sess, apierror.TokenExpired, "the token was revoked; log in again"
 	}
-	if r.svc.sealer.revoked == nil {
+	// The copy refused above whatever it holds; when complete, what it
+	// does not hold is not revoked, and Redis is not asked.
+	if r.svc.sealer.revoked == nil || r.svc.revocationLocal && r.svc.sealer.held.complete() {
 		return sess, 0, ""
 	}
 	var revoked, checked bool

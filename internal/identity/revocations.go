@@ -20,25 +20,39 @@ type Publisher interface {
 	Publish(ctx context.Context, kind, payload string) error
 }
 
+// Feed carries this replica's revocations to the others and theirs here,
+// and vouches for the copy it feeds; the gateway's redisbus.Bus is one.
+type Feed interface {
+	Publisher
+	// Current reports whether every revocation Redis published up to a
+	// bound of about a second ago has reached this replica and the list
+	// was read since the subscription began: then the copy holds every
+	// revocation older than that bound. Called per request.
+	Current() bool
+}
+
 // EventRevoke is the bus message of a revocation: "<token id hex> <expiry
 // Unix seconds>".
 const EventRevoke = "revoke"
 
 // maxHeldRevocations caps the revocations a replica holds (about 100 bytes
 // each): far more than the logouts of one token lifetime of any app edge
-// serves. When full, the one closest to its expiry gives way.
+// serves. When full, the one closest to its expiry gives way, and the copy
+// is no longer complete.
 const maxHeldRevocations = 100000
 
 // Revocations is this replica's copy of the revocation list, fed by its own
-// revocations and the bus. Redis stays the list every replica checks; the
-// copy keeps a token revoked before an outage refused during it (whatever
+// revocations and the bus. Redis holds the list of record; while the feed
+// vouches for the copy, a token route checks the copy alone
+// (revocation_check = "local"), otherwise Redis. The copy also keeps a
+// token revoked before an outage refused during it (whatever
 // revocation_failure says), and lets the replica put the list back into a
 // Redis that restarted empty. One per process, across reloads.
 type Revocations struct {
-	rdb Redis
-	pub Publisher
-	log *slog.Logger
-	now func() time.Time
+	rdb  Redis
+	feed Feed
+	log  *slog.Logger
+	now  func() time.Time
 
 	mu sync.RWMutex
 	m  map[TokenID]int64 // expiry, Unix seconds
@@ -48,18 +62,30 @@ type Revocations struct {
 	// legacyMoved is set once the keys of an earlier version were moved
 	// into the list (moveLegacy).
 	legacyMoved atomic.Bool
+	// dropped is set once the cap made the copy give up a revocation still
+	// in force: the copy can no longer answer alone, for the process's
+	// life.
+	dropped atomic.Bool
 }
 
-// NewRevocations returns an empty copy. rdb holds the shared list; pub (may
-// be nil) announces new revocations; now nil is time.Now.
-func NewRevocations(rdb Redis, pub Publisher, log *slog.Logger, now func() time.Time) *Revocations {
+// NewRevocations returns an empty copy. rdb holds the shared list; feed
+// (may be nil: the copy is never complete) announces new revocations and
+// vouches for the copy; now nil is time.Now.
+func NewRevocations(rdb Redis, feed Feed, log *slog.Logger, now func() time.Time) *Revocations {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &Revocations{rdb: rdb, pub: pub, log: log, now: now, m: make(map[TokenID]int64)}
+	return &Revocations{rdb: rdb, feed: feed, log: log, now: now, m: make(map[TokenID]int64)}
+}
+
+// complete reports whether the copy holds every revocation in force but
+// the last second's: the feed vouches for it and the cap never dropped
+// one.
+func (r *Revocations) complete() bool {
+	return r != nil && r.feed != nil && !r.dropped.Load() && r.feed.Current()
 }
 
 // Len is the number of revocations held, expired ones not yet dropped
@@ -105,6 +131,10 @@ func (r *Revocations) add(id TokenID, exp int64) {
 				}
 			}
 			delete(r.m, victim)
+			if !r.dropped.Swap(true) {
+				r.log.Warn("identity: the revocation copy is full and dropped a revocation still in force; tokens are checked in redis per request until this process restarts",
+					"cap", maxHeldRevocations)
+			}
 		}
 	}
 	r.m[id] = exp
@@ -115,10 +145,10 @@ func (r *Revocations) add(id TokenID, exp int64) {
 // lost message only leaves the other replicas' copies short until the
 // next one.
 func (r *Revocations) publish(ctx context.Context, id TokenID, exp int64) {
-	if r == nil || r.pub == nil {
+	if r == nil || r.feed == nil {
 		return
 	}
-	if err := r.pub.Publish(ctx, EventRevoke, hex.EncodeToString(id[:])+" "+strconv.FormatInt(exp, 10)); err != nil {
+	if err := r.feed.Publish(ctx, EventRevoke, hex.EncodeToString(id[:])+" "+strconv.FormatInt(exp, 10)); err != nil {
 		r.log.Warn("identity: announcing a revocation failed; the other replicas still check it in redis", "error", err.Error())
 	}
 }

@@ -8,10 +8,12 @@ import (
 
 // Cluster counts what replicas tell each other over Redis pub/sub, by the
 // message kind (a word fixed by edge's code: ban, unban, revoke), and the
-// republishing after Redis came back empty. One per process.
+// republishing after Redis came back empty, and whether the bus is live.
+// One per process.
 type Cluster struct {
 	received    *prometheus.CounterVec
 	republished prometheus.Counter
+	live        prometheus.Gauge
 }
 
 // NewCluster creates the cluster collectors and registers them with reg.
@@ -25,8 +27,12 @@ func NewCluster(reg prometheus.Registerer) (*Cluster, error) {
 			Name: "edge_cluster_republished_total",
 			Help: "Times this replica found Redis without its data (the marker key gone) and wrote back the bans and revocations it holds.",
 		}),
+		live: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edge_cluster_bus_live",
+			Help: "1 while this replica's pub/sub subscription hears its own heartbeat and has loaded the revocation list since it subscribed (token revocations are then checked in its copy), 0 while they are checked in Redis per request.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.received, m.republished} {
+	for _, c := range []prometheus.Collector{m.received, m.republished, m.live} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering cluster metrics: %w", err)
 		}
@@ -39,3 +45,6 @@ func (m *Cluster) Received(kind string) prometheus.Counter { return m.received.W
 
 // Republished counts one republishing.
 func (m *Cluster) Republished() prometheus.Counter { return m.republished }
+
+// Live is the gauge of the bus's liveness.
+func (m *Cluster) Live() prometheus.Gauge { return m.live }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,6 +85,18 @@ type Options struct {
 	// CheckEvery is how often the marker is read besides at each
 	// reconnect (a FLUSHALL drops no connection). Default 5s.
 	CheckEvery time.Duration
+	// PingEvery is how often the bus publishes a heartbeat to itself.
+	// go-redis does not notice a subscription that silently stopped
+	// delivering (a half-open connection: its health check's write
+	// succeeds into the void); only hearing its own heartbeat back proves
+	// the subscription delivers. Default 250ms.
+	PingEvery time.Duration
+	// LiveFor is how long a heartbeat heard back vouches for the
+	// subscription, counted from when it was sent (see Current). Default 1s.
+	LiveFor time.Duration
+	// Live, when set, is 1 while Current holds and 0 otherwise, updated
+	// at each heartbeat.
+	Live prometheus.Gauge
 }
 
 // Bus publishes this replica's news and applies the others'. Start it once;
@@ -93,9 +106,18 @@ type Bus struct {
 	o      Options
 	origin string
 	gen    string // generation last seen; only the worker uses it
-	// loadPending: a subscription happened since the Loaders last all
-	// succeeded; the worker clears it.
-	loadPending atomic.Bool
+	// epoch counts the subscriptions (the run loop adds one at each);
+	// loaded is the epoch for which the Loaders last all succeeded, the
+	// worker's. A reconnect during a load leaves them different, so that
+	// the load is run again.
+	epoch, loaded atomic.Uint64
+	// t0 anchors the heartbeat stamps: durations since it read the
+	// monotonic clock, immune to the wall clock's steps.
+	t0 time.Time
+	// heard is the send stamp of the last own heartbeat heard back, in
+	// nanoseconds since t0; 0: none yet.
+	heard  atomic.Int64
+	closed atomic.Bool
 	// kick wakes the worker: a subscription or a tick.
 	kick chan struct{}
 	// received are the counters of the handled kinds, resolved once.
@@ -125,7 +147,13 @@ func New(c Client, o Options) *Bus {
 	if len(o.Markers) == 0 {
 		o.Markers = []string{MarkerKey}
 	}
-	b := &Bus{c: c, o: o, origin: randomID(), stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
+	if o.PingEvery <= 0 {
+		o.PingEvery = 250 * time.Millisecond
+	}
+	if o.LiveFor <= 0 {
+		o.LiveFor = time.Second
+	}
+	b := &Bus{c: c, o: o, origin: randomID(), t0: time.Now(), stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	if o.Received != nil {
 		b.received = make(map[string]prometheus.Counter, len(o.Handlers))
 		for kind := range o.Handlers {
@@ -161,6 +189,7 @@ func (b *Bus) Start() {
 // Close stops the bus and waits for its goroutines (a republishing under
 // way ends with its context).
 func (b *Bus) Close() {
+	b.closed.Store(true)
 	b.stopOnce.Do(func() { close(b.stop) })
 	if b.started.Load() {
 		<-b.done
@@ -176,6 +205,7 @@ func (b *Bus) run() {
 	// them when its channel stays full.
 	var wg sync.WaitGroup
 	wg.Go(func() { b.work(ctx) })
+	wg.Go(func() { b.heartbeat(ctx) })
 	defer wg.Wait()
 	defer cancel()
 	ps := b.c.Subscribe(ctx, Channel)
@@ -196,7 +226,7 @@ func (b *Bus) run() {
 			switch m := m.(type) {
 			case *redis.Subscription:
 				if m.Kind == "subscribe" {
-					b.loadPending.Store(true)
+					b.epoch.Add(1)
 					b.wake()
 					for _, f := range b.o.OnConnect {
 						f()
@@ -227,8 +257,11 @@ func (b *Bus) work(ctx context.Context) {
 		case <-b.kick:
 		}
 		b.checkMarker(ctx)
-		if len(b.o.Load) > 0 && b.loadPending.Swap(false) && !b.load(ctx) {
-			b.loadPending.Store(true)
+		// Read before loading: a subscription that comes during the load
+		// may have missed what the load read before it, so it needs its
+		// own.
+		if e := b.epoch.Load(); len(b.o.Load) > 0 && e != b.loaded.Load() && b.load(ctx) {
+			b.loaded.Store(e)
 		}
 	}
 }
@@ -250,7 +283,16 @@ func (b *Bus) load(ctx context.Context) bool {
 func (b *Bus) dispatch(msg string) {
 	origin, rest, ok1 := strings.Cut(msg, " ")
 	kind, payload, ok2 := strings.Cut(rest, " ")
-	if !ok1 || !ok2 || origin == b.origin {
+	if !ok1 || !ok2 {
+		return
+	}
+	if kind == kindPing {
+		if origin == b.origin {
+			b.heardPing(payload)
+		}
+		return
+	}
+	if origin == b.origin {
 		return
 	}
 	if h := b.o.Handlers[kind]; h != nil {
@@ -322,4 +364,86 @@ func (b *Bus) generation(ctx context.Context) (string, error) {
 		gen.WriteByte(' ')
 	}
 	return gen.String(), nil
+}
+
+// kindPing is the heartbeat's message kind: "origin ping <stamp>". Replicas
+// of earlier versions have no handler for it and drop it.
+const kindPing = "ping"
+
+// Current reports whether this replica holds everything Redis published
+// up to LiveFor ago: the Loaders all succeeded since the current
+// subscription, and a heartbeat sent less than LiveFor ago came back
+// through it. Redis delivers a connection's pub/sub messages in the order
+// it executed the publishes, so every message published before that
+// heartbeat was delivered (and handled: handlers run in the order of
+// delivery) before it. On a Redis Cluster, classic pub/sub crosses the
+// cluster bus, which does not promise that order across nodes: there the
+// bound adds the cluster bus's delivery delay. False before Start, after
+// Close and without Loaders. Atomics only: it is called per request.
+func (b *Bus) Current() bool {
+	if len(b.o.Load) == 0 || b.closed.Load() {
+		return false
+	}
+	e := b.epoch.Load()
+	if e == 0 || b.loaded.Load() != e {
+		return false
+	}
+	heard := b.heard.Load()
+	return heard > 0 && int64(time.Since(b.t0))-heard < int64(b.o.LiveFor)
+}
+
+// heartbeat publishes the heartbeats until ctx ends and reports the
+// changes of Current, once per episode. A heartbeat that cannot be
+// published is simply not heard back: Current turns false after LiveFor.
+func (b *Bus) heartbeat(ctx context.Context) {
+	tick := time.NewTicker(b.o.PingEvery)
+	defer tick.Stop()
+	live := false
+	if b.o.Live != nil {
+		b.o.Live.Set(0)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if now := b.Current(); now != live {
+			live = now
+			b.reportLive(live)
+		}
+		// The stamp is taken before the publish: a heartbeat slow to go
+		// out vouches only for what was published before it started.
+		stamp := int64(time.Since(b.t0))
+		pctx, cancel := context.WithTimeout(ctx, b.o.LiveFor)
+		_ = b.c.Publish(pctx, Channel, b.origin+" "+kindPing+" "+strconv.FormatInt(stamp, 10)).Err()
+		cancel()
+	}
+}
+
+func (b *Bus) reportLive(live bool) {
+	if b.o.Live != nil {
+		g := 0.0
+		if live {
+			g = 1
+		}
+		b.o.Live.Set(g)
+	}
+	if live {
+		b.o.Log.Info("redis: the bus hears its heartbeat and has loaded since it subscribed; revocations are checked in this replica's copy")
+		return
+	}
+	b.o.Log.Warn("redis: the bus is not live (its heartbeat did not come back, or a load since it subscribed has not succeeded); revocations are checked in redis per request",
+		"live_for", b.o.LiveFor.String())
+}
+
+// heardPing records one of this bus's own heartbeats heard back, on the
+// run loop (the only writer). The stamp only moves forward, and one from
+// the future (not this process's) is ignored.
+func (b *Bus) heardPing(payload string) {
+	stamp, err := strconv.ParseInt(payload, 10, 64)
+	if err != nil || stamp <= b.heard.Load() || stamp > int64(time.Since(b.t0)) {
+		return
+	}
+	b.heard.Store(stamp)
 }

@@ -1,0 +1,126 @@
+package identity
+
+import (
+	"context"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"edge/internal/config"
+	"edge/internal/testpeer"
+)
+
+// stubFeed is a bus whose vouching the test sets.
+type stubFeed struct{ current atomic.Bool }
+
+func (*stubFeed) Publish(context.Context, string, string) error { return nil }
+func (f *stubFeed) Current() bool                               { return f.current.Load() }
+
+// zscores counts the ZSCORE commands a client sends.
+type zscores struct{ n atomic.Int64 }
+
+func (h *zscores) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *zscores) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if strings.EqualFold(cmd.Name(), "zscore") {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *zscores) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestRevocationCheckedInACompleteCopy: with revocation_check = "local" and
+// a feed that vouches for the copy, a token route asks Redis nothing and
+// refuses what the copy holds; without the vouching, with "redis", or
+// once the cap made the copy drop a revocation, it asks Redis (one ZSCORE
+// per request) and refuses a token revoked only there.
+func TestRevocationCheckedInACompleteCopy(t *testing.T) {
+	rds := testpeer.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
+	defer rdb.Close()
+	calls := &zscores{}
+	rdb.AddHook(calls)
+	ctx := context.Background()
+	now := time.Now()
+	feed := &stubFeed{}
+	feed.current.Store(true)
+	held := NewRevocations(rdb, feed, nil, nil)
+
+	service := func(check string) *Service {
+		cfg := testConfig()
+		cfg.Sessions.RevocationCheck = check
+		return newService(t, cfg, Options{Redis: rdb, Revocations: held})
+	}
+	local, remote := service(config.RevocationCheckLocal), service(config.RevocationCheckRedis)
+	issue := func() (string, Session) {
+		tok, sess, err := local.Sealer().Issue(testAppID, "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok, sess
+	}
+	// status checks tok on a token route of s and returns the HTTP status
+	// and the ZSCOREs it cost.
+	status := func(s *Service, tok string) (int, int64) {
+		t.Helper()
+		before := calls.n.Load()
+		req := httptest.NewRequest(http.MethodGet, "/x", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		rec, _ := serveThrough(t, s, testRoute(config.AuthToken), req, false)
+		return rec.Code, calls.n.Load() - before
+	}
+	good, _ := issue()
+	byBus, busSess := issue()
+	held.HandleEvent(hex.EncodeToString(busSess.ID[:]) + " " + strconv.FormatInt(busSess.Expires.Unix(), 10))
+	inRedisOnly, redisSess := issue()
+	if err := rdb.ZAdd(ctx, RevokedKey, redis.Z{Score: float64(redisSess.Expires.Unix()), Member: hex.EncodeToString(redisSess.ID[:])}).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name    string
+		s       *Service
+		current bool
+		tok     string
+		status  int
+		zscores int64
+	}{
+		{"local, complete: a good token costs no redis call", local, true, good, http.StatusNoContent, 0},
+		{"local, complete: a token revoked through the bus is refused", local, true, byBus, http.StatusUnauthorized, 0},
+		{"local, complete: a token revoked in redis alone passes (the copy is trusted)", local, true, inRedisOnly, http.StatusNoContent, 0},
+		{"local, not complete: redis is asked", local, false, good, http.StatusNoContent, 1},
+		{"local, not complete: a token revoked in redis alone is refused", local, false, inRedisOnly, http.StatusUnauthorized, 1},
+		{"redis, complete: redis is asked", remote, true, good, http.StatusNoContent, 1},
+		{"redis, complete: a token revoked in redis alone is refused", remote, true, inRedisOnly, http.StatusUnauthorized, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			feed.current.Store(tc.current)
+			if code, n := status(tc.s, tc.tok); code != tc.status || n != tc.zscores {
+				t.Errorf("HTTP %d after %d ZSCORE, want %d after %d", code, n, tc.status, tc.zscores)
+			}
+		})
+	}
+
+	t.Run("a copy that dropped a revocation asks redis for good", func(t *testing.T) {
+		feed.current.Store(true)
+		exp := now.Add(time.Hour).Unix()
+		for i := range maxHeldRevocations + 1 {
+			var id TokenID
+			id[0], id[1], id[2], id[11] = byte(i), byte(i>>8), byte(i>>16), 0xee
+			held.add(id, exp)
+		}
+		if code, n := status(local, inRedisOnly); code != http.StatusUnauthorized || n != 1 {
+			t.Errorf("HTTP %d after %d ZSCORE, want 401 after 1", code, n)
+		}
+	})
+}
