@@ -20,8 +20,10 @@ import (
 // stubFeed is a bus whose vouching the test sets.
 type stubFeed struct{ current atomic.Bool }
 
-func (*stubFeed) Publish(context.Context, string, string) error { return nil }
-func (f *stubFeed) Current() bool                               { return f.current.Load() }
+func (*stubFeed) Envelope(kind, payload string) (string, string) {
+	return "edge:events", "test " + kind + " " + payload
+}
+func (f *stubFeed) Current() bool { return f.current.Load() }
 
 // zscores counts the ZSCORE commands a client sends.
 type zscores struct{ n atomic.Int64 }
@@ -123,4 +125,40 @@ func TestRevocationCheckedInACompleteCopy(t *testing.T) {
 			t.Errorf("HTTP %d after %d ZSCORE, want 401 after 1", code, n)
 		}
 	})
+}
+
+// TestRevocationAnnouncedWithTheWrite: the announcement of a revocation
+// goes out in the same script as the list's write (the feed itself sends
+// nothing), so no replica that trusts its copy can miss a revocation Redis
+// has taken: a second publish that could fail on its own would leave the
+// others accepting the token for as long as their buses stay live.
+func TestRevocationAnnouncedWithTheWrite(t *testing.T) {
+	rds := testpeer.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	sub := rdb.Subscribe(ctx, "edge:events")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	held := NewRevocations(rdb, &stubFeed{}, nil, nil)
+	s := newService(t, testConfig(), Options{Redis: rdb, Revocations: held})
+	_, sess, err := s.Sealer().Issue(testAppID, "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sealer().Revoke(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	msg, err := sub.ReceiveMessage(rctx)
+	if err != nil {
+		t.Fatalf("no announcement of the revocation: %v", err)
+	}
+	want := " " + EventRevoke + " " + hex.EncodeToString(sess.ID[:]) + " " + strconv.FormatInt(sess.Expires.Unix(), 10)
+	if !strings.HasSuffix(msg.Payload, want) {
+		t.Fatalf("announced %q, want a message ending in %q", msg.Payload, want)
+	}
 }

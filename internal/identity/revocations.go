@@ -14,16 +14,14 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Publisher tells the other replicas at once what this one decided; the
-// gateway's redisbus.Bus is one.
-type Publisher interface {
-	Publish(ctx context.Context, kind, payload string) error
-}
-
 // Feed carries this replica's revocations to the others and theirs here,
 // and vouches for the copy it feeds; the gateway's redisbus.Bus is one.
 type Feed interface {
-	Publisher
+	// Envelope is the pub/sub channel and message that announce payload
+	// of kind to the other replicas: the revocation script publishes it
+	// itself, with its write, so that Redis never holds a revocation the
+	// others were not told about.
+	Envelope(kind, payload string) (channel, message string)
 	// Current reports whether every revocation Redis published up to a
 	// bound of about a second ago has reached this replica and the list
 	// was read since the subscription began: then the copy holds every
@@ -141,16 +139,13 @@ func (r *Revocations) add(id TokenID, exp int64) {
 	r.n.Store(int64(len(r.m)))
 }
 
-// publish announces a revocation; the list in Redis already has it, so a
-// lost message only leaves the other replicas' copies short until the
-// next one.
-func (r *Revocations) publish(ctx context.Context, id TokenID, exp int64) {
+// announcement is the channel and message that tell the other replicas of
+// a revocation; empty without a feed.
+func (r *Revocations) announcement(id TokenID, exp int64) (channel, message string) {
 	if r == nil || r.feed == nil {
-		return
+		return "", ""
 	}
-	if err := r.feed.Publish(ctx, EventRevoke, hex.EncodeToString(id[:])+" "+strconv.FormatInt(exp, 10)); err != nil {
-		r.log.Warn("identity: announcing a revocation failed; the other replicas still check it in redis", "error", err.Error())
-	}
+	return r.feed.Envelope(EventRevoke, hex.EncodeToString(id[:])+" "+strconv.FormatInt(exp, 10))
 }
 
 // HandleEvent applies a revocation another replica made (EventRevoke).
@@ -173,6 +168,21 @@ func (r *Revocations) HandleEvent(payload string) {
 // written back or read: one round trip each, not one per revocation.
 const revocationChunk = 500
 
+// write adds the revocations of args (pairs of expiry, token id hex) to
+// the list, a chunk per call, without announcing them: they are what
+// replicas hold already, or read at their next load.
+func (r *Revocations) write(ctx context.Context, now int64, args []any) error {
+	for len(args) > 0 {
+		c := min(len(args), 2*revocationChunk)
+		chunk := append([]any{now, "", ""}, args[:c]...)
+		if err := revokeScript.Run(ctx, r.rdb, []string{RevokedKey}, chunk...).Err(); err != nil {
+			return err
+		}
+		args = args[c:]
+	}
+	return nil
+}
+
 // Republish writes every revocation held back into Redis, for a Redis that
 // came back empty: a few hundred per call.
 func (r *Revocations) Republish(ctx context.Context) error {
@@ -186,13 +196,8 @@ func (r *Revocations) Republish(ctx context.Context) error {
 	}
 	r.mu.RUnlock()
 	n := len(args) / 2
-	for len(args) > 0 {
-		c := min(len(args), 2*revocationChunk)
-		chunk := append([]any{now}, args[:c]...)
-		if err := revokeScript.Run(ctx, r.rdb, []string{RevokedKey}, chunk...).Err(); err != nil {
-			return fmt.Errorf("republishing revocations: %w", err)
-		}
-		args = args[c:]
+	if err := r.write(ctx, now, args); err != nil {
+		return fmt.Errorf("republishing revocations: %w", err)
 	}
 	if n > 0 {
 		r.log.Info("identity: revocations republished", "count", n)
@@ -303,12 +308,8 @@ func (r *Revocations) moveLegacyFrom(ctx context.Context, c legacyKeys) error {
 		return err
 	}
 	n := len(args) / 2
-	for len(args) > 0 {
-		k := min(len(args), 2*revocationChunk)
-		if err := revokeScript.Run(ctx, r.rdb, []string{RevokedKey}, append([]any{now.Unix()}, args[:k]...)...).Err(); err != nil {
-			return err
-		}
-		args = args[k:]
+	if err := r.write(ctx, now.Unix(), args); err != nil {
+		return err
 	}
 	if n > 0 {
 		r.log.Info("identity: revocations kept by an earlier version moved into the list", "count", n)

@@ -172,10 +172,18 @@ func randomID() string {
 // Publish sends one message of kind to the other replicas; this replica has
 // applied it already and skips its own. A message is "origin kind payload".
 func (b *Bus) Publish(ctx context.Context, kind, payload string) error {
-	if err := b.c.Publish(ctx, Channel, b.origin+" "+kind+" "+payload).Err(); err != nil {
+	channel, message := b.Envelope(kind, payload)
+	if err := b.c.Publish(ctx, channel, message).Err(); err != nil {
 		return fmt.Errorf("publishing %s: %w", kind, err)
 	}
 	return nil
+}
+
+// Envelope is the channel and message Publish would send for kind and
+// payload, for a caller that publishes from a script, atomically with the
+// write the message announces.
+func (b *Bus) Envelope(kind, payload string) (channel, message string) {
+	return Channel, b.origin + " " + kind + " " + payload
 }
 
 // Start subscribes and runs the bus until Close; a second call does
