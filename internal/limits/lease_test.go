@@ -208,7 +208,7 @@ func TestLeaseGivenBack(t *testing.T) {
 			got := a.allowed("api", client{ip: "192.0.2.1"}, 20)
 			b := newHarness(t, leaseCfg(t, "1/h", burst, false), harnessOpt{redis: redisClient(t, srv)})
 			tc.after(a, cfg)
-			a.e.sweep()
+			a.e.giveBackLeases(false)
 			if rest := b.allowed("api", client{ip: "192.0.2.2"}, burst); got+rest != burst {
 				t.Fatalf("%d served by the leasing replica, then %d by the other: want the burst, %d, in all", got, rest, burst)
 			}

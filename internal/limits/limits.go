@@ -175,6 +175,10 @@ func (e *Engine) run() {
 		if s.bans.threshold > 0 {
 			e.syncBans(s)
 		}
+		// Every sync interval, not every sweep: a busy route's table
+		// holds an entry per key seen within leaseTTL, most of them keys
+		// that never lease, and should not grow for ten seconds.
+		e.giveBackLeases(false)
 		if time.Since(lastSweep) >= sweepEvery {
 			lastSweep = time.Now()
 			e.sweep()
@@ -196,7 +200,6 @@ func (e *Engine) sweep() {
 	}
 	e.bans.sweep(now)
 	e.viol.sweep(now, e.snap.Load().bans.window)
-	e.giveBackLeases(false)
 }
 
 // Size is the number of keys every rule holds in memory, for tests and the
