@@ -2,9 +2,12 @@ package limits
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"hash/maphash"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"edge/internal/reqctx"
@@ -54,7 +57,10 @@ type leaseTable struct {
 	// micros are the rules' intervals in µs, what one request charged
 	// each of the route's buckets.
 	micros []int64
-	shards [shardCount]leaseShard
+	// retired: the table's config was replaced (or the engine closed) and
+	// its leases given back; requests still deciding on it go without.
+	retired atomic.Bool
+	shards  [shardCount]leaseShard
 }
 
 type leaseShard struct {
@@ -84,6 +90,9 @@ type lease struct {
 	fetch   *leaseFetch
 	waiting int64
 	used    int64
+	// dead: given back and out of the table; whoever holds it decides
+	// without it.
+	dead bool
 }
 
 type leaseFetch struct {
@@ -136,6 +145,9 @@ func (e *Engine) decideLeased(ctx context.Context, s *snapshot, p *plan, info *r
 		ends[i] = len(buf)
 	}
 	t := p.leases
+	if t.retired.Load() {
+		return decision{}, false, false, nil
+	}
 	sh := &t.shards[maphash.Bytes(t.seed, buf)%shardCount]
 	sh.mu.Lock()
 	l := sh.m[string(buf)]
@@ -178,7 +190,11 @@ func (e *Engine) decideLeased(ctx context.Context, s *snapshot, p *plan, info *r
 			l.waiting--
 			if f.err != nil {
 				sh.mu.Unlock()
-				return decision{}, true, true, f.err
+				return decision{}, true, true, fmt.Errorf("%w: %w", errSharedFetch, f.err)
+			}
+			if l.dead {
+				sh.mu.Unlock()
+				return decision{}, false, false, nil
 			}
 			now = max(now, l.at)
 			continue
@@ -230,6 +246,13 @@ func (e *Engine) decideLeased(ctx context.Context, s *snapshot, p *plan, info *r
 		f.err = err
 		return decision{}, true, true, err
 	}
+	if l.dead && out[0] > 1 {
+		// Given back while the answer was on its way (a reload, edge
+		// stopping): what this request does not use goes back too.
+		sh.mu.Unlock()
+		e.giveBack(ctx, s, []unused{{keys: keys, micros: t.micros, n: out[0] - 1}})
+		sh.mu.Lock()
+	}
 	now = max(now, e.now())
 	l.at, l.answered = now, true
 	if out[0] == 0 {
@@ -246,7 +269,9 @@ func (e *Engine) decideLeased(ctx context.Context, s *snapshot, p *plan, info *r
 	for i := range p.rules {
 		l.ahead[i] = out[i+2] * int64(time.Microsecond)
 	}
-	l.left = out[0] - 1
+	if !l.dead {
+		l.left = out[0] - 1
+	}
 	l.used = now
 	vs = leasedVerdicts(p, l, now, vs)
 	for i := range p.rules {
@@ -291,20 +316,29 @@ type unused struct {
 	n      int64
 }
 
-// expire drops the leases not used for leaseTTL (all of them with all set)
-// and returns their unused requests.
+// errSharedFetch marks the error a request met waiting for another's
+// lease: that other request's failure, already counted once.
+var errSharedFetch = errors.New("the lease this request waited for failed")
+
+// expire drops the leases not used for leaseTTL and returns their unused
+// requests; with all set, every lease, and the table is retired: a lease
+// whose answer is on its way is given back by the request that asked.
 func (t *leaseTable) expire(now int64, all bool) []unused {
+	if all {
+		t.retired.Store(true)
+	}
 	var out []unused
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
 		for k, l := range sh.m {
-			if l.fetch != nil || !all && now-l.used < leaseTTL {
+			if !all && (l.fetch != nil || now-l.used < leaseTTL) {
 				continue
 			}
 			if l.left > 0 {
 				out = append(out, unused{keys: l.keys, micros: t.micros, n: l.left})
 			}
+			l.left, l.dead = 0, true
 			delete(sh.m, k)
 		}
 		sh.mu.Unlock()
@@ -343,10 +377,16 @@ func (e *Engine) giveBackLeases(all bool) {
 	for _, t := range s.leaseTables() {
 		back = append(back, t.expire(now, all)...)
 	}
+	e.giveBack(context.Background(), s, back)
+}
+
+// giveBack returns unused lease requests to Redis, within one
+// redis_timeout for all of them.
+func (e *Engine) giveBack(ctx context.Context, s *snapshot, back []unused) {
 	if len(back) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.redisTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.redisTimeout)
 	defer cancel()
 	for _, u := range back {
 		args := make([]any, 0, len(u.keys)+1)

@@ -3,6 +3,7 @@ package limits
 import (
 	"context"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"edge/internal/config"
+	"edge/internal/reqctx"
 	"edge/internal/testpeer"
 )
 
@@ -234,5 +236,119 @@ func TestLeasesOffAndSmallBurstsAskEveryTime(t *testing.T) {
 				t.Fatalf("%d script calls for 30 requests, want one each", n)
 			}
 		})
+	}
+}
+
+// TestLeaseGivenBackIsNotServed: a request that waited for a lease and
+// wakes after a reload (or shutdown) gave that lease back does not serve
+// from it: the requests went back to Redis, and serving one of them too
+// would allow a request Redis no longer counts. It decides on its own
+// instead. Each round replays the moment between the answer's arrival
+// and the waiter taking the lock again.
+func TestLeaseGivenBackIsNotServed(t *testing.T) {
+	srv := testpeer.Redis(t)
+	h := newHarness(t, leaseCfg(t, "1/h", 1000, true), harnessOpt{redis: redisClient(t, srv)})
+	h.serve("api", client{ip: "192.0.2.1"})
+	s := h.e.snap.Load()
+	p := s.plan("api")
+	var l *lease
+	var sh *leaseShard
+	for i := range p.leases.shards {
+		for _, x := range p.leases.shards[i].m {
+			l, sh = x, &p.leases.shards[i]
+		}
+	}
+	if l == nil {
+		t.Fatal("the first request left no lease")
+	}
+	for round := range 50 {
+		now := h.e.now()
+		f := &leaseFetch{done: make(chan struct{})}
+		sh.mu.Lock()
+		l.fetch, l.left, l.dead = f, 0, false
+		sh.m[l.keys[0]] = l
+		sh.mu.Unlock()
+		p.leases.retired.Store(false)
+		served := make(chan bool, 1)
+		go func() {
+			r := newRequest(client{ip: "192.0.2.1"})
+			_, _, handled, _ := h.e.decideLeased(context.Background(), s, p, reqctx.FromRequest(r), r, now, nil)
+			served <- handled
+		}()
+		for waiting := int64(0); waiting == 0; {
+			sh.mu.Lock()
+			waiting = l.waiting
+			sh.mu.Unlock()
+		}
+		// The answer arrives: one request for the asker, one left.
+		sh.mu.Lock()
+		l.fetch, l.left, l.at, l.used, l.answered = nil, 1, now, now, true
+		close(f.done)
+		sh.mu.Unlock()
+		back := p.leases.expire(now, true)
+		if <-served && len(back) == 1 {
+			t.Fatalf("round %d: the lease's last request was given back and served", round)
+		}
+	}
+}
+
+// TestLeasesThroughReloadsAllowExactlyTheBurst: requests on a busy key
+// while the config is reloaded again and again, each reload retiring the
+// leases of the last, allow exactly the burst of a bucket that does not
+// refill: no request Redis granted is lost in a retired table, and none
+// given back is served as well.
+func TestLeasesThroughReloadsAllowExactlyTheBurst(t *testing.T) {
+	const burst, workers = 2000, 8
+	srv := testpeer.Redis(t)
+	cfg := leaseCfg(t, "1/h", burst, true)
+	h := newHarness(t, cfg, harnessOpt{redis: redisClient(t, srv)})
+	var allowed, refused atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if h.serve("api", client{ip: "192.0.2.1"}).Code == http.StatusOK {
+					allowed.Add(1)
+				} else {
+					refused.Add(1)
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := h.e.Update(cfg); err != nil {
+				t.Error(err)
+				return
+			}
+			h.e.giveBackLeases(false)
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for refused.Load() < burst && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	// What the last reload retired goes back; the refusals kept on the
+	// engine's clock lapse; then one client takes whatever is left.
+	h.e.giveBackLeases(false)
+	h.clock.Advance(time.Duration(leaseHorizon))
+	for h.serve("api", client{ip: "192.0.2.1"}).Code == http.StatusOK {
+		allowed.Add(1)
+	}
+	if allowed.Load() != burst {
+		t.Fatalf("%d allowed through the reloads, want exactly the burst, %d", allowed.Load(), burst)
 	}
 }

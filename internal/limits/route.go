@@ -181,7 +181,9 @@ func (e *Engine) decide(ctx context.Context, s *snapshot, p *plan, info *reqctx.
 			}
 			return d
 		}
-		e.be.failed("limit", err, now, s.probeInterval, s.policy)
+		if !errors.Is(err, errSharedFetch) {
+			e.be.failed("limit", err, now, s.probeInterval, s.policy)
+		}
 	}
 	switch s.policy {
 	case config.RedisFailOpen:
@@ -243,7 +245,9 @@ func cancelHolds(holds []hold) {
 // without it, and proves nothing about Redis' health). A route that
 // leases (see lease.go) is decided from its lease when it can be.
 func (e *Engine) decideRedis(ctx context.Context, s *snapshot, p *plan, info *reqctx.Info, r *http.Request, now int64, vs []verdict) (d decision, asked bool, err error) {
-	if p.leases != nil {
+	// The one request that probes a Redis found down asks it itself: a
+	// lease would answer without telling whether Redis is back.
+	if p.leases != nil && !e.be.down.Load() {
 		var handled bool
 		if d, asked, handled, err = e.decideLeased(ctx, s, p, info, r, now, vs); handled {
 			return d, asked, err
