@@ -128,6 +128,7 @@ func newBus(l *lasting, m *metrics.Cluster, log *slog.Logger) *redisbus.Bus {
 		},
 		OnConnect: []func(){func() { l.limits.Resync() }},
 		Load:      []redisbus.Loader{func(ctx context.Context) error { return l.revocations.Load(ctx) }},
+		Reconcile: []redisbus.Loader{func(ctx context.Context) error { return l.revocations.Reconcile(ctx) }},
 		// The revocation list is one hash-tagged key: its own marker, in
 		// its slot, sees its Cluster node restart empty.
 		Markers: []string{redisbus.MarkerKey, identity.RevokedMarkerKey},

@@ -87,6 +87,7 @@ type Redis interface {
 	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd
 	Exists(ctx context.Context, keys ...string) *redis.IntCmd
 	ZScore(ctx context.Context, key, member string) *redis.FloatCmd
+	ZCount(ctx context.Context, key, min, max string) *redis.IntCmd
 	ZRemRangeByScore(ctx context.Context, key, min, max string) *redis.IntCmd
 	ZRangeByScoreWithScores(ctx context.Context, key string, opt *redis.ZRangeBy) *redis.ZSliceCmd
 }

@@ -20,8 +20,8 @@ import (
 // stubFeed is a bus whose vouching the test sets.
 type stubFeed struct{ current atomic.Bool }
 
-func (*stubFeed) Envelope(kind, payload string) (string, string) {
-	return "edge:events", "test " + kind + " " + payload
+func (*stubFeed) Envelope(kind string) (string, string) {
+	return "edge:events", "test " + kind + " "
 }
 func (f *stubFeed) Current() bool { return f.current.Load() }
 
@@ -160,5 +160,70 @@ func TestRevocationAnnouncedWithTheWrite(t *testing.T) {
 	want := " " + EventRevoke + " " + hex.EncodeToString(sess.ID[:]) + " " + strconv.FormatInt(sess.Expires.Unix(), 10)
 	if !strings.HasSuffix(msg.Payload, want) {
 		t.Fatalf("announced %q, want a message ending in %q", msg.Payload, want)
+	}
+}
+
+// TestRevocationsWrittenBackAreAnnounced: a replica that writes its copy
+// back into an emptied Redis (or moves an earlier version's keys) announces
+// each revocation as it writes it: another replica that read the empty
+// list and trusts its copy would otherwise never learn them, and accept
+// the tokens for as long as its bus stays live.
+func TestRevocationsWrittenBackAreAnnounced(t *testing.T) {
+	rds := testpeer.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	sub := rdb.Subscribe(ctx, "edge:events")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	held := NewRevocations(rdb, &stubFeed{}, nil, nil)
+	var id TokenID
+	id[0] = 7
+	exp := time.Now().Add(time.Hour).Unix()
+	held.add(id, exp)
+	if err := held.Republish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	msg, err := sub.ReceiveMessage(rctx)
+	if err != nil {
+		t.Fatalf("the revocation written back was not announced: %v", err)
+	}
+	if want := " " + EventRevoke + " " + hex.EncodeToString(id[:]) + " " + strconv.FormatInt(exp, 10); !strings.HasSuffix(msg.Payload, want) {
+		t.Fatalf("announced %q, want a message ending in %q", msg.Payload, want)
+	}
+}
+
+// TestRevocationCopyReconciled: a revocation that reached the list without
+// an announcement the copy heard (written by a replica of an earlier
+// version whose separate PUBLISH failed, or a message lost on the way) is
+// taken into the copy at the next reconciliation, which reads a count
+// from Redis and the whole list only when the list holds more.
+func TestRevocationCopyReconciled(t *testing.T) {
+	rds := testpeer.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	held := NewRevocations(rdb, &stubFeed{}, nil, nil)
+	if err := held.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var id TokenID
+	id[0] = 9
+	exp := time.Now().Add(time.Hour).Unix()
+	if err := rdb.ZAdd(ctx, RevokedKey, redis.Z{Score: float64(exp), Member: hex.EncodeToString(id[:])}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if held.has(id) {
+		t.Fatal("the copy holds a revocation it was never told of")
+	}
+	if err := held.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !held.has(id) {
+		t.Fatal("after reconciling, the copy still lacks the revocation the list holds")
 	}
 }

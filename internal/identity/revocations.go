@@ -17,11 +17,12 @@ import (
 // Feed carries this replica's revocations to the others and theirs here,
 // and vouches for the copy it feeds; the gateway's redisbus.Bus is one.
 type Feed interface {
-	// Envelope is the pub/sub channel and message that announce payload
-	// of kind to the other replicas: the revocation script publishes it
+	// Envelope is the pub/sub channel, and the head of the message, that
+	// announce a payload of kind to the other replicas (the message is
+	// the head and the payload): the revocation script publishes it
 	// itself, with its write, so that Redis never holds a revocation the
 	// others were not told about.
-	Envelope(kind, payload string) (channel, message string)
+	Envelope(kind string) (channel, head string)
 	// Current reports whether every revocation Redis published up to a
 	// bound of about a second ago has reached this replica and the list
 	// was read since the subscription began: then the copy holds every
@@ -139,15 +140,6 @@ func (r *Revocations) add(id TokenID, exp int64) {
 	r.n.Store(int64(len(r.m)))
 }
 
-// announcement is the channel and message that tell the other replicas of
-// a revocation; empty without a feed.
-func (r *Revocations) announcement(id TokenID, exp int64) (channel, message string) {
-	if r == nil || r.feed == nil {
-		return "", ""
-	}
-	return r.feed.Envelope(EventRevoke, hex.EncodeToString(id[:])+" "+strconv.FormatInt(exp, 10))
-}
-
 // HandleEvent applies a revocation another replica made (EventRevoke).
 func (r *Revocations) HandleEvent(payload string) {
 	idHex, expStr, ok := strings.Cut(payload, " ")
@@ -169,13 +161,33 @@ func (r *Revocations) HandleEvent(payload string) {
 const revocationChunk = 500
 
 // write adds the revocations of args (pairs of expiry, token id hex) to
-// the list, a chunk per call, without announcing them: they are what
-// replicas hold already, or read at their next load.
+// the list, a chunk per call (see writeRevocations).
 func (r *Revocations) write(ctx context.Context, now int64, args []any) error {
+	return writeRevocations(ctx, r.rdb, r.feedOf(), now, args)
+}
+
+// feedOf is the copy's feed; nil for no copy or no feed.
+func (r *Revocations) feedOf() Feed {
+	if r == nil {
+		return nil
+	}
+	return r.feed
+}
+
+// writeRevocations adds the revocations of args (pairs of expiry, token id
+// hex) to the list in rdb, a chunk per call, each call announcing what it
+// writes through feed (when not nil) in the same script: a revocation
+// written back into an emptied Redis reaches a replica that read the list
+// while it was empty, as a new one does.
+func writeRevocations(ctx context.Context, rdb Redis, feed Feed, now int64, args []any) error {
+	var channel, head string
+	if feed != nil {
+		channel, head = feed.Envelope(EventRevoke)
+	}
 	for len(args) > 0 {
 		c := min(len(args), 2*revocationChunk)
-		chunk := append([]any{now, "", ""}, args[:c]...)
-		if err := revokeScript.Run(ctx, r.rdb, []string{RevokedKey}, chunk...).Err(); err != nil {
+		chunk := append([]any{now, channel, head}, args[:c]...)
+		if err := revokeScript.Run(ctx, rdb, []string{RevokedKey}, chunk...).Err(); err != nil {
 			return err
 		}
 		args = args[c:]
@@ -203,6 +215,42 @@ func (r *Revocations) Republish(ctx context.Context) error {
 		r.log.Info("identity: revocations republished", "count", n)
 	}
 	return nil
+}
+
+// Reconcile reloads the copy when the list in Redis holds more revocations
+// in force than the copy does: the copy missed one without its
+// subscription breaking (a replica of an earlier version, whose write and
+// announcement were two calls, lost the second; go-redis dropped a
+// message). The bus runs it at each check, so such a miss lasts a check
+// interval at most. It costs a count (ZCOUNT, logarithmic) while nothing
+// is missing. A copy that overflowed is never complete and is not
+// reconciled.
+func (r *Revocations) Reconcile(ctx context.Context) error {
+	if r.dropped.Load() {
+		return nil
+	}
+	now := r.now().Unix()
+	n, err := r.rdb.ZCount(ctx, RevokedKey, "("+strconv.FormatInt(now, 10), "+inf").Result()
+	if err != nil {
+		return fmt.Errorf("counting revocations: %w", err)
+	}
+	if n <= r.inForce(now) {
+		return nil
+	}
+	return r.Load(ctx)
+}
+
+// inForce is how many revocations the copy holds that end after now.
+func (r *Revocations) inForce(now int64) int64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var n int64
+	for _, exp := range r.m {
+		if exp > now {
+			n++
+		}
+	}
+	return n
 }
 
 // Load reads the list in Redis into this replica's copy, dropping the ended

@@ -264,20 +264,21 @@ const (
 )
 
 // revokeScript adds revocations to the list, drops the ended ones and,
-// given a channel, publishes the announcement in the same step, so that
-// no replica trusting its copy of the list can miss a revocation Redis
-// took. ARGV: now (Unix seconds), channel ("" for none), message, then
+// given a channel, announces each revocation in the same step (a message
+// of the head, then "<token id hex> <expiry>", the payload of EventRevoke),
+// so that no replica trusting its copy of the list can miss a revocation
+// Redis took. ARGV: now (Unix seconds), channel ("" for none), head, then
 // pairs of (expiry, token id hex). A revocation already there keeps the
 // later expiry (compared here rather than with ZADD GT, which Redis before
 // 6.2 lacks).
 var revokeScript = redis.NewScript(`
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 for i = 4, #ARGV, 2 do
   local cur = redis.call('ZSCORE', KEYS[1], ARGV[i + 1])
   if not cur or tonumber(cur) < tonumber(ARGV[i]) then
     redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
   end
+  if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ARGV[i + 1] .. ' ' .. ARGV[i]) end
 end
 return (#ARGV - 3) / 2
 `)
@@ -293,8 +294,7 @@ func (s *Sealer) Revoke(ctx context.Context, sess Session) error {
 		return nil
 	}
 	s.held.add(sess.ID, sess.Expires.Unix())
-	channel, message := s.held.announcement(sess.ID, sess.Expires.Unix())
-	err := revokeScript.Run(ctx, s.revoked, []string{RevokedKey}, now.Unix(), channel, message, sess.Expires.Unix(), hex.EncodeToString(sess.ID[:])).Err()
+	err := writeRevocations(ctx, s.revoked, s.held.feedOf(), now.Unix(), []any{sess.Expires.Unix(), hex.EncodeToString(sess.ID[:])})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrRevokedHereOnly, err)
 	}

@@ -69,6 +69,12 @@ type Options struct {
 	// check until all of them succeeded since it; off the goroutine that
 	// delivers messages.
 	Load []Loader
+	// Reconcile runs at every check once the Loaders have succeeded for
+	// the current subscription: each compares what this replica holds
+	// with Redis and reads what it missed without the subscription
+	// breaking (a message lost on the way, or never sent), which bounds
+	// such a miss by CheckEvery.
+	Reconcile []Loader
 	// Republish runs when the dataset's generation changed since this
 	// replica last looked; until every one succeeded, each check runs
 	// them all again.
@@ -172,18 +178,19 @@ func randomID() string {
 // Publish sends one message of kind to the other replicas; this replica has
 // applied it already and skips its own. A message is "origin kind payload".
 func (b *Bus) Publish(ctx context.Context, kind, payload string) error {
-	channel, message := b.Envelope(kind, payload)
-	if err := b.c.Publish(ctx, channel, message).Err(); err != nil {
+	channel, head := b.Envelope(kind)
+	if err := b.c.Publish(ctx, channel, head+payload).Err(); err != nil {
 		return fmt.Errorf("publishing %s: %w", kind, err)
 	}
 	return nil
 }
 
-// Envelope is the channel and message Publish would send for kind and
-// payload, for a caller that publishes from a script, atomically with the
-// write the message announces.
-func (b *Bus) Envelope(kind, payload string) (channel, message string) {
-	return Channel, b.origin + " " + kind + " " + payload
+// Envelope is the channel, and the head of the message, Publish uses for
+// kind (the message is the head and the payload), for a caller that
+// publishes from a script, atomically with the write the message
+// announces.
+func (b *Bus) Envelope(kind string) (channel, head string) {
+	return Channel, b.origin + " " + kind + " "
 }
 
 // Start subscribes and runs the bus until Close; a second call does
@@ -270,6 +277,20 @@ func (b *Bus) work(ctx context.Context) {
 		// own.
 		if e := b.epoch.Load(); len(b.o.Load) > 0 && e != b.loaded.Load() && b.load(ctx) {
 			b.loaded.Store(e)
+		}
+		if e := b.epoch.Load(); e != 0 && e == b.loaded.Load() {
+			b.reconcile(ctx)
+		}
+	}
+}
+
+// reconcile runs every reconciler; a failure waits for the next check.
+func (b *Bus) reconcile(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, republishTimeout)
+	defer cancel()
+	for _, f := range b.o.Reconcile {
+		if err := f(cctx); err != nil {
+			b.o.Log.Warn("redis: reconciling with what redis holds failed; trying again at the next check", "error", err.Error())
 		}
 	}
 }

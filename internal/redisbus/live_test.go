@@ -242,3 +242,28 @@ func TestBusIgnoresOtherHeartbeats(t *testing.T) {
 		t.Fatalf("own heartbeat not recorded: %d", b.heard.Load())
 	}
 }
+
+// TestBusReconcilesAtEachCheck: once the Loaders have succeeded for the
+// current subscription, the reconcilers run at every check, so that a
+// message the copy missed without the subscription breaking is made up
+// for within CheckEvery.
+func TestBusReconcilesAtEachCheck(t *testing.T) {
+	srv := testpeer.Redis(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = c.Close() })
+	var runs atomic.Int64
+	b := New(c, Options{
+		CheckEvery: 50 * time.Millisecond,
+		Load:       []Loader{func(context.Context) error { return nil }},
+		Reconcile:  []Loader{func(context.Context) error { runs.Add(1); return nil }},
+	})
+	b.Start()
+	t.Cleanup(b.Close)
+	deadline := time.Now().Add(10 * time.Second)
+	for runs.Load() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d reconciliations in 10 s at a check every 50 ms", runs.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
