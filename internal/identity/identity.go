@@ -88,6 +88,7 @@ type Redis interface {
 	Exists(ctx context.Context, keys ...string) *redis.IntCmd
 	ZScore(ctx context.Context, key, member string) *redis.FloatCmd
 	ZCount(ctx context.Context, key, min, max string) *redis.IntCmd
+	ZRem(ctx context.Context, key string, members ...any) *redis.IntCmd
 	ZRemRangeByScore(ctx context.Context, key, min, max string) *redis.IntCmd
 	ZRangeByScoreWithScores(ctx context.Context, key string, opt *redis.ZRangeBy) *redis.ZSliceCmd
 }

@@ -3,6 +3,7 @@ package identity
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -225,5 +226,110 @@ func TestRevocationCopyReconciled(t *testing.T) {
 	}
 	if !held.has(id) {
 		t.Fatal("after reconciling, the copy still lacks the revocation the list holds")
+	}
+}
+
+// TestRevocationReconcileSeesPastEqualCounts: a copy holding a revocation
+// Redis did not take (it was down when the token was revoked) and lacking
+// one Redis holds has the same count as Redis: reconciling writes the copy
+// back first, so that the counts tell the missing one.
+func TestRevocationReconcileSeesPastEqualCounts(t *testing.T) {
+	rds := testpeer.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr, DialerRetries: 1})
+	defer rdb.Close()
+	ctx := context.Background()
+	held := NewRevocations(rdb, &stubFeed{}, nil, nil)
+	s := newService(t, testConfig(), Options{Redis: rdb, Revocations: held})
+	_, onlyHere, err := s.Sealer().Issue(testAppID, "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rds.Stop()
+	if err := s.Sealer().Revoke(ctx, onlyHere); !errors.Is(err, ErrRevokedHereOnly) {
+		t.Fatalf("revoking with Redis stopped: %v, want ErrRevokedHereOnly", err)
+	}
+	rds.Start()
+	var onlyThere TokenID
+	onlyThere[0] = 2
+	exp := time.Now().Add(time.Hour).Unix()
+	if err := rdb.ZAdd(ctx, RevokedKey, redis.Z{Score: float64(exp), Member: hex.EncodeToString(onlyThere[:])}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := held.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !held.has(onlyThere) {
+		t.Fatal("the copy still lacks the revocation only Redis held")
+	}
+	if _, err := rdb.ZScore(ctx, RevokedKey, hex.EncodeToString(onlyHere.ID[:])).Result(); err != nil {
+		t.Fatalf("Redis still lacks the revocation only the copy held: %v", err)
+	}
+}
+
+// TestRevocationLoadDropsForeignMembers: a member of the list that is no
+// token id (written by hand, or by something else) is removed when the
+// list is read, so that the counts reconciliation compares stay equal and
+// the list is not read again at every check.
+func TestRevocationLoadDropsForeignMembers(t *testing.T) {
+	rds := testpeer.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	exp := float64(time.Now().Add(time.Hour).Unix())
+	if err := rdb.ZAdd(ctx, RevokedKey, redis.Z{Score: exp, Member: "not-a-token-id"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	held := NewRevocations(rdb, &stubFeed{}, nil, nil)
+	if err := held.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rdb.ZCard(ctx, RevokedKey).Result(); err != nil || n != 0 {
+		t.Fatalf("the list holds %d members after loading (%v), want the foreign one gone", n, err)
+	}
+}
+
+// TestRevocationKeepsTheLaterExpiry: the list keeps the later of two
+// expiries of one token, and so do the copies: the announcement of a
+// shorter one (a replica writing back an older copy) carries the one the
+// list kept, and a copy never shortens a revocation it holds.
+func TestRevocationKeepsTheLaterExpiry(t *testing.T) {
+	rds := testpeer.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	sub := rdb.Subscribe(ctx, "edge:events")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var id TokenID
+	id[0] = 3
+	late, early := time.Now().Add(2*time.Hour).Unix(), time.Now().Add(time.Hour).Unix()
+	if err := writeRevocations(ctx, rdb, &stubFeed{}, time.Now().Unix(), []any{late, hex.EncodeToString(id[:])}); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeRevocations(ctx, rdb, &stubFeed{}, time.Now().Unix(), []any{early, hex.EncodeToString(id[:])}); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var last string
+	for range 2 {
+		msg, err := sub.ReceiveMessage(rctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = msg.Payload
+	}
+	if want := hex.EncodeToString(id[:]) + " " + strconv.FormatInt(late, 10); !strings.HasSuffix(last, want) {
+		t.Fatalf("the second announcement is %q, want it to end in the expiry the list kept: %q", last, want)
+	}
+	clock := time.Now()
+	held := NewRevocations(rdb, nil, nil, func() time.Time { return clock })
+	held.add(id, late)
+	held.add(id, early)
+	clock = time.Unix(early+1, 0)
+	if !held.has(id) {
+		t.Fatal("a copy shortened a revocation it held to an earlier expiry")
 	}
 }

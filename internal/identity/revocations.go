@@ -61,6 +61,9 @@ type Revocations struct {
 	// legacyMoved is set once the keys of an earlier version were moved
 	// into the list (moveLegacy).
 	legacyMoved atomic.Bool
+	// unsynced is set while the copy may hold a revocation the list lacks
+	// (Redis did not take one); a Republish that succeeds clears it.
+	unsynced atomic.Bool
 	// dropped is set once the cap made the copy give up a revocation still
 	// in force: the copy can no longer answer alone, for the process's
 	// life.
@@ -115,7 +118,12 @@ func (r *Revocations) add(id TokenID, exp int64) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.m[id]; !ok && len(r.m) >= maxHeldRevocations {
+	cur, held := r.m[id]
+	if held && cur >= exp {
+		// The later expiry stands, as in the list.
+		return
+	}
+	if !held && len(r.m) >= maxHeldRevocations {
 		for k, e := range r.m {
 			if e <= now {
 				delete(r.m, k)
@@ -140,20 +148,27 @@ func (r *Revocations) add(id TokenID, exp int64) {
 	r.n.Store(int64(len(r.m)))
 }
 
-// HandleEvent applies a revocation another replica made (EventRevoke).
+// HandleEvent applies the revocations another replica wrote (EventRevoke):
+// "<token id hex> <expiry>", one pair or several, space separated.
 func (r *Revocations) HandleEvent(payload string) {
-	idHex, expStr, ok := strings.Cut(payload, " ")
-	exp, err := strconv.ParseInt(expStr, 10, 64)
-	var id TokenID
-	if !ok || err != nil || len(idHex) != 2*len(id) {
+	fields := strings.Fields(payload)
+	if len(fields) == 0 || len(fields)%2 != 0 {
 		r.log.Warn("identity: ignored a malformed revocation message")
 		return
 	}
-	if _, err := hex.Decode(id[:], []byte(idHex)); err != nil {
-		r.log.Warn("identity: ignored a malformed revocation message")
-		return
+	for i := 0; i < len(fields); i += 2 {
+		exp, err := strconv.ParseInt(fields[i+1], 10, 64)
+		var id TokenID
+		if err != nil || len(fields[i]) != 2*len(id) {
+			r.log.Warn("identity: ignored a malformed revocation message")
+			return
+		}
+		if _, err := hex.Decode(id[:], []byte(fields[i])); err != nil {
+			r.log.Warn("identity: ignored a malformed revocation message")
+			return
+		}
+		r.add(id, exp)
 	}
-	r.add(id, exp)
 }
 
 // revocationChunk bounds the revocations of one Redis call when the list is
@@ -164,6 +179,13 @@ const revocationChunk = 500
 // the list, a chunk per call (see writeRevocations).
 func (r *Revocations) write(ctx context.Context, now int64, args []any) error {
 	return writeRevocations(ctx, r.rdb, r.feedOf(), now, args)
+}
+
+// markUnsynced records that the copy holds a revocation the list lacks.
+func (r *Revocations) markUnsynced() {
+	if r != nil {
+		r.unsynced.Store(true)
+	}
 }
 
 // feedOf is the copy's feed; nil for no copy or no feed.
@@ -208,7 +230,11 @@ func (r *Revocations) Republish(ctx context.Context) error {
 	}
 	r.mu.RUnlock()
 	n := len(args) / 2
+	// Cleared before writing: a revocation Redis refuses meanwhile sets it
+	// again.
+	r.unsynced.Store(false)
 	if err := r.write(ctx, now, args); err != nil {
+		r.unsynced.Store(true)
 		return fmt.Errorf("republishing revocations: %w", err)
 	}
 	if n > 0 {
@@ -223,7 +249,8 @@ func (r *Revocations) Republish(ctx context.Context) error {
 // announcement were two calls, lost the second; go-redis dropped a
 // message). The bus runs it at each check, so such a miss lasts a check
 // interval at most. It costs a count (ZCOUNT, logarithmic) while nothing
-// is missing. A copy that overflowed is never complete and is not
+// is missing. The counts mean something because the copy is kept a subset
+// of the list: a copy holding more is written back first. A copy that overflowed is never complete and is not
 // reconciled.
 func (r *Revocations) Reconcile(ctx context.Context) error {
 	if r.dropped.Load() {
@@ -234,7 +261,19 @@ func (r *Revocations) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("counting revocations: %w", err)
 	}
-	if n <= r.inForce(now) {
+	held := r.inForce(now)
+	if n < held || r.unsynced.Load() {
+		// The copy holds revocations the list may lack (Redis did not take
+		// them, or came back empty and is not written back yet): put them
+		// back first, or they would hide as many the copy lacks.
+		if err := r.Republish(ctx); err != nil {
+			return err
+		}
+		if n, err = r.rdb.ZCount(ctx, RevokedKey, "("+strconv.FormatInt(now, 10), "+inf").Result(); err != nil {
+			return fmt.Errorf("counting revocations: %w", err)
+		}
+	}
+	if n <= held {
 		return nil
 	}
 	return r.Load(ctx)
@@ -267,6 +306,7 @@ func (r *Revocations) Load(ctx context.Context) error {
 		return fmt.Errorf("loading revocations: %w", err)
 	}
 	n := 0
+	var foreign []any
 	for off := int64(0); ; off += revocationChunk {
 		page, err := r.rdb.ZRangeByScoreWithScores(ctx, RevokedKey, &redis.ZRangeBy{
 			Min: "(" + now, Max: "+inf", Offset: off, Count: revocationChunk,
@@ -277,10 +317,8 @@ func (r *Revocations) Load(ctx context.Context) error {
 		for _, z := range page {
 			var id TokenID
 			m, _ := z.Member.(string)
-			if len(m) != 2*len(id) {
-				continue
-			}
-			if _, err := hex.Decode(id[:], []byte(m)); err != nil {
+			if _, err := hex.Decode(id[:], []byte(m)); err != nil || len(m) != 2*len(id) {
+				foreign = append(foreign, z.Member)
 				continue
 			}
 			r.add(id, int64(z.Score))
@@ -289,6 +327,14 @@ func (r *Revocations) Load(ctx context.Context) error {
 		if len(page) < revocationChunk {
 			break
 		}
+	}
+	// Members that are no token id would keep the list's count above the
+	// copy's, and reconciliation reading the list at every check.
+	if len(foreign) > 0 {
+		if err := r.rdb.ZRem(ctx, RevokedKey, foreign...).Err(); err != nil {
+			return fmt.Errorf("loading revocations: %w", err)
+		}
+		r.log.Warn("identity: removed members of the revocation list that are no token id", "count", len(foreign))
 	}
 	if n > 0 {
 		r.log.Info("identity: revocations loaded from redis", "count", n)

@@ -264,23 +264,31 @@ const (
 )
 
 // revokeScript adds revocations to the list, drops the ended ones and,
-// given a channel, announces each revocation in the same step (a message
-// of the head, then "<token id hex> <expiry>", the payload of EventRevoke),
-// so that no replica trusting its copy of the list can miss a revocation
-// Redis took. ARGV: now (Unix seconds), channel ("" for none), head, then
-// pairs of (expiry, token id hex). A revocation already there keeps the
-// later expiry (compared here rather than with ZADD GT, which Redis before
-// 6.2 lacks).
+// given a channel, announces what it wrote in the same step: one message,
+// the head and then "<token id hex> <expiry>" for each revocation, space
+// separated (the payload of EventRevoke), with the expiry the list keeps.
+// So no replica trusting its copy of the list can miss a revocation Redis
+// took. ARGV: now (Unix seconds), channel ("" for none), head, then pairs
+// of (expiry, token id hex). A revocation already there keeps the later
+// expiry (compared here rather than with ZADD GT, which Redis before 6.2
+// lacks).
 var revokeScript = redis.NewScript(`
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local told = {}
 for i = 4, #ARGV, 2 do
-  local cur = redis.call('ZSCORE', KEYS[1], ARGV[i + 1])
-  if not cur or tonumber(cur) < tonumber(ARGV[i]) then
+  local exp = tonumber(ARGV[i])
+  local cur = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i + 1]))
+  if not cur or cur < exp then
     redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
+  else
+    exp = cur
   end
-  if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ARGV[i + 1] .. ' ' .. ARGV[i]) end
+  told[#told + 1] = ARGV[i + 1] .. ' ' .. string.format('%d', exp)
 end
-return (#ARGV - 3) / 2
+if ARGV[2] ~= '' and #told > 0 then
+  redis.call('PUBLISH', ARGV[2], ARGV[3] .. table.concat(told, ' '))
+end
+return #told
 `)
 
 // Revoke adds the session's token to the revocation list until it would
@@ -296,6 +304,7 @@ func (s *Sealer) Revoke(ctx context.Context, sess Session) error {
 	s.held.add(sess.ID, sess.Expires.Unix())
 	err := writeRevocations(ctx, s.revoked, s.held.feedOf(), now.Unix(), []any{sess.Expires.Unix(), hex.EncodeToString(sess.ID[:])})
 	if err != nil {
+		s.held.markUnsynced()
 		return fmt.Errorf("%w: %w", ErrRevokedHereOnly, err)
 	}
 	return nil

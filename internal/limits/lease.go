@@ -145,11 +145,14 @@ func (e *Engine) decideLeased(ctx context.Context, s *snapshot, p *plan, info *r
 		ends[i] = len(buf)
 	}
 	t := p.leases
-	if t.retired.Load() {
-		return decision{}, false, false, nil
-	}
 	sh := &t.shards[maphash.Bytes(t.seed, buf)%shardCount]
 	sh.mu.Lock()
+	// Under the lock: expire retires the table before it takes any shard's,
+	// so a lease made here after it swept this shard cannot be.
+	if t.retired.Load() {
+		sh.mu.Unlock()
+		return decision{}, false, false, nil
+	}
 	l := sh.m[string(buf)]
 	if l == nil {
 		if len(sh.m) >= t.perShard {
