@@ -134,15 +134,8 @@ func TestRevocationCheckedInACompleteCopy(t *testing.T) {
 // has taken: a second publish that could fail on its own would leave the
 // others accepting the token for as long as their buses stay live.
 func TestRevocationAnnouncedWithTheWrite(t *testing.T) {
-	rds := testpeer.Redis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
-	defer rdb.Close()
+	rdb, sub := listening(t)
 	ctx := context.Background()
-	sub := rdb.Subscribe(ctx, "edge:events")
-	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil {
-		t.Fatal(err)
-	}
 	held := NewRevocations(rdb, &stubFeed{}, nil, nil)
 	s := newService(t, testConfig(), Options{Redis: rdb, Revocations: held})
 	_, sess, err := s.Sealer().Issue(testAppID, "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "")
@@ -170,15 +163,8 @@ func TestRevocationAnnouncedWithTheWrite(t *testing.T) {
 // list and trusts its copy would otherwise never learn them, and accept
 // the tokens for as long as its bus stays live.
 func TestRevocationsWrittenBackAreAnnounced(t *testing.T) {
-	rds := testpeer.Redis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
-	defer rdb.Close()
+	rdb, sub := listening(t)
 	ctx := context.Background()
-	sub := rdb.Subscribe(ctx, "edge:events")
-	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil {
-		t.Fatal(err)
-	}
 	held := NewRevocations(rdb, &stubFeed{}, nil, nil)
 	var id TokenID
 	id[0] = 7
@@ -293,15 +279,8 @@ func TestRevocationLoadDropsForeignMembers(t *testing.T) {
 // shorter one (a replica writing back an older copy) carries the one the
 // list kept, and a copy never shortens a revocation it holds.
 func TestRevocationKeepsTheLaterExpiry(t *testing.T) {
-	rds := testpeer.Redis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
-	defer rdb.Close()
+	rdb, sub := listening(t)
 	ctx := context.Background()
-	sub := rdb.Subscribe(ctx, "edge:events")
-	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil {
-		t.Fatal(err)
-	}
 	var id TokenID
 	id[0] = 3
 	late, early := time.Now().Add(2*time.Hour).Unix(), time.Now().Add(time.Hour).Unix()
@@ -332,4 +311,19 @@ func TestRevocationKeepsTheLaterExpiry(t *testing.T) {
 	if !held.has(id) {
 		t.Fatal("a copy shortened a revocation it held to an earlier expiry")
 	}
+}
+
+// listening is a client of a new Redis and a subscription of it to the
+// bus's channel, confirmed.
+func listening(t *testing.T) (*redis.Client, *redis.PubSub) {
+	t.Helper()
+	rds := testpeer.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	sub := rdb.Subscribe(context.Background(), "edge:events")
+	t.Cleanup(func() { _ = sub.Close() })
+	if _, err := sub.Receive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return rdb, sub
 }
