@@ -73,12 +73,14 @@ func (e *Engine) refund(ctx context.Context, s *snapshot, groups [][]int, keys [
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.redisTimeout)
 	defer cancel()
 	for _, idx := range groups {
-		gk := make([]string, 0, len(idx))
-		ga := make([]any, 0, len(idx)+len(clock))
+		gk := make([]string, 0, len(idx)+1)
+		ga := make([]any, 0, len(idx)+1+len(clock))
+		ga = append(ga, len(idx))
 		for _, i := range idx {
 			gk = append(gk, keys[i])
 			ga = append(ga, args[2*i])
 		}
+		gk = append(gk, onceKey(gk[0]))
 		ga = append(ga, clock...)
 		if err := refundScript.Run(ctx, e.be.client, gk, ga...).Err(); err != nil {
 			e.be.m.BackendError("refund").Inc()

@@ -231,10 +231,14 @@ func (e *Engine) decideLeased(ctx context.Context, s *snapshot, p *plan, info *r
 	if e.scriptClock != nil {
 		args = append(args, e.scriptClock().UnixMicro())
 	}
+	callKeys := keys
+	if back > 0 {
+		callKeys = append(keys[:len(keys):len(keys)], onceKey(keys[0]))
+	}
 	// The answer serves every waiting request: no one client's leaving
 	// may cut it short.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.redisTimeout)
-	res, err := e.evalLimit(fctx, keys, args)
+	res, err := e.evalLimit(fctx, callKeys, args)
 	cancel()
 	var out []int64
 	if err == nil {
@@ -392,14 +396,16 @@ func (e *Engine) giveBack(ctx context.Context, s *snapshot, back []unused) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.redisTimeout)
 	defer cancel()
 	for _, u := range back {
-		args := make([]any, 0, len(u.keys)+1)
+		args := make([]any, 0, len(u.keys)+2)
+		args = append(args, len(u.keys))
 		for _, m := range u.micros {
 			args = append(args, m*u.n)
 		}
 		if e.scriptClock != nil {
 			args = append(args, e.scriptClock().UnixMicro())
 		}
-		if err := refundScript.Run(ctx, e.be.client, u.keys, args...).Err(); err != nil {
+		keys := append(u.keys[:len(u.keys):len(u.keys)], onceKey(u.keys[0]))
+		if err := refundScript.Run(ctx, e.be.client, keys, args...).Err(); err != nil {
 			e.m.BackendError("refund").Inc()
 			if ctx.Err() != nil {
 				return

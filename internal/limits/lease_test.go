@@ -1,7 +1,9 @@
 package limits
 
 import (
+	"bytes"
 	"context"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -350,5 +352,127 @@ func TestLeasesThroughReloadsAllowExactlyTheBurst(t *testing.T) {
 	}
 	if allowed.Load() != burst {
 		t.Fatalf("%d allowed through the reloads, want exactly the burst, %d", allowed.Load(), burst)
+	}
+}
+
+// replyCutter relays connections to Redis and, once armed, forwards the
+// next script call but drops Redis' answer and closes the connection: the
+// call ran, and go-redis, seeing the connection break, sends it again.
+type replyCutter struct {
+	ln    net.Listener
+	redis string
+	armed atomic.Bool
+	cuts  atomic.Int32
+}
+
+func newReplyCutter(t *testing.T, redisAddr string) *replyCutter {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &replyCutter{ln: ln, redis: redisAddr}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go c.relay(conn)
+		}
+	}()
+	return c
+}
+
+func (c *replyCutter) relay(client net.Conn) {
+	defer client.Close()
+	server, err := net.Dial("tcp", c.redis)
+	if err != nil {
+		return
+	}
+	defer server.Close()
+	var cut atomic.Bool
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := client.Read(buf)
+			if n > 0 {
+				if lower := bytes.ToLower(buf[:n]); bytes.Contains(lower, []byte("eval")) && c.armed.CompareAndSwap(true, false) {
+					cut.Store(true)
+				}
+				if _, werr := server.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := server.Read(buf)
+		if n > 0 && cut.Load() {
+			c.cuts.Add(1)
+			return
+		}
+		if n > 0 {
+			if _, werr := client.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// TestLeaseGiveBackAppliedOnce: requests given back go back once, even
+// when the connection breaks after Redis ran the give-back and go-redis
+// sends it again: twice would put back requests nobody gave up, and allow
+// them to the other replicas over the limit. Given back at the sweep
+// (refundScript) and with the next lease (limitScript), whose requests
+// are taken once too.
+func TestLeaseGiveBackAppliedOnce(t *testing.T) {
+	const burst = 200
+	for _, tc := range []struct {
+		name   string
+		script *redis.Script
+		// giveBack makes the replica give back its 5 unused requests, and
+		// returns how many it served meanwhile.
+		giveBack func(h *harness) int
+	}{
+		{"at the sweep", refundScript, func(h *harness) int { h.e.giveBackLeases(false); return 0 }},
+		{"with the next lease", limitScript, func(h *harness) int { return h.allowed("api", client{ip: "192.0.2.1"}, 1) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := testpeer.Redis(t)
+			cutter := newReplyCutter(t, srv.Addr)
+			// go-redis' default retries: a call on a broken connection is
+			// sent again.
+			rc := redis.NewClient(&redis.Options{Addr: cutter.ln.Addr().String()})
+			t.Cleanup(func() { _ = rc.Close() })
+			a := newHarness(t, leaseCfg(t, "1/h", burst, true), harnessOpt{redis: rc})
+			// Leases of 1, 2, 4, 8 and 10: 25 taken, 5 held.
+			got := a.allowed("api", client{ip: "192.0.2.1"}, 20)
+			a.clock.Advance(time.Duration(leaseTTL))
+			// Loaded, so that the call whose answer is cut is the one that
+			// runs (not a NOSCRIPT that go-redis follows with EVAL).
+			if err := tc.script.Load(context.Background(), rc).Err(); err != nil {
+				t.Fatal(err)
+			}
+			cutter.armed.Store(true)
+			got += tc.giveBack(a)
+			if cutter.cuts.Load() != 1 {
+				t.Fatalf("%d answers cut, want the give-back's", cutter.cuts.Load())
+			}
+			if err := a.e.Close(); err != nil {
+				t.Fatal(err)
+			}
+			b := newHarness(t, leaseCfg(t, "1/h", burst, false), harnessOpt{redis: redisClient(t, srv)})
+			if rest := b.allowed("api", client{ip: "192.0.2.2"}, burst); got+rest != burst {
+				t.Fatalf("%d served by the leasing replica, then %d by the other: want the burst, %d, in all", got, rest, burst)
+			}
+		})
 	}
 }

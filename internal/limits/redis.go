@@ -2,6 +2,8 @@ package limits
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,10 +32,13 @@ import (
 // once (a lease, see lease.go): as many as every rule has room for, at
 // most n, charged to every rule; n = 1 is one request's decision. Before
 // taking, it gives back the unused requests of an earlier lease, back
-// intervals per rule, as refundScript does. KEYS are the buckets; ARGV
-// holds interval and tolerance per rule, in microseconds, then n, then
-// back, and after them, only from tests, the time to decide at (µs since
-// the Unix epoch) instead of TIME. A key expires when its bucket is full
+// intervals per rule, as refundScript does. KEYS are the buckets, and
+// with back > 0 one more: a key of the call's own (onceKey) that keeps the
+// answer, so that the call go-redis sends again after a broken connection
+// answers the same and changes nothing: the requests given back go back
+// once, and those taken are taken once. ARGV holds interval and tolerance per rule, in
+// microseconds, then n, then back, and after them, only from tests, the
+// time to decide at (µs since the Unix epoch) instead of TIME. A key expires when its bucket is full
 // again (PX, relative, which Redis before 6.2 has too; a key a test's
 // clock has passed holds a TAT behind now, which reads as a full bucket
 // all the same): a full bucket carries nothing. It answers {granted, 0,
@@ -41,6 +46,9 @@ import (
 // rule i has no room for one.
 var limitScript = redis.NewScript(`
 local k = #KEYS
+if #ARGV < 2 * k + 2 then
+  k = k - 1
+end
 local now
 if #ARGV > 2 * k + 2 then
   now = tonumber(ARGV[#ARGV])
@@ -54,6 +62,24 @@ local function store(key, tat)
   else
     redis.call('SET', key, string.format('%d', tat), 'PX', string.format('%d', math.floor((tat - now) / 1000) + 1))
   end
+end
+local once
+if k < #KEYS then
+  once = KEYS[k + 1]
+  local prev = redis.call('GET', once)
+  if prev then
+    local out = {}
+    for v in string.gmatch(prev, '%S+') do out[#out + 1] = tonumber(v) end
+    return out
+  end
+end
+local function answer(out)
+  if once then
+    local parts = {}
+    for i = 1, #out do parts[i] = string.format('%d', out[i]) end
+    redis.call('SET', once, table.concat(parts, ' '), 'PX', '60000')
+  end
+  return out
 end
 local n = tonumber(ARGV[2*k+1])
 local back = tonumber(ARGV[2*k+2])
@@ -70,7 +96,7 @@ for i = 1, k do
   if tat < now then tat = now end
   local room = math.floor((tonumber(ARGV[2*i]) - (tat - now)) / interval)
   if room < 1 then
-    return {0, i, tat - now}
+    return answer({0, i, tat - now})
   end
   if room < n then n = room end
   tats[i] = tat
@@ -81,7 +107,7 @@ for i = 1, k do
   store(KEYS[i], tat)
   out[i + 2] = tat - now
 end
-return out
+return answer(out)
 `)
 
 // datasetLua is the head of every ban script that reads or moves the bans'
@@ -158,25 +184,33 @@ redis.call('ZADD', KEYS[4], string.format('%d', now + tonumber(ARGV[2])), ARGV[1
 return n
 `)
 
-// refundScript gives back the tokens limitScript took from KEYS, one
-// interval each (ARGV, µs, then the test clock as in limitScript): on a
-// Redis Cluster a route's rules may live in several slots, hence several
-// script calls, and a rule that refuses in a later call must leave the
-// earlier calls' rules uncharged, as the single script does. Taking an
-// interval off the TAT undoes the charge whatever was charged since; a TAT
-// it brings to now or before is a full bucket, which needs no key.
+// refundScript gives back the tokens limitScript took from the buckets:
+// on a Redis Cluster a route's rules may live in several slots, hence
+// several script calls, and a rule that refuses in a later call must leave
+// the earlier calls' rules uncharged, as the single script does; a lease's
+// unused requests go back the same way. ARGV: the number of buckets k,
+// then the µs to take off each bucket's TAT, then, only from tests, the
+// clock as in limitScript. KEYS: the k buckets, then a key of the call's
+// own (onceKey): a call go-redis sends again after a broken connection
+// gives back nothing the second time. Taking time off the TAT undoes the
+// charge whatever was charged since; a TAT it brings to now or before is a
+// full bucket, which needs no key.
 var refundScript = redis.NewScript(`
+local k = tonumber(ARGV[1])
 local now
-if #ARGV > #KEYS then
+if #ARGV > k + 1 then
   now = tonumber(ARGV[#ARGV])
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-for i = 1, #KEYS do
+if not redis.call('SET', KEYS[k+1], '1', 'NX', 'PX', '60000') then
+  return 0
+end
+for i = 1, k do
   local tat = tonumber(redis.call('GET', KEYS[i]))
   if tat then
-    tat = tat - tonumber(ARGV[i])
+    tat = tat - tonumber(ARGV[i + 1])
     if tat <= now then
       redis.call('DEL', KEYS[i])
     else
@@ -184,8 +218,27 @@ for i = 1, #KEYS do
     end
   end
 end
-return 0
+return 1
 `)
+
+// onceKey names a key of one script call's own, in the slot of first (a
+// key of that call): the call marks it, so that the same call sent again
+// by go-redis after a broken connection knows it ran. It expires after a
+// minute, far longer than go-redis retries for.
+func onceKey(first string) string {
+	return first + ":once:" + onceSeed + strconv.FormatUint(onceCount.Add(1), 36)
+}
+
+var (
+	onceSeed  = randomHex(6) + ":"
+	onceCount atomic.Uint64
+)
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
 
 // The ban keys share the {bans} tag: the violation, sync, lift and republish scripts
 // touch several of them at once. A rate key is its rule's prefix and the
