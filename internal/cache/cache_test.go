@@ -35,6 +35,18 @@ func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	answer(w, r, n)
 }
 
+// waitOrigin waits, for 10 s at most, until the origin was asked n times.
+func waitOrigin(t *testing.T, o *origin, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for o.count() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the origin was asked %d times in 10 s, want %d", o.count(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func (o *origin) count() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -348,9 +360,7 @@ func TestRetain(t *testing.T) {
 	// A fetch under the old settings, in flight across the change.
 	done := make(chan result)
 	go func() { done <- get(v1, o, "GET", "/late", nil) }()
-	for o.count() < 3 {
-		time.Sleep(time.Millisecond)
-	}
+	waitOrigin(t, o, 3)
 	if n := store.Retain(map[string]string{"r": "2"}); n != 1 {
 		t.Errorf("Retain of a new generation removed %d answers, want the old one", n)
 	}
@@ -384,9 +394,7 @@ func TestLockTimeout(t *testing.T) {
 	p := newPolicy(c, Options{LockTimeout: time.Millisecond})
 	first := make(chan result)
 	go func() { first <- get(p, o, "GET", "/l", nil) }()
-	for o.count() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitOrigin(t, o, 1)
 	r := get(p, o, "GET", "/l", nil)
 	close(hold)
 	if r.xcache != "MISS" || r.body != "answer 2" {

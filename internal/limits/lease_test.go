@@ -277,7 +277,11 @@ func TestLeaseGivenBackIsNotServed(t *testing.T) {
 			_, _, handled, _ := h.e.decideLeased(context.Background(), s, p, reqctx.FromRequest(r), r, now, nil)
 			served <- handled
 		}()
+		deadline := time.Now().Add(10 * time.Second)
 		for waiting := int64(0); waiting == 0; {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the request did not wait for the lease within 10 s", round)
+			}
 			sh.mu.Lock()
 			waiting = l.waiting
 			sh.mu.Unlock()
